@@ -1,0 +1,61 @@
+package dev.memgen.model;
+
+import ai.djl.ndarray.NDArray;
+
+/**
+ * Grouped-query self-attention with q/k/v fused into one projection. Query heads are grouped under their
+ * key/value head ({@code [batch, kvHeads, group * n, headDim]}), so K and V are never repeated per query head.
+ */
+final class Attention {
+  private final ModelConfig c;
+  private final NDArray qkvWeight; // [(heads + 2 kvHeads) * headDim, hidden]: q, k, v stacked
+  private final NDArray qkvBias; //   null for Llama
+  private final NDArray outWeight; // [hidden, heads * headDim]
+  private final float scale;
+
+  Attention(ModelConfig c, NDArray qkvWeight, NDArray qkvBias, NDArray outWeight) {
+    this.c = c;
+    this.qkvWeight = qkvWeight;
+    this.qkvBias = qkvBias;
+    this.outWeight = outWeight;
+    this.scale = (float) (1.0 / Math.sqrt(c.headDim()));
+  }
+
+  /**
+   * @param x normalised input {@code [batch, n, hidden]}
+   * @param mask additive mask {@code [batch, 1, 1, n, length + n]}
+   * @return the attention output after o_proj, {@code [batch, n, hidden]}
+   */
+  NDArray forward(NDArray x, Rope rope, NDArray cos, NDArray sin, NDArray mask, KvCache cache, int layer) {
+    long b = x.getShape().get(0);
+    long n = x.getShape().get(1);
+    int heads = c.numHeads();
+    int kvHeads = c.numKvHeads();
+    int d = c.headDim();
+    int group = heads / kvHeads;
+    int start = cache.length();
+
+    NDArray qkv = Ops.linear(x, qkvWeight, qkvBias);
+    NDArray qk = rope.apply(Ops.reshape(Ops.slice(qkv, 2, 0, (long) (heads + kvHeads) * d), b, n, heads + kvHeads, d), cos, sin);
+    NDArray v = Ops.reshape(Ops.slice(qkv, 2, (long) (heads + kvHeads) * d, c.qkvSize()), b, n, kvHeads, d);
+
+    // q: [b, n, kv, group, d] -> [b, kv, group * n, d];  k, v: [b, n, kv, d] -> [b, kv, n, d]
+    NDArray q = Ops.reshape(Ops.permute(Ops.reshape(Ops.slice(qk, 2, 0, heads), b, n, kvHeads, group, d), 0, 2, 3, 1, 4),
+        b, kvHeads, group * n, d);
+    NDArray k = Ops.permute(Ops.slice(qk, 2, heads, heads + kvHeads), 0, 2, 1, 3);
+    Ops.write(cache.keys(layer), 2, start, k);
+    Ops.write(cache.values(layer), 2, start, Ops.permute(v, 0, 2, 1, 3));
+
+    // Views of the cache's first start+n slots; owned by this step (they would otherwise pile up in the cache).
+    NDArray keys = Ops.slice(cache.keys(layer), 2, 0, start + n);
+    NDArray values = Ops.slice(cache.values(layer), 2, 0, start + n);
+    keys.attach(x.getManager());
+    values.attach(x.getManager());
+    NDArray scores = Ops.matmul(q.mul(scale), keys.transpose(0, 1, 3, 2)); // [b, kv, group * n, T]
+    scores = Ops.add(Ops.reshape(scores, b, kvHeads, group, n, start + n), mask);
+    NDArray probs = Ops.reshape(Ops.softmaxLastAxis(scores), b, kvHeads, group * n, start + n);
+    NDArray out = Ops.matmul(probs, values); // [b, kv, group * n, d]
+    out = Ops.reshape(Ops.permute(Ops.reshape(out, b, kvHeads, group, n, d), 0, 3, 1, 2, 4), b, n, (long) heads * d);
+    return Ops.linear(out, outWeight, null);
+  }
+}

@@ -1,0 +1,190 @@
+package dev.memgen.model;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
+import dev.memgen.model.checkpoint.Checkpoint;
+import java.nio.file.Path;
+import java.util.Arrays;
+
+/**
+ * The frozen reasoner: a Qwen2/Llama decoder-only transformer on DJL's PyTorch engine. Inputs are rows of
+ * input embeddings, so token embeddings and latent memory rows enter the same way; every call appends its
+ * rows to a {@link KvCache} and returns the final-norm hidden states of those rows.
+ */
+public final class Decoder implements AutoCloseable {
+  private final ModelConfig config;
+  private final NDManager manager;
+  private final NDArray embedTokens; // [vocab, hidden]
+  private final Block[] blocks;
+  private final NDArray finalNorm; //   [hidden]
+  private final NDArray lmHead; //      [vocab, hidden]; the embedding table when tied
+  private final Rope rope;
+  private final float eps;
+
+  private record Block(NDArray inputNorm, Attention attention, NDArray postNorm, Mlp mlp) {}
+
+  private Decoder(ModelConfig config, NDManager manager, NDArray embedTokens, Block[] blocks, NDArray finalNorm, NDArray lmHead) {
+    this.config = config;
+    this.manager = manager;
+    this.embedTokens = embedTokens;
+    this.blocks = blocks;
+    this.finalNorm = finalNorm;
+    this.lmHead = lmHead;
+    this.rope = new Rope(config, manager);
+    this.eps = (float) config.rmsNormEps();
+  }
+
+  /** Loads a checkpoint directory into a new manager (closed with the decoder). */
+  public static Decoder load(Path dir) {
+    return load(Checkpoint.open(dir), Engines.manager());
+  }
+
+  public static Decoder load(Checkpoint ckpt, NDManager parent) {
+    ModelConfig c = ckpt.config();
+    NDManager m = parent.newSubManager();
+    try {
+      long h = c.hiddenSize();
+      long qDim = (long) c.numHeads() * c.headDim();
+      long kvDim = (long) c.numKvHeads() * c.headDim();
+      long inter = c.intermediateSize();
+      NDArray embed = ckpt.load(m, "model.embed_tokens.weight", c.vocabSize(), h);
+      Block[] blocks = new Block[c.numLayers()];
+      for (int l = 0; l < c.numLayers(); l++) {
+        String p = "model.layers." + l + ".";
+        NDArray qkvW = fuse(ckpt.load(m, p + "self_attn.q_proj.weight", qDim, h),
+            ckpt.load(m, p + "self_attn.k_proj.weight", kvDim, h), ckpt.load(m, p + "self_attn.v_proj.weight", kvDim, h));
+        NDArray qkvB = null;
+        if (c.attentionBias()) {
+          qkvB = fuse(ckpt.load(m, p + "self_attn.q_proj.bias", qDim),
+              ckpt.load(m, p + "self_attn.k_proj.bias", kvDim), ckpt.load(m, p + "self_attn.v_proj.bias", kvDim));
+        }
+        Attention attention = new Attention(c, qkvW, qkvB, ckpt.load(m, p + "self_attn.o_proj.weight", h, qDim));
+        Mlp mlp = new Mlp(fuse(ckpt.load(m, p + "mlp.gate_proj.weight", inter, h), ckpt.load(m, p + "mlp.up_proj.weight", inter, h)),
+            ckpt.load(m, p + "mlp.down_proj.weight", h, inter), inter);
+        blocks[l] = new Block(ckpt.load(m, p + "input_layernorm.weight", h), attention,
+            ckpt.load(m, p + "post_attention_layernorm.weight", h), mlp);
+      }
+      NDArray norm = ckpt.load(m, "model.norm.weight", h);
+      NDArray head = c.tieWordEmbeddings() && !ckpt.has("lm_head.weight")
+          ? embed
+          : ckpt.load(m, "lm_head.weight", c.vocabSize(), h);
+      return new Decoder(c, m, embed, blocks, norm, head);
+    } catch (RuntimeException e) {
+      m.close();
+      throw e;
+    }
+  }
+
+  /** Stacks row blocks into one weight (one matmul instead of several) and frees the parts. */
+  private static NDArray fuse(NDArray... parts) {
+    NDList list = new NDList(parts);
+    NDArray fused = NDArrays.concat(list, 0);
+    list.close();
+    return fused;
+  }
+
+  public ModelConfig config() {
+    return config;
+  }
+
+  public NDManager manager() {
+    return manager;
+  }
+
+  /** Total bytes of weights one decode step reads (each weight once; a tied head counts once). */
+  public long weightBytes() {
+    long sum = embedTokens.size() + finalNorm.size() + (lmHead == embedTokens ? 0 : lmHead.size());
+    long h = config.hiddenSize();
+    long perLayer = 2 * h + (long) config.qkvSize() * h + (config.attentionBias() ? config.qkvSize() : 0)
+        + h * (long) config.numHeads() * config.headDim() + 3L * h * config.intermediateSize();
+    return 4 * (sum + perLayer * config.numLayers());
+  }
+
+  public KvCache newCache(int batch, int capacity) {
+    return new KvCache(manager, config, batch, capacity);
+  }
+
+  /** Token embeddings {@code [batch, n, hidden]} for ids {@code [batch][n]}; a negative id (padding) gives zeros. */
+  public NDArray embed(NDManager into, int[][] ids) {
+    int n = ids[0].length;
+    long[] flat = new long[ids.length * n];
+    boolean padded = false;
+    for (int b = 0; b < ids.length; b++) {
+      if (ids[b].length != n) {
+        throw new IllegalArgumentException("ragged ids: row " + b + " has " + ids[b].length + " tokens, row 0 has " + n);
+      }
+      for (int t = 0; t < n; t++) {
+        int id = ids[b][t];
+        if (id >= config.vocabSize()) {
+          throw new IllegalArgumentException("token id " + id + " at row " + b + ", index " + t
+              + " is outside the vocabulary [0, " + config.vocabSize() + ")");
+        }
+        padded |= id < 0;
+        flat[b * n + t] = Math.max(id, 0);
+      }
+    }
+    NDArray idArray = into.create(flat, new Shape(ids.length, n));
+    NDArray rows = Ops.embedding(idArray, embedTokens);
+    if (padded) {
+      float[] keep = new float[flat.length];
+      for (int i = 0; i < flat.length; i++) {
+        keep[i] = ids[i / n][i % n] < 0 ? 0f : 1f;
+      }
+      rows = rows.muli(into.create(keep, new Shape(ids.length, n, 1)));
+    }
+    return rows;
+  }
+
+  /**
+   * Runs rows of input embeddings through the decoder, appending them to the cache.
+   *
+   * @param embeds {@code [batch, n, hidden]} f32 rows: token embeddings, latent memory, anything
+   * @param valid {@code [batch][n]}: false marks a slot the row does not use (padding); it is masked out
+   * @return final-norm hidden states {@code [batch, n, hidden]}, in the manager of {@code embeds}
+   */
+  public NDArray forward(KvCache cache, NDArray embeds, boolean[][] valid) {
+    Shape s = embeds.getShape();
+    if (s.dimension() != 3 || s.get(0) != cache.batchSize() || s.get(2) != config.hiddenSize() || s.get(1) < 1) {
+      throw new IllegalArgumentException("embeds must be [" + cache.batchSize() + ", n>=1, " + config.hiddenSize()
+          + "], got " + s);
+    }
+    if (embeds.getDataType() != DataType.FLOAT32) {
+      throw new IllegalArgumentException("embeds must be float32, got " + embeds.getDataType());
+    }
+    int n = (int) s.get(1);
+    if (valid.length != cache.batchSize() || Arrays.stream(valid).anyMatch(v -> v.length != n)) {
+      throw new IllegalArgumentException("valid must be [" + cache.batchSize() + "][" + n + "]");
+    }
+    NDManager caller = embeds.getManager();
+    try (NDManager step = caller.newSubManager()) {
+      int[][] positions = cache.reserve(valid);
+      NDArray[] cosSin = rope.tables(step, positions);
+      NDArray mask = step.create(cache.mask(n), new Shape(cache.batchSize(), 1, 1, n, cache.length() + n));
+      NDArray x = embeds.duplicate();
+      x.attach(step);
+      for (int l = 0; l < blocks.length; l++) {
+        Block blk = blocks[l];
+        x = x.add(blk.attention.forward(Ops.rmsNorm(x, blk.inputNorm, eps), rope, cosSin[0], cosSin[1], mask, cache, l));
+        x = x.addi(blk.mlp.forward(Ops.rmsNorm(x, blk.postNorm, eps)));
+      }
+      cache.advance(n);
+      NDArray hidden = Ops.rmsNorm(x, finalNorm, eps);
+      hidden.attach(caller);
+      return hidden;
+    }
+  }
+
+  /** Next-token logits {@code [..., vocab]} from final-norm hidden states {@code [..., hidden]}. */
+  public NDArray logits(NDArray hidden) {
+    return Ops.linear(hidden, lmHead, null);
+  }
+
+  @Override
+  public void close() {
+    manager.close();
+  }
+}
