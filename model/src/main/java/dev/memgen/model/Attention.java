@@ -8,16 +8,14 @@ import ai.djl.ndarray.NDArray;
  */
 final class Attention {
   private final ModelConfig c;
-  private final NDArray qkvWeight; // [(heads + 2 kvHeads) * headDim, hidden]: q, k, v stacked
-  private final NDArray qkvBias; //   null for Llama
-  private final NDArray outWeight; // [hidden, heads * headDim]
+  private final Linear qkv; // [(heads + 2 kvHeads) * headDim, hidden]: q, k, v stacked; bias for Qwen2 only
+  private final Linear out; // [hidden, heads * headDim]
   private final float scale;
 
-  Attention(ModelConfig c, NDArray qkvWeight, NDArray qkvBias, NDArray outWeight) {
+  Attention(ModelConfig c, Linear qkv, Linear out) {
     this.c = c;
-    this.qkvWeight = qkvWeight;
-    this.qkvBias = qkvBias;
-    this.outWeight = outWeight;
+    this.qkv = qkv;
+    this.out = out;
     this.scale = (float) (1.0 / Math.sqrt(c.headDim()));
   }
 
@@ -35,7 +33,7 @@ final class Attention {
     int group = heads / kvHeads;
     int start = cache.length();
 
-    NDArray qkv = Ops.linear(x, qkvWeight, qkvBias);
+    NDArray qkv = this.qkv.forward(x);
     NDArray qk = rope.apply(Ops.reshape(Ops.slice(qkv, 2, 0, (long) (heads + kvHeads) * d), b, n, heads + kvHeads, d), cos, sin);
     NDArray v = Ops.reshape(Ops.slice(qkv, 2, (long) (heads + kvHeads) * d, c.qkvSize()), b, n, kvHeads, d);
 
@@ -54,8 +52,8 @@ final class Attention {
     NDArray scores = Ops.matmul(q.mul(scale), keys.transpose(0, 1, 3, 2)); // [b, kv, group * n, T]
     scores = Ops.add(Ops.reshape(scores, b, kvHeads, group, n, start + n), mask);
     NDArray probs = Ops.reshape(Ops.softmaxLastAxis(scores), b, kvHeads, group * n, start + n);
-    NDArray out = Ops.matmul(probs, values); // [b, kv, group * n, d]
-    out = Ops.reshape(Ops.permute(Ops.reshape(out, b, kvHeads, group, n, d), 0, 3, 1, 2, 4), b, n, (long) heads * d);
-    return Ops.linear(out, outWeight, null);
+    NDArray mixed = Ops.matmul(probs, values); // [b, kv, group * n, d]
+    mixed = Ops.reshape(Ops.permute(Ops.reshape(mixed, b, kvHeads, group, n, d), 0, 3, 1, 2, 4), b, n, (long) heads * d);
+    return out.forward(mixed);
   }
 }

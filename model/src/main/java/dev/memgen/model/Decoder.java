@@ -21,7 +21,7 @@ public final class Decoder implements AutoCloseable {
   private final NDArray embedTokens; // [vocab, hidden]
   private final Block[] blocks;
   private final NDArray finalNorm; //   [hidden]
-  private final NDArray lmHead; //      [vocab, hidden]; the embedding table when tied
+  private final Linear lmHead; //       [vocab, hidden]; the embedding table when tied
   private final Rope rope;
   private final float eps;
 
@@ -33,7 +33,7 @@ public final class Decoder implements AutoCloseable {
     this.embedTokens = embedTokens;
     this.blocks = blocks;
     this.finalNorm = finalNorm;
-    this.lmHead = lmHead;
+    this.lmHead = new Linear(lmHead, null);
     this.rope = new Rope(config, manager);
     this.eps = (float) config.rmsNormEps();
   }
@@ -62,9 +62,11 @@ public final class Decoder implements AutoCloseable {
           qkvB = fuse(ckpt.load(m, p + "self_attn.q_proj.bias", qDim),
               ckpt.load(m, p + "self_attn.k_proj.bias", kvDim), ckpt.load(m, p + "self_attn.v_proj.bias", kvDim));
         }
-        Attention attention = new Attention(c, qkvW, qkvB, ckpt.load(m, p + "self_attn.o_proj.weight", h, qDim));
-        Mlp mlp = new Mlp(fuse(ckpt.load(m, p + "mlp.gate_proj.weight", inter, h), ckpt.load(m, p + "mlp.up_proj.weight", inter, h)),
-            ckpt.load(m, p + "mlp.down_proj.weight", h, inter), inter);
+        Attention attention = new Attention(c, new Linear(qkvW, qkvB),
+            new Linear(ckpt.load(m, p + "self_attn.o_proj.weight", h, qDim), null));
+        Mlp mlp = new Mlp(
+            new Linear(fuse(ckpt.load(m, p + "mlp.gate_proj.weight", inter, h), ckpt.load(m, p + "mlp.up_proj.weight", inter, h)), null),
+            new Linear(ckpt.load(m, p + "mlp.down_proj.weight", h, inter), null), inter);
         blocks[l] = new Block(ckpt.load(m, p + "input_layernorm.weight", h), attention,
             ckpt.load(m, p + "post_attention_layernorm.weight", h), mlp);
       }
@@ -97,7 +99,7 @@ public final class Decoder implements AutoCloseable {
 
   /** Total bytes of weights one decode step reads (each weight once; a tied head counts once). */
   public long weightBytes() {
-    long sum = embedTokens.size() + finalNorm.size() + (lmHead == embedTokens ? 0 : lmHead.size());
+    long sum = embedTokens.size() + finalNorm.size() + (lmHead.weight == embedTokens ? 0 : lmHead.weight.size());
     long h = config.hiddenSize();
     long perLayer = 2 * h + (long) config.qkvSize() * h + (config.attentionBias() ? config.qkvSize() : 0)
         + h * (long) config.numHeads() * config.headDim() + 3L * h * config.intermediateSize();
@@ -180,7 +182,7 @@ public final class Decoder implements AutoCloseable {
 
   /** Next-token logits {@code [..., vocab]} from final-norm hidden states {@code [..., hidden]}. */
   public NDArray logits(NDArray hidden) {
-    return Ops.linear(hidden, lmHead, null);
+    return lmHead.forward(hidden);
   }
 
   @Override

@@ -3,12 +3,28 @@ package dev.memgen.model;
 import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDManager;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
 
 /**
  * The one place that starts DJL's PyTorch engine. libtorch comes from the pytorch-native-cpu jar on the
  * classpath; offline mode stops DJL from ever trying to download a different build at run time.
+ *
+ * <p>libtorch's intra-op parallelism is set to one thread (unless {@code ai.djl.pytorch.num_threads} says
+ * otherwise): {@link Linear} splits the large matrix products over {@link #WORKERS} itself, because libtorch
+ * leaves a decode step's matrix-vector products on one core, and its spinning OpenMP workers would compete with
+ * ours for the others.
  */
 public final class Engines {
+  /** Threads for the large matrix products: one per core, at most 8. */
+  public static final int THREADS = Math.max(1, Math.min(8, Runtime.getRuntime().availableProcessors()));
+  /** Daemon workers (THREADS - 1: the calling thread computes a share too). */
+  public static final ExecutorService WORKERS = Executors.newFixedThreadPool(Math.max(1, THREADS - 1), r -> {
+    Thread t = new Thread(r, "memgen-matmul");
+    t.setDaemon(true);
+    return t;
+  });
+
   private static volatile NDManager root;
 
   private Engines() {}
@@ -21,6 +37,9 @@ public final class Engines {
         if (root == null) {
           if (System.getProperty("ai.djl.offline") == null) {
             System.setProperty("ai.djl.offline", "true");
+          }
+          if (System.getProperty("ai.djl.pytorch.num_threads") == null) {
+            System.setProperty("ai.djl.pytorch.num_threads", "1");
           }
           root = Engine.getEngine("PyTorch").newBaseManager(Device.cpu());
         }

@@ -1,0 +1,177 @@
+package dev.memgen.model.generate;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
+import dev.memgen.model.Decoder;
+import dev.memgen.model.KvCache;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Set;
+
+/**
+ * Batched autoregressive decoding with a KV cache. Prompts of different lengths prefill together (padding
+ * masked out); then every step feeds each live row its last token. A row stops on its own (a stop token or its
+ * token budget), and the batch ends when every row has.
+ */
+public final class Generator {
+  private final Decoder decoder;
+
+  public Generator(Decoder decoder) {
+    this.decoder = decoder;
+  }
+
+  /** One sequence to continue. */
+  public record Request(int[] prompt, int maxNewTokens, SamplingParams sampling, Set<Integer> stopTokens) {
+    public Request {
+      if (prompt.length == 0) {
+        throw new IllegalArgumentException("empty prompt");
+      }
+      if (maxNewTokens < 0) {
+        throw new IllegalArgumentException("max_new_tokens must be >= 0, got " + maxNewTokens);
+      }
+    }
+  }
+
+  public enum FinishReason { STOP_TOKEN, LENGTH }
+
+  /** The generated tokens (the stop token included when one ended the row) and why the row ended. */
+  public record Result(int[] tokens, FinishReason reason, long prefillNanos, long decodeNanos) {}
+
+  /** Sees every token as it is chosen, with the final-norm hidden state that produced it when asked for. */
+  public interface Listener {
+    default boolean wantsHidden() {
+      return false;
+    }
+
+    /** @param hidden the last-layer hidden state whose logits chose {@code token}, or null */
+    void onToken(int row, int token, float[] hidden);
+  }
+
+  public List<Result> generate(List<Request> requests) {
+    return generate(requests, (row, token, hidden) -> {});
+  }
+
+  public List<Result> generate(List<Request> requests, Listener listener) {
+    int batch = requests.size();
+    int vocab = decoder.config().vocabSize();
+    int longest = requests.stream().mapToInt(r -> r.prompt().length).max().orElse(0);
+    int budget = requests.stream().mapToInt(Request::maxNewTokens).max().orElse(0);
+    for (Request r : requests) {
+      for (int id : r.prompt()) {
+        if (id < 0 || id >= vocab) {
+          throw new IllegalArgumentException("prompt token id " + id + " is outside the vocabulary [0, " + vocab + ")");
+        }
+      }
+    }
+    Sampler[] samplers = requests.stream().map(r -> new Sampler(r.sampling())).toArray(Sampler[]::new);
+    boolean allGreedy = requests.stream().allMatch(r -> r.sampling().greedy());
+    List<List<Integer>> out = new ArrayList<>();
+    FinishReason[] reasons = new FinishReason[batch];
+    boolean[] done = new boolean[batch];
+    for (int b = 0; b < batch; b++) {
+      out.add(new ArrayList<>());
+      if (requests.get(b).maxNewTokens() == 0) {
+        done[b] = true;
+        reasons[b] = FinishReason.LENGTH;
+      }
+    }
+
+    try (NDManager m = decoder.manager().newSubManager();
+        KvCache cache = decoder.newCache(batch, longest + budget)) {
+      long t0 = System.nanoTime();
+      int[][] ids = new int[batch][longest];
+      boolean[][] valid = new boolean[batch][longest];
+      for (int b = 0; b < batch; b++) {
+        Arrays.fill(ids[b], -1);
+        int[] p = requests.get(b).prompt();
+        System.arraycopy(p, 0, ids[b], 0, p.length);
+        Arrays.fill(valid[b], 0, p.length, true);
+      }
+      NDArray last = lastRows(decoder.forward(cache, decoder.embed(m, ids), valid), requests);
+      long t1 = System.nanoTime();
+      for (int step = 0; step < budget && !allDone(done); step++) {
+        try (NDManager s = m.newSubManager()) {
+          last.attach(s);
+          int[] next = choose(decoder.logits(last), samplers, done, allGreedy, vocab);
+          float[] hidden = listener.wantsHidden() ? last.toFloatArray() : null;
+          int[][] stepIds = new int[batch][1];
+          boolean[][] stepValid = new boolean[batch][1];
+          for (int b = 0; b < batch; b++) {
+            stepIds[b][0] = -1;
+            if (done[b]) {
+              continue;
+            }
+            Request r = requests.get(b);
+            out.get(b).add(next[b]);
+            listener.onToken(b, next[b], hidden == null ? null : Arrays.copyOfRange(hidden, b * hidden.length / batch,
+                (b + 1) * hidden.length / batch));
+            if (r.stopTokens().contains(next[b])) {
+              done[b] = true;
+              reasons[b] = FinishReason.STOP_TOKEN;
+            } else if (out.get(b).size() >= r.maxNewTokens()) {
+              done[b] = true;
+              reasons[b] = FinishReason.LENGTH;
+            } else {
+              stepIds[b][0] = next[b];
+              stepValid[b][0] = true;
+            }
+          }
+          if (allDone(done)) {
+            break;
+          }
+          NDArray h = decoder.forward(cache, decoder.embed(s, stepIds), stepValid);
+          last = h.get(new NDIndex(":, 0"));
+          last.attach(m);
+        }
+      }
+      long t2 = System.nanoTime();
+      List<Result> results = new ArrayList<>();
+      for (int b = 0; b < batch; b++) {
+        results.add(new Result(out.get(b).stream().mapToInt(Integer::intValue).toArray(),
+            reasons[b] == null ? FinishReason.LENGTH : reasons[b], t1 - t0, t2 - t1));
+      }
+      return results;
+    }
+  }
+
+  /** The hidden state at each row's last prompt token: {@code [batch, hidden]}. */
+  private static NDArray lastRows(NDArray hidden, List<Request> requests) {
+    NDList rows = new NDList();
+    for (int b = 0; b < requests.size(); b++) {
+      rows.add(hidden.get(new NDIndex("{}, {}", b, requests.get(b).prompt().length - 1)));
+    }
+    return NDArrays.stack(rows);
+  }
+
+  private static int[] choose(NDArray logits, Sampler[] samplers, boolean[] done, boolean allGreedy, int vocab) {
+    int batch = samplers.length;
+    int[] next = new int[batch];
+    if (allGreedy) {
+      long[] argmax = logits.argMax(1).toLongArray(); // read back b ids, not b * vocab logits
+      for (int b = 0; b < batch; b++) {
+        next[b] = (int) argmax[b];
+      }
+      return next;
+    }
+    float[] all = logits.toFloatArray();
+    for (int b = 0; b < batch; b++) {
+      if (!done[b]) {
+        next[b] = samplers[b].sample(all, b * vocab, vocab);
+      }
+    }
+    return next;
+  }
+
+  private static boolean allDone(boolean[] done) {
+    for (boolean d : done) {
+      if (!d) {
+        return false;
+      }
+    }
+    return true;
+  }
+}
