@@ -189,7 +189,7 @@ def load_checkpoint_tensors(model_dir):
 # config
 
 def make_config(arch, dtype, tied, hidden, layers, heads, kv_heads, intermediate, vocab,
-                rope_theta, eps, max_pos):
+                rope_theta, eps, max_pos, attention_bias=False, mlp_bias=False, llama3_factor=None):
     cfg = {
         "architectures": ["Qwen2ForCausalLM" if arch == "qwen2" else "LlamaForCausalLM"],
         "model_type": arch,
@@ -209,8 +209,11 @@ def make_config(arch, dtype, tied, hidden, layers, heads, kv_heads, intermediate
         "eos_token_id": 1,
     }
     if arch == "llama":
-        cfg["attention_bias"] = False
-        cfg["mlp_bias"] = False
+        cfg["attention_bias"] = bool(attention_bias)
+        cfg["mlp_bias"] = bool(mlp_bias)
+    if llama3_factor:
+        cfg["rope_scaling"] = {"rope_type": "llama3", "factor": llama3_factor, "low_freq_factor": 1.0,
+                               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
     return cfg
 
 
@@ -232,8 +235,9 @@ def load_config(model_dir):
         raise ReferenceError(f"{path}: missing keys {missing}")
     if cfg.get("hidden_act", "silu") != "silu":
         raise ReferenceError(f"{path}: only hidden_act 'silu' is supported")
-    if cfg.get("rope_scaling"):
-        raise ReferenceError(f"{path}: rope_scaling is not supported")
+    scaling = cfg.get("rope_scaling")
+    if scaling and scaling.get("rope_type", scaling.get("type")) not in ("llama3", "default"):
+        raise ReferenceError(f"{path}: only llama3 rope_scaling is supported")
     return cfg
 
 
@@ -250,6 +254,8 @@ class Dims:
         self.vocab = int(cfg["vocab_size"])
         self.eps = float(cfg["rms_norm_eps"])
         self.theta = float(cfg.get("rope_theta", 10000.0))
+        scaling = cfg.get("rope_scaling") or {}
+        self.llama3 = scaling if scaling.get("rope_type", scaling.get("type")) == "llama3" else None
         self.tied = bool(cfg.get("tie_word_embeddings", False))
         model_type = cfg.get("model_type") or ""
         archs = cfg.get("architectures") or [""]
@@ -338,9 +344,23 @@ def silu(x):
     return x / (1.0 + np.exp(-x))
 
 
-def rope_cos_sin(positions, head_dim, theta):
+def llama3_inv_freq(inv_freq, s):
+    """Llama 3.1 frequency scaling: long wavelengths divided by `factor`, short kept, a smooth blend between."""
+    factor, low, high = float(s["factor"]), float(s["low_freq_factor"]), float(s["high_freq_factor"])
+    orig = float(s["original_max_position_embeddings"])
+    wavelen = 2 * math.pi / inv_freq
+    scaled = np.where(wavelen > orig / low, inv_freq / factor, inv_freq)
+    smooth = (orig / wavelen - low) / (high - low)
+    blended = (1 - smooth) * scaled / factor + smooth * scaled
+    medium = (wavelen >= orig / high) & (wavelen <= orig / low)
+    return np.where(medium, blended, scaled)
+
+
+def rope_cos_sin(positions, head_dim, theta, llama3=None):
     """HF convention: inv_freq over even indices, angles duplicated to both halves."""
     inv_freq = 1.0 / theta ** (np.arange(0, head_dim, 2, dtype=np.float64) / head_dim)
+    if llama3:
+        inv_freq = llama3_inv_freq(inv_freq, llama3)
     angles = np.asarray(positions, dtype=np.float64)[:, None] * inv_freq[None, :]  # (T, hd/2)
     emb = np.concatenate([angles, angles], axis=-1)  # (T, hd)
     return np.cos(emb), np.sin(emb)
@@ -372,7 +392,7 @@ def attention(x, W, p, d):
     q = q.reshape(T, d.heads, d.head_dim).transpose(1, 0, 2)  # (H, T, hd)
     k = k.reshape(T, d.kv_heads, d.head_dim).transpose(1, 0, 2)  # (KV, T, hd)
     v = v.reshape(T, d.kv_heads, d.head_dim).transpose(1, 0, 2)
-    cos, sin = rope_cos_sin(np.arange(T), d.head_dim, d.theta)
+    cos, sin = rope_cos_sin(np.arange(T), d.head_dim, d.theta, d.llama3)
     q, k = rope(q, cos, sin), rope(k, cos, sin)
     group = d.heads // d.kv_heads
     k = np.repeat(k, group, axis=0)  # query head j uses kv head j // group
@@ -459,7 +479,7 @@ def cmd_make_checkpoint(args):
     tied = args.tied if args.tied is not None else (args.arch == "qwen2")
     cfg = make_config(args.arch, args.dtype, tied, args.hidden, args.layers, args.heads,
                       args.kv_heads, args.intermediate, args.vocab, args.rope_theta, args.eps,
-                      args.max_pos)
+                      args.max_pos, args.attention_bias, args.mlp_bias, args.llama3_rope_factor)
     tensors = random_tensors(Dims(cfg), args.seed)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "config.json"), "w") as f:
@@ -679,6 +699,10 @@ def build_parser():
     mk.add_argument("--rope-theta", type=float, default=10000.0)
     mk.add_argument("--eps", type=float, default=1e-6)
     mk.add_argument("--max-pos", type=int, default=2048)
+    mk.add_argument("--attention-bias", action="store_true", help="llama: q/k/v/o biases")
+    mk.add_argument("--mlp-bias", action="store_true", help="llama: gate/up/down biases")
+    mk.add_argument("--llama3-rope-factor", type=float, default=None,
+                    help="add llama3 rope_scaling (low 1, high 4, original max positions 64)")
     mk.set_defaults(func=cmd_make_checkpoint)
 
     fw = sub.add_parser("forward", help="float64 forward pass; prints one JSON line")

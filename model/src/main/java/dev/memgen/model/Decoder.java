@@ -57,16 +57,17 @@ public final class Decoder implements AutoCloseable {
         String p = "model.layers." + l + ".";
         NDArray qkvW = fuse(ckpt.load(m, p + "self_attn.q_proj.weight", qDim, h),
             ckpt.load(m, p + "self_attn.k_proj.weight", kvDim, h), ckpt.load(m, p + "self_attn.v_proj.weight", kvDim, h));
-        NDArray qkvB = null;
-        if (c.attentionBias()) {
-          qkvB = fuse(ckpt.load(m, p + "self_attn.q_proj.bias", qDim),
-              ckpt.load(m, p + "self_attn.k_proj.bias", kvDim), ckpt.load(m, p + "self_attn.v_proj.bias", kvDim));
-        }
+        NDArray qkvB = !c.qkvBias() ? null : fuse(ckpt.load(m, p + "self_attn.q_proj.bias", qDim),
+            ckpt.load(m, p + "self_attn.k_proj.bias", kvDim), ckpt.load(m, p + "self_attn.v_proj.bias", kvDim));
+        NDArray outB = !c.outBias() ? null : ckpt.load(m, p + "self_attn.o_proj.bias", h);
         Attention attention = new Attention(c, new Linear(qkvW, qkvB),
-            new Linear(ckpt.load(m, p + "self_attn.o_proj.weight", h, qDim), null));
+            new Linear(ckpt.load(m, p + "self_attn.o_proj.weight", h, qDim), outB));
+        NDArray gateUpB = !c.mlpBias() ? null
+            : fuse(ckpt.load(m, p + "mlp.gate_proj.bias", inter), ckpt.load(m, p + "mlp.up_proj.bias", inter));
+        NDArray downB = !c.mlpBias() ? null : ckpt.load(m, p + "mlp.down_proj.bias", h);
         Mlp mlp = new Mlp(
-            new Linear(fuse(ckpt.load(m, p + "mlp.gate_proj.weight", inter, h), ckpt.load(m, p + "mlp.up_proj.weight", inter, h)), null),
-            new Linear(ckpt.load(m, p + "mlp.down_proj.weight", h, inter), null), inter);
+            new Linear(fuse(ckpt.load(m, p + "mlp.gate_proj.weight", inter, h), ckpt.load(m, p + "mlp.up_proj.weight", inter, h)), gateUpB),
+            new Linear(ckpt.load(m, p + "mlp.down_proj.weight", h, inter), downB), inter);
         blocks[l] = new Block(ckpt.load(m, p + "input_layernorm.weight", h), attention,
             ckpt.load(m, p + "post_attention_layernorm.weight", h), mlp);
       }
@@ -101,8 +102,10 @@ public final class Decoder implements AutoCloseable {
   public long weightBytes() {
     long sum = embedTokens.size() + finalNorm.size() + (lmHead.weight == embedTokens ? 0 : lmHead.weight.size());
     long h = config.hiddenSize();
-    long perLayer = 2 * h + (long) config.qkvSize() * h + (config.attentionBias() ? config.qkvSize() : 0)
-        + h * (long) config.numHeads() * config.headDim() + 3L * h * config.intermediateSize();
+    long inter = config.intermediateSize();
+    long perLayer = 2 * h + (long) config.qkvSize() * h + (config.qkvBias() ? config.qkvSize() : 0)
+        + h * (long) config.numHeads() * config.headDim() + (config.outBias() ? h : 0)
+        + 3L * h * inter + (config.mlpBias() ? 2 * inter + h : 0);
     return 4 * (sum + perLayer * config.numLayers());
   }
 

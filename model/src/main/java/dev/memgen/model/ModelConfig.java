@@ -13,7 +13,8 @@ import java.util.List;
 
 /**
  * The decoder's hyper-parameters, read from a Hugging Face {@code config.json}. Qwen2 and Llama share one
- * shape (RMSNorm, RoPE, grouped-query attention, SwiGLU); they differ in q/k/v bias and defaults.
+ * shape (RMSNorm, RoPE, grouped-query attention, SwiGLU); they differ in biases: Qwen2 always has q/k/v biases,
+ * Llama has q/k/v/o biases with {@code attention_bias} and MLP biases with {@code mlp_bias}.
  */
 public record ModelConfig(
     String architecture,
@@ -29,7 +30,9 @@ public record ModelConfig(
     RopeScaling ropeScaling,
     int maxPositions,
     boolean tieWordEmbeddings,
-    boolean attentionBias,
+    boolean qkvBias,
+    boolean outBias,
+    boolean mlpBias,
     List<Integer> eosTokenIds) {
 
   public static final String QWEN2 = "Qwen2ForCausalLM";
@@ -103,6 +106,8 @@ public record ModelConfig(
         c.path("max_position_embeddings").asInt(32768),
         c.path("tie_word_embeddings").asBoolean(false),
         qwen || c.path("attention_bias").asBoolean(false),
+        !qwen && c.path("attention_bias").asBoolean(false),
+        !qwen && c.path("mlp_bias").asBoolean(false),
         List.copyOf(eos));
   }
 
@@ -149,8 +154,8 @@ public record ModelConfig(
     c.put("tie_word_embeddings", tieWordEmbeddings);
     c.put("hidden_act", "silu");
     if (!isQwen2()) {
-      c.put("attention_bias", attentionBias);
-      c.put("mlp_bias", false);
+      c.put("attention_bias", qkvBias);
+      c.put("mlp_bias", mlpBias);
     }
     if (!eosTokenIds.isEmpty()) {
       c.put("eos_token_id", eosTokenIds.get(0));

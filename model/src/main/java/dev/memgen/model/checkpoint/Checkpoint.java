@@ -109,6 +109,11 @@ public final class Checkpoint {
 
   /** Loads a tensor as f32 after checking its shape; the result lives in {@code manager}. */
   public NDArray load(NDManager manager, String name, long... expectedShape) {
+    return loadInBlocks(manager, name, MAX_BLOCK_BYTES, expectedShape);
+  }
+
+  /** As {@link #load(NDManager, String, long...)}, reading at most {@code maxBlockBytes} (as f32) per block. */
+  NDArray loadInBlocks(NDManager manager, String name, long maxBlockBytes, long... expectedShape) {
     SafeTensorsFile file = fileOf.get(name);
     if (file == null) {
       throw new CheckpointException(dir, name, "missing tensor");
@@ -120,7 +125,7 @@ public final class Checkpoint {
     }
     long rows = expectedShape.length == 0 ? 1 : expectedShape[0];
     long rowElements = rows == 0 ? 0 : e.elements() / rows;
-    long rowsPerBlock = Math.max(1, MAX_BLOCK_BYTES / Math.max(1, rowElements * 4));
+    long rowsPerBlock = Math.max(1, maxBlockBytes / Math.max(1, rowElements * 4));
     NDList blocks = new NDList();
     for (long r = 0; r < rows || (rows == 0 && blocks.isEmpty()); r += rowsPerBlock) {
       long n = Math.min(rowsPerBlock, rows - r);

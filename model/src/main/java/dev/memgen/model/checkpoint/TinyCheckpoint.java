@@ -22,13 +22,13 @@ public final class TinyCheckpoint {
   public static ModelConfig tiny(String arch) {
     boolean qwen = !arch.equals("llama");
     return new ModelConfig(qwen ? ModelConfig.QWEN2 : ModelConfig.LLAMA, 64, 128, 2, 4, 2, 16, 320, 1e-6, 10000.0,
-        null, 4096, qwen, qwen, List.of(ByteLevelVocabulary.IM_END_ID));
+        null, 4096, qwen, qwen, false, false, List.of(ByteLevelVocabulary.IM_END_ID));
   }
 
   /** The shapes of Qwen2.5-0.5B (random weights): the size the performance targets are stated for. */
   public static ModelConfig qwen25HalfB() {
     return new ModelConfig(ModelConfig.QWEN2, 896, 4864, 24, 14, 2, 64, 151936, 1e-6, 1000000.0,
-        null, 32768, true, true, List.of(ByteLevelVocabulary.IM_END_ID));
+        null, 32768, true, true, false, false, List.of(ByteLevelVocabulary.IM_END_ID));
   }
 
   /** Writes {@code config} with random weights to {@code out}, split into {@code shards} files. */
@@ -47,7 +47,7 @@ public final class TinyCheckpoint {
       tensors.add(linear(random, p + "self_attn.q_proj.weight", q, h));
       tensors.add(linear(random, p + "self_attn.k_proj.weight", kv, h));
       tensors.add(linear(random, p + "self_attn.v_proj.weight", kv, h));
-      if (c.attentionBias()) {
+      if (c.qkvBias()) {
         tensors.add(gaussian(random, p + "self_attn.q_proj.bias", 0.1, q));
         tensors.add(gaussian(random, p + "self_attn.k_proj.bias", 0.1, kv));
         tensors.add(gaussian(random, p + "self_attn.v_proj.bias", 0.1, kv));

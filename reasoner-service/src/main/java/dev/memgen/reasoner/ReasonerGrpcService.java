@@ -1,0 +1,131 @@
+package dev.memgen.reasoner;
+
+import dev.memgen.model.generate.Generator;
+import dev.memgen.model.text.TextTokenizer;
+import dev.memgen.proto.v1.FinishReason;
+import dev.memgen.proto.v1.Finished;
+import dev.memgen.proto.v1.GenerateEvent;
+import dev.memgen.proto.v1.GenerateRequest;
+import dev.memgen.proto.v1.MemorySkip;
+import dev.memgen.proto.v1.ReasonerGrpc;
+import dev.memgen.proto.v1.SkipReason;
+import dev.memgen.proto.v1.TokenDelta;
+import io.grpc.Context;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.ServerCallStreamObserver;
+import io.grpc.stub.StreamObserver;
+import io.quarkus.grpc.GrpcService;
+import io.smallrye.common.annotation.Blocking;
+import java.util.List;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+import org.jboss.logging.Logger;
+
+/**
+ * {@code memgen.v1.Reasoner/Generate}: decodes with the frozen base and streams each token as it is chosen.
+ *
+ * <p>Decoding is CPU-bound native work, so the method is {@link Blocking}: it runs on a Quarkus worker thread,
+ * never on the gRPC event loop. Calls run concurrently; that is safe because {@link Generator#generate} gives each
+ * call its own KV cache over the shared, read-only weights.
+ */
+@GrpcService
+public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
+  private static final Logger LOG = Logger.getLogger(ReasonerGrpcService.class);
+
+  private final ReasonerModel model;
+  private final GenerateRequestMapper mapper;
+
+  ReasonerGrpcService(ReasonerModel model,
+      @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
+    if (defaultMaxNewTokens < 1) {
+      throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
+    }
+    this.model = model;
+    this.mapper = new GenerateRequestMapper(model.config().vocabSize(), model.config().maxPositions(),
+        model.tokenizer(), model.baseStopTokens(), defaultMaxNewTokens);
+  }
+
+  /** Thrown from the token listener to stop decoding when the client has gone away. */
+  private static final class CallCancelled extends RuntimeException {
+    CallCancelled() {
+      super("call cancelled by the client", null, false, false);
+    }
+  }
+
+  @Override
+  @Blocking
+  public void generate(GenerateRequest request, StreamObserver<GenerateEvent> out) {
+    long start = System.nanoTime();
+    Context context = Context.current();
+    ServerCallStreamObserver<GenerateEvent> call =
+        out instanceof ServerCallStreamObserver<GenerateEvent> s ? s : null;
+    if (call != null) {
+      call.setOnCancelHandler(() -> LOG.debugf("Generate cancelled by the client"));
+    }
+    GenerateRequestMapper.Plan plan;
+    try {
+      plan = mapper.map(request);
+    } catch (StatusRuntimeException e) {
+      out.onError(e);
+      return;
+    }
+    Generator.Request req = plan.request();
+    TextTokenizer tokenizer = model.tokenizer();
+    IncrementalText text = new IncrementalText(tokenizer == null ? null : ids -> tokenizer.decode(ids, true));
+    int[] produced = {0};
+    Generator.Listener listener = (row, token, hidden) -> {
+      if (context.isCancelled() || (call != null && call.isCancelled())) {
+        throw new CallCancelled();
+      }
+      produced[0]++;
+      // The generator ends the row on exactly these two conditions, right after this call.
+      boolean last = req.stopTokens().contains(token) || produced[0] >= req.maxNewTokens();
+      out.onNext(GenerateEvent.newBuilder()
+          .setToken(TokenDelta.newBuilder().addTokenIds(token).setText(text.add(token, last)))
+          .build());
+    };
+
+    Generator.Result result;
+    try {
+      result = model.generator().generate(List.of(req), listener).get(0);
+    } catch (CallCancelled e) {
+      return; // nobody is listening; the decode loop has freed its cache
+    } catch (IllegalArgumentException e) { // the model's own input checks, should the mapper have missed one
+      out.onError(Status.INVALID_ARGUMENT.withDescription(e.getMessage()).asRuntimeException());
+      return;
+    } catch (RuntimeException e) {
+      if (context.isCancelled() || (call != null && call.isCancelled())) {
+        return;
+      }
+      LOG.errorf(e, "Generate failed (session %s)", plan.sessionId());
+      out.onError(Status.INTERNAL.withDescription("decode failure: " + e).withCause(e).asRuntimeException());
+      return;
+    }
+
+    Finished.Builder finished = Finished.newBuilder()
+        .setReason(result.reason() == Generator.FinishReason.STOP_TOKEN ? FinishReason.STOP_TOKEN : FinishReason.LENGTH)
+        .setPromptTokens(req.prompt().length)
+        .setCompletionTokens(result.tokens().length)
+        .setLatencyMs((System.nanoTime() - start) / 1_000_000)
+        .setTrajectoryId("") // trajectory recording (Kafka) is not wired in yet
+        .setSessionId(plan.sessionId())
+        .setLatentRows(0);
+    // No latent memory yet: the trigger and weaver services are not connected. The one insertion point every
+    // generation has, the prompt latents at the answer start, is reported as skipped:
+    //  - MEMORY_DISABLED when the client turned memory off (memory_enabled = false), its documented meaning;
+    //  - WEAVER_UNAVAILABLE when memory was asked for (the default): the reasoner "went on without memory"
+    //    because it has no weaver to call. MEMORY_DISABLED would be wrong there: it would make the server's
+    //    missing weaver look like the client's choice, and A/B comparisons on memory_enabled would lie.
+    // Inference insertion points (delimiters) are not counted yet; they need the per-vocabulary delimiter table
+    // that arrives with the weaver.
+    finished.addMemorySkipped(MemorySkip.newBuilder()
+        .setReason(plan.memoryRequested() ? SkipReason.WEAVER_UNAVAILABLE : SkipReason.MEMORY_DISABLED)
+        .setCount(1));
+    try {
+      out.onNext(GenerateEvent.newBuilder().setFinished(finished).build());
+      out.onCompleted();
+    } catch (StatusRuntimeException e) { // the client left just as we finished
+      LOG.debugf("Generate finished after the client left: %s", e.getStatus());
+    }
+  }
+}

@@ -1,0 +1,117 @@
+package dev.memgen.reasoner;
+
+import dev.memgen.model.Decoder;
+import dev.memgen.model.ModelConfig;
+import dev.memgen.model.checkpoint.CheckpointException;
+import dev.memgen.model.generate.Generator;
+import dev.memgen.model.text.ChatTemplate;
+import dev.memgen.model.text.TextTokenizer;
+import io.quarkus.runtime.Startup;
+import jakarta.annotation.PreDestroy;
+import jakarta.inject.Singleton;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.LinkedHashSet;
+import java.util.Set;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+import org.jboss.logging.Logger;
+
+/**
+ * The frozen base, loaded once at startup and shared by every call. The decoder is safe to use from several
+ * threads at once because each {@link Generator#generate} call makes its own KV cache.
+ *
+ * <p>The tokenizer is optional: a checkpoint without {@code tokenizer.json} still serves token-id prompts;
+ * text and chat prompts then fail with FAILED_PRECONDITION. A {@code tokenizer.json} that exists but cannot be
+ * read fails startup, like a bad checkpoint.
+ */
+@Startup
+@Singleton
+public class ReasonerModel {
+  private static final Logger LOG = Logger.getLogger(ReasonerModel.class);
+
+  private final Path dir;
+  private final Decoder decoder;
+  private final Generator generator;
+  private final TextTokenizer tokenizer; // null when the checkpoint has no tokenizer.json
+  private final Set<Integer> baseStopTokens;
+
+  ReasonerModel(@ConfigProperty(name = "memgen.model.dir") String modelDir) {
+    this.dir = Path.of(modelDir);
+    long t0 = System.nanoTime();
+    Decoder d = null;
+    TextTokenizer t = null;
+    try {
+      checkDirectory(dir);
+      d = Decoder.load(dir);
+      t = Files.isRegularFile(dir.resolve("tokenizer.json")) ? TextTokenizer.load(dir) : null;
+    } catch (CheckpointException | IllegalArgumentException | IllegalStateException e) {
+      if (d != null) {
+        d.close();
+      }
+      throw new IllegalStateException("memgen.model.dir=" + modelDir + " is not a usable checkpoint: "
+          + e.getMessage(), e);
+    }
+    this.decoder = d;
+    this.tokenizer = t;
+    this.generator = new Generator(d);
+    this.baseStopTokens = Set.copyOf(stopTokens(d.config(), t));
+    ModelConfig c = d.config();
+    LOG.infof("loaded %s from %s in %d ms: %d layers, hidden %d, vocab %d, context %d, tokenizer %s, stop ids %s",
+        c.architecture(), dir, (System.nanoTime() - t0) / 1_000_000, c.numLayers(), c.hiddenSize(), c.vocabSize(),
+        c.maxPositions(), t == null ? "none (token-id prompts only)" : "yes", baseStopTokens);
+  }
+
+  /** A clear message for the commonest mistakes, before the checkpoint loader reports a missing file. */
+  static void checkDirectory(Path dir) {
+    if (!Files.exists(dir)) {
+      throw new IllegalArgumentException("directory does not exist");
+    }
+    if (!Files.isDirectory(dir)) {
+      throw new IllegalArgumentException("not a directory (expected a Hugging Face checkpoint directory)");
+    }
+  }
+
+  /** The config's end-of-sequence ids, plus {@code <|im_end|>} and {@code <|endoftext|>} when the tokenizer has them. */
+  static Set<Integer> stopTokens(ModelConfig config, TextTokenizer tokenizer) {
+    Set<Integer> stops = new LinkedHashSet<>(config.eosTokenIds());
+    if (tokenizer != null) {
+      for (String special : new String[] {ChatTemplate.IM_END, ChatTemplate.END_OF_TEXT}) {
+        int id = tokenizer.tokenId(special);
+        if (id >= 0 && id < config.vocabSize()) {
+          stops.add(id);
+        }
+      }
+    }
+    return stops;
+  }
+
+  public Path dir() {
+    return dir;
+  }
+
+  public ModelConfig config() {
+    return decoder.config();
+  }
+
+  public Generator generator() {
+    return generator;
+  }
+
+  /** The checkpoint's tokenizer, or null when it has no {@code tokenizer.json}. */
+  public TextTokenizer tokenizer() {
+    return tokenizer;
+  }
+
+  /** Token ids that always end a generation (before the request adds its own). */
+  public Set<Integer> baseStopTokens() {
+    return baseStopTokens;
+  }
+
+  @PreDestroy
+  void close() {
+    if (tokenizer != null) {
+      tokenizer.close();
+    }
+    decoder.close();
+  }
+}

@@ -1,0 +1,43 @@
+package dev.memgen.reasoner;
+
+import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.TinyCheckpoint;
+import io.quarkus.test.common.QuarkusTestResourceLifecycleManager;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Comparator;
+import java.util.Map;
+import java.util.stream.Stream;
+
+/**
+ * Writes a tiny random Qwen2 checkpoint (with its byte-level tokenizer.json) before Quarkus starts and points
+ * {@code memgen.model.dir} at it. Writing needs no native code, so it is safe before the app's classloader exists.
+ */
+public class TinyModelResource implements QuarkusTestResourceLifecycleManager {
+  private Path dir;
+
+  @Override
+  public Map<String, String> start() {
+    try {
+      dir = Files.createTempDirectory("memgen-reasoner-test");
+      TinyCheckpoint.write(dir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 0);
+    } catch (IOException e) {
+      throw new UncheckedIOException(e);
+    }
+    return Map.of("memgen.model.dir", dir.toString());
+  }
+
+  @Override
+  public void stop() {
+    if (dir == null) {
+      return;
+    }
+    try (Stream<Path> files = Files.walk(dir)) {
+      files.sorted(Comparator.reverseOrder()).forEach(p -> p.toFile().delete());
+    } catch (IOException e) {
+      // a temp dir left behind is harmless
+    }
+  }
+}
