@@ -1,6 +1,7 @@
 package dev.memgen.model;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
 
 /**
  * Grouped-query self-attention with q/k/v fused into one projection. Query heads are grouped under their
@@ -10,18 +11,18 @@ final class Attention {
   private final ModelConfig c;
   private final Linear qkv; // [(heads + 2 kvHeads) * headDim, hidden]: q, k, v stacked; bias for Qwen2 only
   private final Linear out; // [hidden, heads * headDim]
-  private final float scale;
+  private final NDArray scale; // 1/sqrt(headDim), a tensor made once (see RmsNorm)
 
-  Attention(ModelConfig c, Linear qkv, Linear out) {
+  Attention(ModelConfig c, Linear qkv, Linear out, NDManager manager) {
     this.c = c;
     this.qkv = qkv;
     this.out = out;
-    this.scale = (float) (1.0 / Math.sqrt(c.headDim()));
+    this.scale = manager.create((float) (1.0 / Math.sqrt(c.headDim())));
   }
 
   /**
    * @param x normalised input {@code [batch, n, hidden]}
-   * @param mask additive mask {@code [batch, 1, 1, n, length + n]}
+   * @param mask additive mask {@code [batch, 1, 1, n, length + n]}, or null when every key is visible
    * @return the attention output after o_proj, {@code [batch, n, hidden]}
    */
   NDArray forward(NDArray x, Rope rope, NDArray cos, NDArray sin, NDArray mask, KvCache cache, int layer) {
@@ -50,8 +51,10 @@ final class Attention {
     keys.attach(x.getManager());
     values.attach(x.getManager());
     NDArray scores = Ops.matmul(q.mul(scale), keys.transpose(0, 1, 3, 2)); // [b, kv, group * n, T]
-    scores = Ops.add(Ops.reshape(scores, b, kvHeads, group, n, start + n), mask);
-    NDArray probs = Ops.reshape(Ops.softmaxLastAxis(scores), b, kvHeads, group * n, start + n);
+    if (mask != null) {
+      scores = Ops.reshape(Ops.add(Ops.reshape(scores, b, kvHeads, group, n, start + n), mask), b, kvHeads, group * n, start + n);
+    }
+    NDArray probs = Ops.softmaxLastAxis(scores);
     NDArray mixed = Ops.matmul(probs, values); // [b, kv, group * n, d]
     mixed = Ops.reshape(Ops.permute(Ops.reshape(mixed, b, kvHeads, group, n, d), 0, 3, 1, 2, 4), b, n, (long) heads * d);
     return out.forward(mixed);

@@ -20,14 +20,13 @@ public final class Decoder implements AutoCloseable {
   private final NDManager manager;
   private final NDArray embedTokens; // [vocab, hidden]
   private final Block[] blocks;
-  private final NDArray finalNorm; //   [hidden]
+  private final RmsNorm finalNorm;
   private final Linear lmHead; //       [vocab, hidden]; the embedding table when tied
   private final Rope rope;
-  private final float eps;
 
-  private record Block(NDArray inputNorm, Attention attention, NDArray postNorm, Mlp mlp) {}
+  private record Block(RmsNorm inputNorm, Attention attention, RmsNorm postNorm, Mlp mlp) {}
 
-  private Decoder(ModelConfig config, NDManager manager, NDArray embedTokens, Block[] blocks, NDArray finalNorm, NDArray lmHead) {
+  private Decoder(ModelConfig config, NDManager manager, NDArray embedTokens, Block[] blocks, RmsNorm finalNorm, NDArray lmHead) {
     this.config = config;
     this.manager = manager;
     this.embedTokens = embedTokens;
@@ -35,7 +34,6 @@ public final class Decoder implements AutoCloseable {
     this.finalNorm = finalNorm;
     this.lmHead = new Linear(lmHead, null);
     this.rope = new Rope(config, manager);
-    this.eps = (float) config.rmsNormEps();
   }
 
   /** Loads a checkpoint directory into a new manager (closed with the decoder). */
@@ -61,17 +59,17 @@ public final class Decoder implements AutoCloseable {
             ckpt.load(m, p + "self_attn.k_proj.bias", kvDim), ckpt.load(m, p + "self_attn.v_proj.bias", kvDim));
         NDArray outB = !c.outBias() ? null : ckpt.load(m, p + "self_attn.o_proj.bias", h);
         Attention attention = new Attention(c, new Linear(qkvW, qkvB),
-            new Linear(ckpt.load(m, p + "self_attn.o_proj.weight", h, qDim), outB));
+            new Linear(ckpt.load(m, p + "self_attn.o_proj.weight", h, qDim), outB), m);
         NDArray gateUpB = !c.mlpBias() ? null
             : fuse(ckpt.load(m, p + "mlp.gate_proj.bias", inter), ckpt.load(m, p + "mlp.up_proj.bias", inter));
         NDArray downB = !c.mlpBias() ? null : ckpt.load(m, p + "mlp.down_proj.bias", h);
         Mlp mlp = new Mlp(
             new Linear(fuse(ckpt.load(m, p + "mlp.gate_proj.weight", inter, h), ckpt.load(m, p + "mlp.up_proj.weight", inter, h)), gateUpB),
             new Linear(ckpt.load(m, p + "mlp.down_proj.weight", h, inter), downB), inter);
-        blocks[l] = new Block(ckpt.load(m, p + "input_layernorm.weight", h), attention,
-            ckpt.load(m, p + "post_attention_layernorm.weight", h), mlp);
+        blocks[l] = new Block(new RmsNorm(ckpt.load(m, p + "input_layernorm.weight", h), c.rmsNormEps(), m), attention,
+            new RmsNorm(ckpt.load(m, p + "post_attention_layernorm.weight", h), c.rmsNormEps(), m), mlp);
       }
-      NDArray norm = ckpt.load(m, "model.norm.weight", h);
+      RmsNorm norm = new RmsNorm(ckpt.load(m, "model.norm.weight", h), c.rmsNormEps(), m);
       NDArray head = c.tieWordEmbeddings() && !ckpt.has("lm_head.weight")
           ? embed
           : ckpt.load(m, "lm_head.weight", c.vocabSize(), h);
@@ -100,7 +98,7 @@ public final class Decoder implements AutoCloseable {
 
   /** Total bytes of weights one decode step reads (each weight once; a tied head counts once). */
   public long weightBytes() {
-    long sum = embedTokens.size() + finalNorm.size() + (lmHead.weight == embedTokens ? 0 : lmHead.weight.size());
+    long sum = embedTokens.size() + config.hiddenSize() + (lmHead.weight == embedTokens ? 0 : lmHead.weight.size());
     long h = config.hiddenSize();
     long inter = config.intermediateSize();
     long perLayer = 2 * h + (long) config.qkvSize() * h + (config.qkvBias() ? config.qkvSize() : 0)
@@ -168,16 +166,17 @@ public final class Decoder implements AutoCloseable {
     try (NDManager step = caller.newSubManager()) {
       int[][] positions = cache.reserve(valid);
       NDArray[] cosSin = rope.tables(step, positions);
-      NDArray mask = step.create(cache.mask(n), new Shape(cache.batchSize(), 1, 1, n, cache.length() + n));
+      NDArray mask = !cache.needsMask(n) ? null
+          : step.create(cache.mask(n), new Shape(cache.batchSize(), 1, 1, n, cache.length() + n));
       NDArray x = embeds.duplicate();
       x.attach(step);
       for (int l = 0; l < blocks.length; l++) {
         Block blk = blocks[l];
-        x = x.add(blk.attention.forward(Ops.rmsNorm(x, blk.inputNorm, eps), rope, cosSin[0], cosSin[1], mask, cache, l));
-        x = x.addi(blk.mlp.forward(Ops.rmsNorm(x, blk.postNorm, eps)));
+        x = x.add(blk.attention.forward(blk.inputNorm.forward(x), rope, cosSin[0], cosSin[1], mask, cache, l));
+        x = x.addi(blk.mlp.forward(blk.postNorm.forward(x)));
       }
       cache.advance(n);
-      NDArray hidden = Ops.rmsNorm(x, finalNorm, eps);
+      NDArray hidden = finalNorm.forward(x);
       hidden.attach(caller);
       return hidden;
     }

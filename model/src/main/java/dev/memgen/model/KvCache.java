@@ -25,6 +25,7 @@ public final class KvCache implements AutoCloseable {
   private int length;
   private boolean[][] valid;
   private final int[] nextPosition;
+  private boolean anyInvalid;
 
   KvCache(NDManager parent, ModelConfig config, int batch, int capacity) {
     this.manager = parent.newSubManager();
@@ -76,10 +77,20 @@ public final class KvCache implements AutoCloseable {
         valid[b][length + j] = newValid[b][j];
         if (newValid[b][j]) {
           nextPosition[b]++;
+        } else {
+          anyInvalid = true;
         }
       }
     }
     return positions;
+  }
+
+  /**
+   * Whether queries at the next {@code n} reserved slots need a mask: not when a single new slot can see every
+   * earlier slot (the common decode step), which saves building and adding it in every layer.
+   */
+  boolean needsMask(int n) {
+    return n > 1 || anyInvalid;
   }
 
   /**

@@ -59,12 +59,6 @@ final class Ops {
     return JniUtils.softmax((PtNDArray) x, -1, x.getDataType());
   }
 
-  /** RMSNorm over the last axis: {@code x / sqrt(mean(x^2) + eps) * w}. */
-  static NDArray rmsNorm(NDArray x, NDArray w, float eps) {
-    NDArray meanSquare = JniUtils.mean((PtNDArray) x.square(), -1, true);
-    return x.mul(meanSquare.addi(eps).powi(-0.5)).muli(w);
-  }
-
   /** SiLU(gate) * up, for the SwiGLU MLP. */
   static NDArray swiglu(NDArray gate, NDArray up) {
     return gate.mul(JniUtils.sigmoid((PtNDArray) gate)).muli(up);

@@ -1,0 +1,136 @@
+package dev.memgen.cli;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import java.io.ByteArrayOutputStream;
+import java.io.IOException;
+import java.io.PrintStream;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/** The commands as a user runs them: results on stdout, messages on stderr, exit codes that scripts can test. */
+class CliTest {
+  static final ObjectMapper JSON = new ObjectMapper();
+  @TempDir Path tmp;
+
+  record Run(int exit, String out, String err) {
+    String lastLine() {
+      String[] lines = out.strip().split("\n");
+      return lines[lines.length - 1];
+    }
+  }
+
+  static synchronized Run memgen(String... args) {
+    PrintStream oldOut = System.out;
+    PrintStream oldErr = System.err;
+    ByteArrayOutputStream out = new ByteArrayOutputStream();
+    ByteArrayOutputStream err = new ByteArrayOutputStream();
+    try {
+      System.setOut(new PrintStream(out, true, StandardCharsets.UTF_8));
+      System.setErr(new PrintStream(err, true, StandardCharsets.UTF_8));
+      int exit = Main.run(args);
+      return new Run(exit, out.toString(StandardCharsets.UTF_8), err.toString(StandardCharsets.UTF_8));
+    } finally {
+      System.setOut(oldOut);
+      System.setErr(oldErr);
+    }
+  }
+
+  /** A checkpoint written by the independent numpy reference: it has no tokenizer.json. */
+  Path referenceCheckpoint() throws Exception {
+    Path dir = tmp.resolve("ref");
+    Process p = new ProcessBuilder("python3", "../model/src/test/resources/reference/hf_reference.py", "make-checkpoint",
+        "--out", dir.toString(), "--arch", "llama", "--dtype", "bf16", "--shards", "2", "--seed", "3")
+        .redirectErrorStream(true).start();
+    String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+    assertTrue(p.waitFor(60, TimeUnit.SECONDS) && p.exitValue() == 0, log);
+    return dir;
+  }
+
+  static float[] floats(JsonNode a) {
+    float[] f = new float[a.size()];
+    for (int i = 0; i < f.length; i++) {
+      f[i] = (float) a.get(i).asDouble();
+    }
+    return f;
+  }
+
+  @Test
+  void forwardPrintsLogitsAndHiddenAsOneJsonLineWithoutATokenizer() throws Exception {
+    Path dir = referenceCheckpoint();
+    assertFalse(Files.exists(dir.resolve("tokenizer.json")));
+    Run run = memgen("forward", "--model", dir.toString(), "--ids", "3,5,7");
+    assertEquals(0, run.exit(), run.err());
+    JsonNode ours = JSON.readTree(run.lastLine());
+
+    Process p = new ProcessBuilder("python3", "../model/src/test/resources/reference/hf_reference.py", "forward",
+        "--model", dir.toString(), "--ids", "3,5,7").start();
+    JsonNode golden = JSON.readTree(p.getInputStream().readAllBytes());
+    assertTrue(p.waitFor(60, TimeUnit.SECONDS) && p.exitValue() == 0);
+    for (String key : new String[] {"logits", "hidden"}) {
+      float[] a = floats(ours.get(key));
+      float[] b = floats(golden.get(key));
+      assertEquals(b.length, a.length, key);
+      double maxDiff = 0;
+      double maxRef = 0;
+      for (int i = 0; i < a.length; i++) {
+        maxDiff = Math.max(maxDiff, Math.abs(a[i] - b[i]));
+        maxRef = Math.max(maxRef, Math.abs(b[i]));
+      }
+      assertTrue(maxDiff / maxRef < 1e-4, key + " relative error " + maxDiff / maxRef);
+    }
+  }
+
+  @Test
+  void makeTinyThenGenerateTextAndIds() {
+    Path dir = tmp.resolve("tiny");
+    Run made = memgen("make-tiny", "--out", dir.toString(), "--arch", "llama", "--dtype", "bf16", "--shards", "2");
+    assertEquals(0, made.exit(), made.err());
+    assertTrue(Files.exists(dir.resolve("tokenizer.json")) && Files.exists(dir.resolve("model.safetensors.index.json")));
+
+    Run text = memgen("generate", "--model", dir.toString(), "--prompt", "hello", "--max-new-tokens", "5");
+    assertEquals(0, text.exit(), text.err());
+    assertTrue(text.err().contains("prompt tokens"), "timings go to stderr");
+
+    Run a = memgen("generate", "--model", dir.toString(), "--ids", "1,2,3", "--max-new-tokens", "8", "--temperature", "0.9",
+        "--top-p", "0.9", "--seed", "4");
+    Run b = memgen("generate", "--model", dir.toString(), "--ids", "1,2,3", "--max-new-tokens", "8", "--temperature", "0.9",
+        "--top-p", "0.9", "--seed", "4");
+    assertEquals(0, a.exit(), a.err());
+    assertEquals(a.out(), b.out(), "same seed, same tokens");
+    int[] ids = Ids.parse(a.out().strip());
+    assertTrue(ids.length >= 1 && ids.length <= 8);
+    Run greedy = memgen("generate", "--model", dir.toString(), "--ids", "1,2,3", "--max-new-tokens", "8");
+    assertArrayEquals(Ids.parse(greedy.out().strip()), Ids.parse(memgen("generate", "--model", dir.toString(), "--ids",
+        "1,2,3", "--max-new-tokens", "8", "--temperature", "0").out().strip()));
+  }
+
+  @Test
+  void badInputExitsWithTwoAndANamedError() throws IOException {
+    Run missing = memgen("forward", "--model", tmp.resolve("nothing").toString(), "--ids", "1");
+    assertEquals(2, missing.exit());
+    assertTrue(missing.err().contains("nothing") && missing.err().contains("not a checkpoint directory"), missing.err());
+    assertEquals("", missing.out());
+
+    Path dir = tmp.resolve("tiny");
+    assertEquals(0, memgen("make-tiny", "--out", dir.toString()).exit());
+    Run outOfVocab = memgen("forward", "--model", dir.toString(), "--ids", "1,99999");
+    assertEquals(2, outOfVocab.exit());
+    assertTrue(outOfVocab.err().contains("99999"), outOfVocab.err());
+    Run badIds = memgen("generate", "--model", dir.toString(), "--ids", "1,x");
+    assertEquals(2, badIds.exit());
+    assertTrue(badIds.err().contains("--ids"), badIds.err());
+    Run badTopP = memgen("generate", "--model", dir.toString(), "--ids", "1", "--temperature", "1", "--top-p", "1.5");
+    assertEquals(2, badTopP.exit());
+    assertTrue(badTopP.err().contains("top_p"), badTopP.err());
+  }
+}
