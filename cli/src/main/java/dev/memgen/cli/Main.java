@@ -11,6 +11,7 @@ import picocli.CommandLine.Command;
     version = "memgen 0.1.0",
     description = "Generative latent memory (MemGen) for LLM agents, on the JVM.",
     subcommands = {
+      DemoCommand.class,
       ForwardCommand.class,
       GenerateCommand.class,
       MakeTinyCommand.class,

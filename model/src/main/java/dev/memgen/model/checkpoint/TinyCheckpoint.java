@@ -40,7 +40,8 @@ public final class TinyCheckpoint {
     long q = (long) c.numHeads() * c.headDim();
     long kv = (long) c.numKvHeads() * c.headDim();
     long inter = c.intermediateSize();
-    tensors.add(gaussian(random, "model.embed_tokens.weight", 1.0, c.vocabSize(), h));
+    // Embedding rows of norm ~1: with tied weights, larger rows make a random model repeat its last token forever.
+    tensors.add(gaussian(random, "model.embed_tokens.weight", 1.0 / Math.sqrt(h), c.vocabSize(), h));
     for (int l = 0; l < c.numLayers(); l++) {
       String p = "model.layers." + l + ".";
       tensors.add(norm(random, p + "input_layernorm.weight", h));
