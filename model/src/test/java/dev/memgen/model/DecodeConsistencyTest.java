@@ -129,6 +129,17 @@ class DecodeConsistencyTest {
   }
 
   @Test
+  void requestsBeyondTheContextWindowAreRefused() {
+    Generator generator = new Generator(decoder);
+    IllegalArgumentException e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+        () -> generator.generate(List.of(new Generator.Request(new int[] {1, 2, 3}, 5000, SamplingParams.GREEDY, Set.of()))));
+    assertTrue(e.getMessage().contains("max_position_embeddings (2048)"), e.getMessage());
+    e = org.junit.jupiter.api.Assertions.assertThrows(IllegalArgumentException.class,
+        () -> generator.generate(List.of(new Generator.Request(new int[] {1, 300}, 5, SamplingParams.GREEDY, Set.of()))));
+    assertTrue(e.getMessage().contains("300"), e.getMessage());
+  }
+
+  @Test
   void eachRowStopsOnItsOwn() {
     Generator generator = new Generator(decoder);
     int[] prompt = {9, 8, 7, 6};

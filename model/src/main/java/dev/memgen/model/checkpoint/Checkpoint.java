@@ -99,14 +99,6 @@ public final class Checkpoint {
     return new TreeSet<>(fileOf.keySet());
   }
 
-  public SafeTensorsFile.Entry entry(String name) {
-    SafeTensorsFile f = fileOf.get(name);
-    if (f == null) {
-      throw new CheckpointException(dir, name, "missing tensor");
-    }
-    return f.entries().get(name);
-  }
-
   /** Loads a tensor as f32 after checking its shape; the result lives in {@code manager}. */
   public NDArray load(NDManager manager, String name, long... expectedShape) {
     return loadInBlocks(manager, name, MAX_BLOCK_BYTES, expectedShape);

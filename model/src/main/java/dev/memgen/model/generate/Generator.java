@@ -60,7 +60,12 @@ public final class Generator {
     int vocab = decoder.config().vocabSize();
     int longest = requests.stream().mapToInt(r -> r.prompt().length).max().orElse(0);
     int budget = requests.stream().mapToInt(Request::maxNewTokens).max().orElse(0);
+    int maxPositions = decoder.config().maxPositions();
     for (Request r : requests) {
+      if (r.prompt().length + r.maxNewTokens() > maxPositions) {
+        throw new IllegalArgumentException("prompt (" + r.prompt().length + " tokens) + max_new_tokens ("
+            + r.maxNewTokens() + ") exceeds the model's max_position_embeddings (" + maxPositions + ")");
+      }
       for (int id : r.prompt()) {
         if (id < 0 || id >= vocab) {
           throw new IllegalArgumentException("prompt token id " + id + " is outside the vocabulary [0, " + vocab + ")");
