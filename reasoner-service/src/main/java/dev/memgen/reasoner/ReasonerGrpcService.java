@@ -32,8 +32,9 @@ import org.jboss.logging.Logger;
 public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
   private static final Logger LOG = Logger.getLogger(ReasonerGrpcService.class);
 
-  private final ReasonerModel model;
-  private final GenerateRequestMapper mapper;
+  private final ReasonerModel model; // a proxy: not touched here, so the checkpoint loads at startup, not now
+  private final int defaultMaxNewTokens;
+  private volatile GenerateRequestMapper mapper;
 
   ReasonerGrpcService(ReasonerModel model,
       @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
@@ -41,8 +42,17 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
       throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
     }
     this.model = model;
-    this.mapper = new GenerateRequestMapper(model.config().vocabSize(), model.config().maxPositions(),
-        model.tokenizer(), model.baseStopTokens(), defaultMaxNewTokens);
+    this.defaultMaxNewTokens = defaultMaxNewTokens;
+  }
+
+  private GenerateRequestMapper mapper() {
+    GenerateRequestMapper m = mapper;
+    if (m == null) { // a benign race: two threads may build equal mappers
+      m = new GenerateRequestMapper(model.config().vocabSize(), model.config().maxPositions(), model.tokenizer(),
+          model.baseStopTokens(), defaultMaxNewTokens);
+      mapper = m;
+    }
+    return m;
   }
 
   /** Thrown from the token listener to stop decoding when the client has gone away. */
@@ -64,7 +74,7 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
     }
     GenerateRequestMapper.Plan plan;
     try {
-      plan = mapper.map(request);
+      plan = mapper().map(request);
     } catch (StatusRuntimeException e) {
       out.onError(e);
       return;

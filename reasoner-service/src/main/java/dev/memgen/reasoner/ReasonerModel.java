@@ -8,7 +8,7 @@ import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.TextTokenizer;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
-import jakarta.inject.Singleton;
+import jakarta.enterprise.context.ApplicationScoped;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.LinkedHashSet;
@@ -23,9 +23,13 @@ import org.jboss.logging.Logger;
  * <p>The tokenizer is optional: a checkpoint without {@code tokenizer.json} still serves token-id prompts;
  * text and chat prompts then fail with FAILED_PRECONDITION. A {@code tokenizer.json} that exists but cannot be
  * read fails startup, like a bad checkpoint.
+ *
+ * <p>{@link Startup} loads it on the main thread while the application starts (a bad directory stops the start).
+ * It is {@link ApplicationScoped} rather than a singleton so that beans built earlier, on an event-loop thread
+ * (the gRPC services are), get a lazy proxy and never load a multi-gigabyte checkpoint on the event loop.
  */
 @Startup
-@Singleton
+@ApplicationScoped
 public class ReasonerModel {
   private static final Logger LOG = Logger.getLogger(ReasonerModel.class);
 

@@ -14,15 +14,28 @@ import java.util.stream.Stream;
 /**
  * Writes a tiny random Qwen2 checkpoint (with its byte-level tokenizer.json) before Quarkus starts and points
  * {@code memgen.model.dir} at it. Writing needs no native code, so it is safe before the app's classloader exists.
+ * Init arg {@code tokenizer=false} leaves tokenizer.json out.
  */
 public class TinyModelResource implements QuarkusTestResourceLifecycleManager {
+  /** Init arg: "false" deletes tokenizer.json, for a checkpoint that serves token-id prompts only. */
+  public static final String TOKENIZER = "tokenizer";
+
   private Path dir;
+  private boolean tokenizer = true;
+
+  @Override
+  public void init(Map<String, String> initArgs) {
+    tokenizer = !"false".equals(initArgs.get(TOKENIZER));
+  }
 
   @Override
   public Map<String, String> start() {
     try {
       dir = Files.createTempDirectory("memgen-reasoner-test");
       TinyCheckpoint.write(dir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 0);
+      if (!tokenizer) {
+        Files.delete(dir.resolve("tokenizer.json"));
+      }
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
