@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# Runs MemGen's four services as separate local processes (one JVM each, gRPC on loopback), the way a
+# microservice deployment runs them. Builds the services on first use.
+#
+#   deploy/local/services.sh start --model DIR   start reasoner, trigger, weaver and trainer services
+#   deploy/local/services.sh status              which are running, on which ports
+#   deploy/local/services.sh stop                stop them all
+#
+# Ports: gRPC on MEMGEN_GRPC_PORT_BASE + 0..3 (default 9000..9003), HTTP on MEMGEN_HTTP_PORT_BASE + 0..3
+# (default 8080..8083), in the order reasoner, trigger, weaver, trainer. Logs and pid files go to
+# MEMGEN_RUN_DIR (default .memgen/run).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+run_dir="${MEMGEN_RUN_DIR:-$root/.memgen/run}"
+grpc_base="${MEMGEN_GRPC_PORT_BASE:-9000}"
+http_base="${MEMGEN_HTTP_PORT_BASE:-8080}"
+services=(reasoner-service trigger-service weaver-service trainer-service)
+java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
+
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+pid_of() { local f="$run_dir/$1.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"; }
+
+start() {
+  local model=""
+  while [ $# -gt 0 ]; do
+    case "$1" in
+      --model) model="$2"; shift 2 ;;
+      *) usage ;;
+    esac
+  done
+  [ -n "$model" ] || { echo "services.sh start: --model DIR is required (the reasoner's checkpoint)" >&2; exit 2; }
+  [ -f "$model/config.json" ] || { echo "services.sh start: $model has no config.json" >&2; exit 2; }
+  model="$(cd "$model" && pwd)"
+  local missing=()
+  for s in "${services[@]}"; do
+    [ -f "$root/$s/target/quarkus-app/quarkus-run.jar" ] || missing+=("$s")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "building ${missing[*]} ..." >&2
+    (IFS=,; "$root/mvnw" -q -B -pl "${missing[*]}" -am package -DskipTests 1>&2)
+  fi
+  mkdir -p "$run_dir"
+  local i=0
+  for s in "${services[@]}"; do
+    if pid="$(pid_of "$s")"; then
+      echo "$s already running (pid $pid)" >&2
+    else
+      local args=(-Dquarkus.grpc.server.port=$((grpc_base + i)) -Dquarkus.http.port=$((http_base + i)))
+      [ "$s" = reasoner-service ] && args+=(-Dmemgen.model.dir="$model")
+      "$java" "${args[@]}" ${MEMGEN_JAVA_OPTS:-} -jar "$root/$s/target/quarkus-app/quarkus-run.jar" \
+        > "$run_dir/$s.log" 2>&1 &
+      echo $! > "$run_dir/$s.pid"
+    fi
+    i=$((i + 1))
+  done
+  # Wait (up to 60 s) for every gRPC port to accept connections; report a service that died.
+  i=0
+  for s in "${services[@]}"; do
+    local port=$((grpc_base + i)) waited=0
+    until port_open "$port"; do
+      if ! pid_of "$s" > /dev/null; then
+        echo "$s failed to start; its log ($run_dir/$s.log) ends with:" >&2
+        tail -n 20 "$run_dir/$s.log" >&2
+        stop; exit 1
+      fi
+      [ $waited -ge 600 ] && { echo "$s did not open port $port within 60 s" >&2; stop; exit 1; }
+      sleep 0.1; waited=$((waited + 1))
+    done
+    echo "$s pid $(cat "$run_dir/$s.pid") grpc 127.0.0.1:$port"
+    i=$((i + 1))
+  done
+}
+
+status() {
+  local i=0
+  for s in "${services[@]}"; do
+    if pid="$(pid_of "$s")"; then
+      echo "$s running pid $pid grpc 127.0.0.1:$((grpc_base + i))"
+    else
+      echo "$s stopped"
+    fi
+    i=$((i + 1))
+  done
+}
+
+stop() {
+  for s in "${services[@]}"; do
+    if pid="$(pid_of "$s")"; then
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -9 "$pid" 2>/dev/null || true
+      echo "$s stopped"
+    fi
+    rm -f "$run_dir/$s.pid"
+  done
+}
+
+[ $# -ge 1 ] || usage
+cmd="$1"; shift
+case "$cmd" in
+  start) start "$@" ;;
+  stop) stop ;;
+  status) status ;;
+  *) usage ;;
+esac
