@@ -382,13 +382,23 @@ def softmax(x):
     return e / np.sum(e, axis=-1, keepdims=True)
 
 
-def attention(x, W, p, d):
-    """Causal grouped-query self-attention. x: (T, hidden)."""
+def proj(x, W, module, delta=None, bias=True):
+    """The linear layer `module` (e.g. "model.layers.0.self_attn.q_proj") of the checkpoint, plus
+    delta(module, x) when a hook is given and returns an array (e.g. a LoRA update), else as is."""
+    y = linear(x, W[module + ".weight"], W.get(module + ".bias") if bias else None)
+    if delta is not None:
+        extra = delta(module, x)
+        if extra is not None:
+            y = y + extra
+    return y
+
+
+def attention(x, W, p, d, delta=None):
+    """Causal grouped-query self-attention. x: (T, hidden). delta: optional hook, see `proj`."""
     T = x.shape[0]
-    b = (lambda n: W.get(p + f"self_attn.{n}.bias")) if d.qkv_bias else (lambda n: None)
-    q = linear(x, W[p + "self_attn.q_proj.weight"], b("q_proj"))
-    k = linear(x, W[p + "self_attn.k_proj.weight"], b("k_proj"))
-    v = linear(x, W[p + "self_attn.v_proj.weight"], b("v_proj"))
+    q = proj(x, W, p + "self_attn.q_proj", delta, d.qkv_bias)
+    k = proj(x, W, p + "self_attn.k_proj", delta, d.qkv_bias)
+    v = proj(x, W, p + "self_attn.v_proj", delta, d.qkv_bias)
     q = q.reshape(T, d.heads, d.head_dim).transpose(1, 0, 2)  # (H, T, hd)
     k = k.reshape(T, d.kv_heads, d.head_dim).transpose(1, 0, 2)  # (KV, T, hd)
     v = v.reshape(T, d.kv_heads, d.head_dim).transpose(1, 0, 2)
@@ -401,13 +411,13 @@ def attention(x, W, p, d):
     scores = np.where(np.tril(np.ones((T, T), dtype=bool)), scores, -np.inf)
     y = softmax(scores) @ v  # (H, T, hd)
     y = y.transpose(1, 0, 2).reshape(T, d.heads * d.head_dim)
-    return linear(y, W[p + "self_attn.o_proj.weight"], W.get(p + "self_attn.o_proj.bias"))
+    return proj(y, W, p + "self_attn.o_proj", delta)
 
 
-def mlp(x, W, p):
-    gate = linear(x, W[p + "mlp.gate_proj.weight"], W.get(p + "mlp.gate_proj.bias"))
-    up = linear(x, W[p + "mlp.up_proj.weight"], W.get(p + "mlp.up_proj.bias"))
-    return linear(silu(gate) * up, W[p + "mlp.down_proj.weight"], W.get(p + "mlp.down_proj.bias"))
+def mlp(x, W, p, delta=None):
+    gate = proj(x, W, p + "mlp.gate_proj", delta)
+    up = proj(x, W, p + "mlp.up_proj", delta)
+    return proj(silu(gate) * up, W, p + "mlp.down_proj", delta)
 
 
 def embed(inputs, W, d):
@@ -417,13 +427,20 @@ def embed(inputs, W, d):
                      for t in inputs])
 
 
-def forward(inputs, W, d):
-    """-> (logits (T, vocab), hidden (T, hidden)); hidden is after the final norm."""
-    x = embed(inputs, W, d)
+def forward(inputs, W, d, delta=None):
+    """-> (logits (T, vocab), hidden (T, hidden)); hidden is after the final norm.
+    delta: optional hook delta(module, x) -> array or None added to each linear layer's output
+    (module like "model.layers.0.self_attn.q_proj"); used for LoRA adapters."""
+    return forward_embeds(embed(inputs, W, d), W, d, delta)
+
+
+def forward_embeds(x, W, d, delta=None):
+    """forward() over input embeddings x (T, hidden), positions 0..T-1."""
+    x = np.asarray(x, dtype=np.float64)
     for i in range(d.layers):
         p = f"model.layers.{i}."
-        x = x + attention(rms_norm(x, W[p + "input_layernorm.weight"], d.eps), W, p, d)
-        x = x + mlp(rms_norm(x, W[p + "post_attention_layernorm.weight"], d.eps), W, p)
+        x = x + attention(rms_norm(x, W[p + "input_layernorm.weight"], d.eps), W, p, d, delta)
+        x = x + mlp(rms_norm(x, W[p + "post_attention_layernorm.weight"], d.eps), W, p, delta)
     hidden = rms_norm(x, W["model.norm.weight"], d.eps)
     head = W["model.embed_tokens.weight"] if d.tied else W["lm_head.weight"]
     return hidden @ head.T, hidden

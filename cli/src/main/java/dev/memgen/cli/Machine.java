@@ -9,7 +9,6 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
-import java.util.Arrays;
 import java.util.List;
 import java.util.concurrent.Future;
 import dev.memgen.model.Engines;
@@ -36,38 +35,56 @@ final class Machine {
   }
 
   /**
-   * Read bandwidth in bytes/s with every core reading, as decode reads weights: a 1 GiB f32 tensor of random
-   * values (larger than any cache) is split into one block per matmul thread, each thread sums its block, and the
-   * median wall time of {@code runs} passes counts.
+   * Read bandwidth with every core reading, as decode reads weights: a 1 GiB f32 tensor of random values (larger
+   * than any cache) split into one block per matmul thread; each thread sums its block; a measurement is the median
+   * wall time of several passes.
    */
-  static double readBandwidth(NDManager parent, int runs) {
-    try (NDManager m = parent.newSubManager()) {
-      long elements = (1L << 30) / 4;
-      NDArray big = m.randomNormal(new Shape(elements));
+  static final class BandwidthProbe implements AutoCloseable {
+    private static final long ELEMENTS = (1L << 30) / 4;
+    private final NDManager manager;
+    private final NDArray[] blocks;
+
+    BandwidthProbe(NDManager parent) {
+      manager = parent.newSubManager();
+      NDArray big = manager.randomNormal(new Shape(ELEMENTS));
       int threads = Engines.THREADS;
-      NDArray[] blocks = new NDArray[threads];
+      blocks = new NDArray[threads];
       for (int i = 0; i < threads; i++) {
-        blocks[i] = big.get(new NDIndex("{}:{}", elements * i / threads, elements * (i + 1) / threads));
+        blocks[i] = big.get(new NDIndex("{}:{}", ELEMENTS * i / threads, ELEMENTS * (i + 1) / threads));
       }
-      double[] seconds = new double[runs + 1];
-      for (int r = 0; r <= runs; r++) { // the first pass only warms up
-        long t0 = System.nanoTime();
-        List<Future<Float>> sums = new ArrayList<>();
-        for (int i = 1; i < threads; i++) {
-          NDArray block = blocks[i];
-          sums.add(Engines.WORKERS.submit(() -> block.sum().getFloat()));
-        }
-        blocks[0].sum().getFloat();
-        for (Future<Float> f : sums) {
-          try {
-            f.get();
-          } catch (Exception e) {
-            throw new IllegalStateException(e);
-          }
-        }
-        seconds[r] = (System.nanoTime() - t0) / 1e9;
+      pass(); // first touch
+    }
+
+    /** Bytes per second, the median of {@code passes} passes. */
+    double measure(int passes) {
+      double[] seconds = new double[passes];
+      for (int r = 0; r < passes; r++) {
+        seconds[r] = pass();
       }
-      return elements * 4 / Stats.median(Arrays.copyOfRange(seconds, 1, runs + 1));
+      return ELEMENTS * 4 / Stats.median(seconds);
+    }
+
+    private double pass() {
+      long t0 = System.nanoTime();
+      List<Future<Float>> sums = new ArrayList<>();
+      for (int i = 1; i < blocks.length; i++) {
+        NDArray block = blocks[i];
+        sums.add(Engines.WORKERS.submit(() -> block.sum().getFloat()));
+      }
+      blocks[0].sum().getFloat();
+      for (Future<Float> f : sums) {
+        try {
+          f.get();
+        } catch (Exception e) {
+          throw new IllegalStateException(e);
+        }
+      }
+      return (System.nanoTime() - t0) / 1e9;
+    }
+
+    @Override
+    public void close() {
+      manager.close();
     }
   }
 }

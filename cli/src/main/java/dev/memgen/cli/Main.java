@@ -12,6 +12,7 @@ import picocli.CommandLine.Command;
     description = "Generative latent memory (MemGen) for LLM agents, on the JVM.",
     subcommands = {
       DemoCommand.class,
+      InitMemoryCommand.class,
       ForwardCommand.class,
       GenerateCommand.class,
       MakeTinyCommand.class,

@@ -115,6 +115,23 @@ class CliTest {
   }
 
   @Test
+  void initMemoryWritesAMemoryBoundToItsBase() throws IOException {
+    Path base = tmp.resolve("tiny");
+    assertEquals(0, memgen("make-tiny", "--out", base.toString()).exit());
+    Path mem = tmp.resolve("mem");
+    Run init = memgen("init-memory", "--model", base.toString(), "--out", mem.toString(), "--prompt-k", "4", "--lora-r", "8");
+    assertEquals(0, init.exit(), init.err());
+    JsonNode manifest = JSON.readTree(mem.resolve("manifest.json").toFile());
+    assertEquals(4, manifest.get("weaver").get("prompt_k").asInt());
+    assertEquals(8, manifest.get("weaver").get("lora").get("r").asInt());
+    assertEquals(dev.memgen.model.checkpoint.Checkpoint.open(base).fingerprint(), manifest.get("base_fingerprint").asText());
+    assertTrue(Files.size(mem.resolve("memory.safetensors")) > 0);
+    Run bad = memgen("init-memory", "--model", base.toString(), "--out", tmp.resolve("m2").toString(), "--lora-targets", "w_proj");
+    assertEquals(2, bad.exit());
+    assertTrue(bad.err().contains("w_proj"), bad.err());
+  }
+
+  @Test
   void badInputExitsWithTwoAndANamedError() throws IOException {
     Run missing = memgen("forward", "--model", tmp.resolve("nothing").toString(), "--ids", "1");
     assertEquals(2, missing.exit());

@@ -23,9 +23,10 @@ final class Attention {
   /**
    * @param x normalised input {@code [batch, n, hidden]}
    * @param mask additive mask {@code [batch, 1, 1, n, length + n]}, or null when every key is visible
+   * @param lora adapters to add to the projections, or null for the frozen base
    * @return the attention output after o_proj, {@code [batch, n, hidden]}
    */
-  NDArray forward(NDArray x, Rope rope, NDArray cos, NDArray sin, NDArray mask, KvCache cache, int layer) {
+  NDArray forward(NDArray x, Rope rope, NDArray cos, NDArray sin, NDArray mask, KvCache cache, int layer, LoraAdapter lora) {
     long b = x.getShape().get(0);
     long n = x.getShape().get(1);
     int heads = c.numHeads();
@@ -35,6 +36,13 @@ final class Attention {
     int start = cache.length();
 
     NDArray qkv = this.qkv.forward(x);
+    if (lora != null) {
+      long q = (long) heads * d;
+      long kv = (long) kvHeads * d;
+      lora.addDelta(layer, LoraAdapter.Target.Q_PROJ, x, qkv, 0, q);
+      lora.addDelta(layer, LoraAdapter.Target.K_PROJ, x, qkv, q, q + kv);
+      lora.addDelta(layer, LoraAdapter.Target.V_PROJ, x, qkv, q + kv, q + 2 * kv);
+    }
     NDArray qk = rope.apply(Ops.reshape(Ops.slice(qkv, 2, 0, (long) (heads + kvHeads) * d), b, n, heads + kvHeads, d), cos, sin);
     NDArray v = Ops.reshape(Ops.slice(qkv, 2, (long) (heads + kvHeads) * d, c.qkvSize()), b, n, kvHeads, d);
 
@@ -57,6 +65,10 @@ final class Attention {
     NDArray probs = Ops.softmaxLastAxis(scores);
     NDArray mixed = Ops.matmul(probs, values); // [b, kv, group * n, d]
     mixed = Ops.reshape(Ops.permute(Ops.reshape(mixed, b, kvHeads, group, n, d), 0, 3, 1, 2, 4), b, n, (long) heads * d);
-    return out.forward(mixed);
+    NDArray y = out.forward(mixed);
+    if (lora != null) {
+      lora.addDelta(layer, LoraAdapter.Target.O_PROJ, mixed, y, 0, c.hiddenSize());
+    }
+    return y;
   }
 }

@@ -150,6 +150,14 @@ public final class Decoder implements AutoCloseable {
    * @return final-norm hidden states {@code [batch, n, hidden]}, in the manager of {@code embeds}
    */
   public NDArray forward(KvCache cache, NDArray embeds, boolean[][] valid) {
+    return forward(cache, embeds, valid, null);
+  }
+
+  /**
+   * As {@link #forward(KvCache, NDArray, boolean[][])}, with low-rank adapters added to the frozen weights (the
+   * weaver's and the trigger's view of the shared base); {@code lora} null means the base itself.
+   */
+  public NDArray forward(KvCache cache, NDArray embeds, boolean[][] valid, LoraAdapter lora) {
     Shape s = embeds.getShape();
     if (s.dimension() != 3 || s.get(0) != cache.batchSize() || s.get(2) != config.hiddenSize() || s.get(1) < 1) {
       throw new IllegalArgumentException("embeds must be [" + cache.batchSize() + ", n>=1, " + config.hiddenSize()
@@ -172,8 +180,8 @@ public final class Decoder implements AutoCloseable {
       x.attach(step);
       for (int l = 0; l < blocks.length; l++) {
         Block blk = blocks[l];
-        x = x.add(blk.attention.forward(blk.inputNorm.forward(x), rope, cosSin[0], cosSin[1], mask, cache, l));
-        x = x.addi(blk.mlp.forward(blk.postNorm.forward(x)));
+        x = x.add(blk.attention.forward(blk.inputNorm.forward(x), rope, cosSin[0], cosSin[1], mask, cache, l, lora));
+        x = x.addi(blk.mlp.forward(blk.postNorm.forward(x), l, lora));
       }
       cache.advance(n);
       NDArray hidden = finalNorm.forward(x);

@@ -115,6 +115,26 @@ public final class KvCache implements AutoCloseable {
     return m;
   }
 
+  /**
+   * Forgets every slot from {@code newLength} on (their keys and values are overwritten by the next call). The
+   * weaver appends its K query rows after the prefix, reads their states, and rolls back: the queries are not part
+   * of the prefix the next weave continues from.
+   */
+  public void truncate(int newLength) {
+    if (newLength < 0 || newLength > length) {
+      throw new IllegalArgumentException("cannot truncate " + length + " slots to " + newLength);
+    }
+    for (int b = 0; b < batch; b++) {
+      for (int t = newLength; t < length; t++) {
+        if (valid[b][t]) {
+          nextPosition[b]--;
+        }
+        valid[b][t] = false;
+      }
+    }
+    length = newLength;
+  }
+
   /** Commits {@code n} reserved slots once every layer has written them. */
   void advance(int n) {
     length += n;

@@ -14,10 +14,19 @@ final class Mlp {
     this.intermediate = intermediate;
   }
 
-  NDArray forward(NDArray x) {
+  /** @param lora adapters to add to the projections (layer {@code layer}), or null for the frozen base */
+  NDArray forward(NDArray x, int layer, LoraAdapter lora) {
     NDArray gateUp = this.gateUp.forward(x);
+    if (lora != null) {
+      lora.addDelta(layer, LoraAdapter.Target.GATE_PROJ, x, gateUp, 0, intermediate);
+      lora.addDelta(layer, LoraAdapter.Target.UP_PROJ, x, gateUp, intermediate, 2 * intermediate);
+    }
     int last = gateUp.getShape().dimension() - 1;
     NDArray hidden = Ops.swiglu(Ops.slice(gateUp, last, 0, intermediate), Ops.slice(gateUp, last, intermediate, 2 * intermediate));
-    return down.forward(hidden);
+    NDArray y = down.forward(hidden);
+    if (lora != null) {
+      lora.addDelta(layer, LoraAdapter.Target.DOWN_PROJ, hidden, y, 0, y.getShape().get(y.getShape().dimension() - 1));
+    }
+    return y;
   }
 }

@@ -1,21 +1,19 @@
 package dev.memgen.model.checkpoint;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDArrays;
-import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
-import ai.djl.ndarray.types.DataType;
-import ai.djl.ndarray.types.Shape;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import dev.memgen.model.ModelConfig;
 import java.io.IOException;
-import java.nio.ByteBuffer;
-import java.nio.ByteOrder;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.charset.StandardCharsets;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
 import java.util.Arrays;
 import java.util.HashMap;
+import java.util.HexFormat;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.Map;
@@ -23,13 +21,9 @@ import java.util.TreeSet;
 
 /**
  * A Hugging Face checkpoint directory: {@code config.json} plus one {@code model.safetensors} or shards listed
- * by {@code model.safetensors.index.json}. Tensors load as f32 NDArrays: f32 data is handed to the engine
- * straight from the memory map, f16 and bf16 are widened in Java first (a BF16 tensor aborts DJL's CPU engine,
- * and f16 matmul on CPU is tens of times slower than f32).
+ * by {@code model.safetensors.index.json}. Tensors load as f32 NDArrays (see {@link SafeTensorsFile#load}).
  */
 public final class Checkpoint {
-  /** Largest single native buffer we create; bigger tensors load in row blocks and are concatenated. */
-  static final long MAX_BLOCK_BYTES = 1L << 30;
   private static final ObjectMapper JSON = new ObjectMapper();
 
   private final Path dir;
@@ -101,7 +95,7 @@ public final class Checkpoint {
 
   /** Loads a tensor as f32 after checking its shape; the result lives in {@code manager}. */
   public NDArray load(NDManager manager, String name, long... expectedShape) {
-    return loadInBlocks(manager, name, MAX_BLOCK_BYTES, expectedShape);
+    return loadInBlocks(manager, name, SafeTensorsFile.MAX_BLOCK_BYTES, expectedShape);
   }
 
   /** As {@link #load(NDManager, String, long...)}, reading at most {@code maxBlockBytes} (as f32) per block. */
@@ -110,69 +104,33 @@ public final class Checkpoint {
     if (file == null) {
       throw new CheckpointException(dir, name, "missing tensor");
     }
-    SafeTensorsFile.Entry e = file.entries().get(name);
-    if (!Arrays.equals(e.shape(), expectedShape)) {
-      throw new CheckpointException(file.path(), name, "shape mismatch: file has " + Arrays.toString(e.shape())
-          + ", config.json implies " + Arrays.toString(expectedShape));
-    }
-    long rows = expectedShape.length == 0 ? 1 : expectedShape[0];
-    long rowElements = rows == 0 ? 0 : e.elements() / rows;
-    long rowsPerBlock = Math.max(1, maxBlockBytes / Math.max(1, rowElements * 4));
-    NDList blocks = new NDList();
-    for (long r = 0; r < rows || (rows == 0 && blocks.isEmpty()); r += rowsPerBlock) {
-      long n = Math.min(rowsPerBlock, rows - r);
-      long[] blockShape = expectedShape.clone();
-      if (blockShape.length > 0) {
-        blockShape[0] = n;
-      }
-      ByteBuffer raw = file.map(e, r * rowElements * e.dtype().bytes, n * rowElements * e.dtype().bytes);
-      blocks.add(manager.create(toF32(raw, e.dtype(), n * rowElements), new Shape(blockShape), DataType.FLOAT32));
-      if (rows == 0) {
-        break;
-      }
-    }
-    if (blocks.size() == 1) {
-      return blocks.head();
-    }
-    NDArray whole = NDArrays.concat(blocks, 0);
-    blocks.close();
-    return whole;
+    return file.load(manager, name, maxBlockBytes, "config.json implies", expectedShape);
   }
 
-  /** f32 data in native byte order, as the engine expects; f32 maps are passed through untouched. */
-  static ByteBuffer toF32(ByteBuffer raw, DType dtype, long elements) {
-    if (dtype == DType.F32 && ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN) {
-      return raw.order(ByteOrder.nativeOrder());
-    }
-    ByteBuffer out = ByteBuffer.allocateDirect(Math.toIntExact(elements * 4)).order(ByteOrder.nativeOrder());
-    for (long i = 0; i < elements; i++) {
-      int at = (int) (i * dtype.bytes);
-      float v = switch (dtype) {
-        case F32 -> raw.getFloat(at);
-        case BF16 -> Float.intBitsToFloat((raw.getShort(at) & 0xFFFF) << 16);
-        case F16 -> halfToFloat(raw.getShort(at));
-      };
-      out.putFloat((int) (i * 4), v);
-    }
-    return out;
-  }
-
-  /** IEEE 754 binary16 to binary32 (Float.float16ToFloat exists only from Java 20). */
-  static float halfToFloat(short h) {
-    int bits = h & 0xFFFF;
-    int sign = (bits & 0x8000) << 16;
-    int exp = (bits >>> 10) & 0x1F;
-    int mant = bits & 0x3FF;
-    if (exp == 0x1F) {
-      return Float.intBitsToFloat(sign | 0x7F800000 | (mant << 13));
-    }
-    if (exp == 0) {
-      if (mant == 0) {
-        return Float.intBitsToFloat(sign);
+  /**
+   * A short identity of these weights, so a memory trained on one base is never used with another: sha256 over
+   * config.json and, for each tensor in name order, its name, dtype, shape and 16 evenly spaced 4 KiB windows of
+   * its data (hashing all of a multi-GB checkpoint at every start would take seconds; a different model, or a
+   * fine-tune of this one, changes the sampled bytes).
+   */
+  public String fingerprint() {
+    try {
+      MessageDigest sha = MessageDigest.getInstance("SHA-256");
+      sha.update(Files.readAllBytes(dir.resolve("config.json")));
+      for (String name : tensorNames()) {
+        SafeTensorsFile file = fileOf.get(name);
+        SafeTensorsFile.Entry e = file.entries().get(name);
+        sha.update((name + "|" + e.dtype() + "|" + Arrays.toString(e.shape()) + "\n").getBytes(StandardCharsets.UTF_8));
+        long size = e.end() - e.begin();
+        int window = (int) Math.min(4096, size);
+        for (int i = 0; i < 16 && window > 0; i++) {
+          long offset = (size - window) * i / 15;
+          sha.update(file.map(e, offset, window));
+        }
       }
-      float v = mant / 1024f / 16384f; // subnormal: mant * 2^-24
-      return sign == 0 ? v : -v;
+      return HexFormat.of().formatHex(sha.digest()).substring(0, 32);
+    } catch (NoSuchAlgorithmException | IOException ex) {
+      throw new CheckpointException(dir, null, "cannot fingerprint: " + ex.getMessage(), ex);
     }
-    return Float.intBitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
   }
 }

@@ -1,5 +1,11 @@
 package dev.memgen.model.checkpoint;
 
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.DataType;
+import ai.djl.ndarray.types.Shape;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import java.io.IOException;
@@ -9,6 +15,7 @@ import java.nio.channels.FileChannel;
 import java.nio.file.NoSuchFileException;
 import java.nio.file.Path;
 import java.nio.file.StandardOpenOption;
+import java.util.Arrays;
 import java.util.Collections;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
@@ -24,6 +31,8 @@ import java.util.Map;
 public final class SafeTensorsFile {
   private static final ObjectMapper JSON = new ObjectMapper();
   private static final long MAX_HEADER = 100L << 20;
+  /** Largest single native buffer we create; bigger tensors load in row blocks and are concatenated. */
+  public static final long MAX_BLOCK_BYTES = 1L << 30;
 
   /** One tensor's entry in the header. {@code begin} and {@code end} are absolute file offsets. */
   public record Entry(String name, DType dtype, long[] shape, long begin, long end) {
@@ -153,5 +162,81 @@ public final class SafeTensorsFile {
         throw new CheckpointException(path, e.name(), "cannot read tensor data: " + ex2.getMessage(), ex2);
       }
     }
+  }
+
+  /**
+   * Loads tensor {@code name} as f32 after checking its shape (the message says what the expected shape comes from,
+   * e.g. "config.json implies"). f32 data goes to libtorch straight from the memory map; f16 and bf16 are widened
+   * in Java (a BF16 tensor aborts DJL's CPU engine). A tensor larger than {@code maxBlockBytes} as f32 loads in
+   * row blocks that are concatenated, since one native buffer holds at most 2 GiB.
+   */
+  public NDArray load(NDManager manager, String name, long maxBlockBytes, String expectation, long... expectedShape) {
+    Entry e = entries.get(name);
+    if (e == null) {
+      throw new CheckpointException(path, name, "missing tensor");
+    }
+    if (!Arrays.equals(e.shape(), expectedShape)) {
+      throw new CheckpointException(path, name, "shape mismatch: file has " + Arrays.toString(e.shape())
+          + ", " + expectation + " " + Arrays.toString(expectedShape));
+    }
+    long rows = expectedShape.length == 0 ? 1 : expectedShape[0];
+    long rowElements = rows == 0 ? 0 : e.elements() / rows;
+    long rowsPerBlock = Math.max(1, maxBlockBytes / Math.max(1, rowElements * 4));
+    NDList blocks = new NDList();
+    for (long r = 0; r < rows || (rows == 0 && blocks.isEmpty()); r += rowsPerBlock) {
+      long n = Math.min(rowsPerBlock, rows - r);
+      long[] blockShape = expectedShape.clone();
+      if (blockShape.length > 0) {
+        blockShape[0] = n;
+      }
+      ByteBuffer raw = map(e, r * rowElements * e.dtype().bytes, n * rowElements * e.dtype().bytes);
+      blocks.add(manager.create(toF32(raw, e.dtype(), n * rowElements), new Shape(blockShape), DataType.FLOAT32));
+      if (rows == 0) {
+        break;
+      }
+    }
+    if (blocks.size() == 1) {
+      return blocks.head();
+    }
+    NDArray whole = NDArrays.concat(blocks, 0);
+    blocks.close();
+    return whole;
+  }
+
+  /** f32 data in native byte order, as the engine expects; f32 maps are passed through untouched. */
+  static ByteBuffer toF32(ByteBuffer raw, DType dtype, long elements) {
+    if (dtype == DType.F32 && ByteOrder.nativeOrder() == ByteOrder.LITTLE_ENDIAN) {
+      return raw.order(ByteOrder.nativeOrder());
+    }
+    ByteBuffer out = ByteBuffer.allocateDirect(Math.toIntExact(elements * 4)).order(ByteOrder.nativeOrder());
+    for (long i = 0; i < elements; i++) {
+      int at = (int) (i * dtype.bytes);
+      float v = switch (dtype) {
+        case F32 -> raw.getFloat(at);
+        case BF16 -> Float.intBitsToFloat((raw.getShort(at) & 0xFFFF) << 16);
+        case F16 -> halfToFloat(raw.getShort(at));
+      };
+      out.putFloat((int) (i * 4), v);
+    }
+    return out;
+  }
+
+  /** IEEE 754 binary16 to binary32 (Float.float16ToFloat exists only from Java 20). */
+  static float halfToFloat(short h) {
+    int bits = h & 0xFFFF;
+    int sign = (bits & 0x8000) << 16;
+    int exp = (bits >>> 10) & 0x1F;
+    int mant = bits & 0x3FF;
+    if (exp == 0x1F) {
+      return Float.intBitsToFloat(sign | 0x7F800000 | (mant << 13));
+    }
+    if (exp == 0) {
+      if (mant == 0) {
+        return Float.intBitsToFloat(sign);
+      }
+      float v = mant / 1024f / 16384f; // subnormal: mant * 2^-24
+      return sign == 0 ? v : -v;
+    }
+    return Float.intBitsToFloat(sign | ((exp + 112) << 23) | (mant << 13));
   }
 }

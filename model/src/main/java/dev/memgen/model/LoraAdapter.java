@@ -1,0 +1,86 @@
+package dev.memgen.model;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Map;
+
+/**
+ * Low-rank adapters on a decoder's linear layers: {@code y = x W^T + b + (alpha / r) (x A^T) B^T}, with
+ * {@code A [r, in]} and {@code B [out, r]}. The base weights stay untouched and shared: the same frozen
+ * {@link Decoder} runs plain for the reasoner and with an adapter for the weaver or the trigger.
+ */
+public final class LoraAdapter {
+  /** The linear layers a LoRA can target, by their Hugging Face names. */
+  public enum Target {
+    Q_PROJ("self_attn", "q_proj"),
+    K_PROJ("self_attn", "k_proj"),
+    V_PROJ("self_attn", "v_proj"),
+    O_PROJ("self_attn", "o_proj"),
+    GATE_PROJ("mlp", "gate_proj"),
+    UP_PROJ("mlp", "up_proj"),
+    DOWN_PROJ("mlp", "down_proj");
+
+    public final String block;
+    public final String hfName;
+
+    Target(String block, String hfName) {
+      this.block = block;
+      this.hfName = hfName;
+    }
+
+    public static Target of(String hfName) {
+      for (Target t : values()) {
+        if (t.hfName.equals(hfName)) {
+          return t;
+        }
+      }
+      throw new IllegalArgumentException("unknown LoRA target '" + hfName
+          + "' (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)");
+    }
+
+    /** {@code [in, out]} features of this layer in a model of config {@code c}. */
+    public long[] features(ModelConfig c) {
+      long h = c.hiddenSize();
+      long q = (long) c.numHeads() * c.headDim();
+      long kv = (long) c.numKvHeads() * c.headDim();
+      long inter = c.intermediateSize();
+      return switch (this) {
+        case Q_PROJ -> new long[] {h, q};
+        case K_PROJ, V_PROJ -> new long[] {h, kv};
+        case O_PROJ -> new long[] {q, h};
+        case GATE_PROJ, UP_PROJ -> new long[] {h, inter};
+        case DOWN_PROJ -> new long[] {inter, h};
+      };
+    }
+  }
+
+  /** One targeted layer's adapter: {@code a [r, in]}, {@code b [out, r]}. */
+  public record Pair(NDArray a, NDArray b) {}
+
+  private final List<Map<Target, Pair>> layers;
+  private final NDArray scaling; // alpha / r, a tensor made once
+
+  /**
+   * @param layers per decoder layer, the (A, B) pair of each targeted linear layer
+   * @param alpha LoRA alpha; the delta is scaled by alpha / r
+   */
+  public LoraAdapter(List<Map<Target, Pair>> layers, double alpha, int rank, NDManager manager) {
+    this.layers = layers.stream().map(m -> m.isEmpty() ? Map.<Target, Pair>of() : new EnumMap<>(m)).toList();
+    this.scaling = manager.create((float) (alpha / rank));
+  }
+
+  /**
+   * Adds layer {@code layer}'s delta for {@code target}, computed from input {@code x}, to columns [from, to) of
+   * {@code y} in place (fused projections: q/k/v share one output, gate/up another). No-op when not targeted.
+   */
+  void addDelta(int layer, Target target, NDArray x, NDArray y, long from, long to) {
+    Pair p = layers.get(layer).get(target);
+    if (p == null) {
+      return;
+    }
+    NDArray delta = Ops.linear(Ops.linear(x, p.a(), null), p.b(), null).muli(scaling);
+    Ops.slice(y, y.getShape().dimension() - 1, from, to).addi(delta);
+  }
+}

@@ -1,0 +1,86 @@
+package dev.memgen.model;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+
+/**
+ * The memory trigger: the base model with its own LoRA reads the token sequence (prompt and generated text, no
+ * latents) and a 2-way head on the last hidden state gives P(invoke). A {@link Session} keeps the trigger's KV
+ * cache, so consulting it at a delimiter costs only the tokens since the last consultation.
+ */
+public final class Trigger {
+  private final Decoder base;
+  private final LoraAdapter lora;
+  private final NDArray headWeight; // [2, h]
+  private final NDArray headBias; //   [2]
+
+  public Trigger(Decoder base, LoraAdapter lora, NDArray headWeight, NDArray headBias) {
+    this.base = base;
+    this.lora = lora;
+    this.headWeight = headWeight;
+    this.headBias = headBias;
+  }
+
+  LoraAdapter lora() {
+    return lora;
+  }
+
+  public Session newSession(int capacity) {
+    return new Session(capacity);
+  }
+
+  /** One generation's trigger state. Not thread-safe. */
+  public final class Session implements AutoCloseable {
+    private final KvCache cache;
+    private final NDManager manager;
+    private NDArray last; // final-norm hidden state of the latest token, [1, h]
+
+    private Session(int capacity) {
+      cache = base.newCache(1, capacity);
+      manager = base.manager().newSubManager();
+    }
+
+    /** Appends tokens (in order) to the sequence the trigger has read. */
+    public void append(int[] ids) {
+      if (ids.length == 0) {
+        return;
+      }
+      try (NDManager m = manager.newSubManager()) {
+        NDArray hidden = base.forward(cache, base.embed(m, new int[][] {ids}), Weaver.allValid(ids.length), lora);
+        NDArray newest = Ops.slice(hidden, 1, ids.length - 1, ids.length).reshape(1, hidden.getShape().get(2));
+        newest.attach(manager);
+        if (last != null) {
+          last.close();
+        }
+        last = newest;
+      }
+    }
+
+    /** P(invoke) after the tokens appended so far. */
+    public float probability() {
+      if (last == null) {
+        throw new IllegalStateException("the trigger has read no tokens");
+      }
+      try (NDManager m = manager.newSubManager()) {
+        NDArray logits = Ops.linear(last, headWeight, headBias);
+        logits.attach(m);
+        return Ops.softmaxLastAxis(logits).getFloat(0, 1);
+      }
+    }
+
+    /** Both head logits, for tests and traces. */
+    public float[] logits() {
+      try (NDManager m = manager.newSubManager()) {
+        NDArray logits = Ops.linear(last, headWeight, headBias);
+        logits.attach(m);
+        return logits.toFloatArray();
+      }
+    }
+
+    @Override
+    public void close() {
+      cache.close();
+      manager.close();
+    }
+  }
+}

@@ -1,0 +1,124 @@
+package dev.memgen.model;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
+import java.util.Arrays;
+
+/**
+ * The memory weaver: turns the reasoner's state into K latent rows.
+ *
+ * <p>To weave: the reasoner's rows of the whole prefix so far (input embeddings, earlier latents included) go
+ * through {@code reasoner_to_weaver}; the kind's learned queries, {@code LayerNorm(Q) * scale}, are appended; the
+ * base model with the weaver's LoRA runs over all of it; the final-norm hidden states at the K query positions,
+ * mapped through {@code weaver_to_reasoner}, are the latents.
+ *
+ * <p>A {@link Session} keeps the weaver's own KV cache of the prefix, so each weave costs the new rows plus K, not
+ * the whole prefix: the queries are appended, read and rolled back.
+ */
+public final class Weaver {
+  public enum Kind { PROMPT, INFERENCE }
+
+  private final Decoder base;
+  private final LoraAdapter lora;
+  private final NDArray inWeight; //  reasoner_to_weaver [h_w, h_r]
+  private final NDArray inBias;
+  private final NDArray outWeight; // weaver_to_reasoner [h_r, h_w]
+  private final NDArray outBias;
+  private final NDArray[] queryRows; // per kind: LayerNorm(Q) * scale, [1, K, h_w] (constant: computed once)
+
+  /**
+   * @param queries per kind (PROMPT, INFERENCE): {queries [K, h], norm weight [h], norm bias [h], scale [1]}
+   */
+  public Weaver(Decoder base, LoraAdapter lora, NDArray inWeight, NDArray inBias, NDArray outWeight, NDArray outBias,
+      NDArray[][] queries, double layerNormEps) {
+    this.base = base;
+    this.lora = lora;
+    this.inWeight = inWeight;
+    this.inBias = inBias;
+    this.outWeight = outWeight;
+    this.outBias = outBias;
+    this.queryRows = new NDArray[Kind.values().length];
+    for (Kind kind : Kind.values()) {
+      NDArray[] q = queries[kind.ordinal()];
+      NDArray rows = layerNorm(q[0], q[1], q[2], layerNormEps).muli(q[3]);
+      queryRows[kind.ordinal()] = rows.reshape(new Shape(1, rows.getShape().get(0), rows.getShape().get(1)));
+    }
+  }
+
+  /** torch.nn.LayerNorm over the last axis (biased variance). */
+  static NDArray layerNorm(NDArray x, NDArray weight, NDArray bias, double eps) {
+    NDArray centered = x.sub(x.mean(new int[] {-1}, true));
+    NDArray variance = centered.square().mean(new int[] {-1}, true);
+    return centered.div(variance.add(eps).sqrt()).muli(weight).addi(bias);
+  }
+
+  LoraAdapter lora() {
+    return lora;
+  }
+
+  public int k(Kind kind) {
+    return (int) queryRows[kind.ordinal()].getShape().get(1);
+  }
+
+  public Session newSession(int capacity) {
+    return new Session(capacity);
+  }
+
+  /** One generation's weaver state: the prefix it has seen, as KV cache. Not thread-safe. */
+  public final class Session implements AutoCloseable {
+    private final KvCache cache;
+
+    private Session(int capacity) {
+      cache = base.newCache(1, capacity);
+    }
+
+    /** Rows of the prefix seen so far. */
+    public int length() {
+      return cache.length();
+    }
+
+    /** Appends reasoner rows {@code [1, n, h_r]} (token embeddings or latents, in sequence order) to the prefix. */
+    public void append(NDArray rows) {
+      Shape s = rows.getShape();
+      if (s.dimension() != 3 || s.get(0) != 1 || s.get(1) < 1 || s.get(2) != inWeight.getShape().get(1)) {
+        throw new IllegalArgumentException("weaver rows must be [1, n>=1, " + inWeight.getShape().get(1) + "], got " + s);
+      }
+      try (NDManager m = rows.getManager().newSubManager()) {
+        NDArray projected = Ops.linear(rows, inWeight, inBias);
+        projected.attach(m);
+        base.forward(cache, projected, allValid((int) s.get(1)), lora); // only the cache matters here
+      }
+    }
+
+    /** The K latent rows {@code [1, K, h_r]} for the prefix so far; they are not added to the prefix. */
+    public NDArray weave(Kind kind, NDManager into) {
+      if (cache.length() == 0) {
+        throw new IllegalStateException("weave needs at least one prefix row");
+      }
+      int prefix = cache.length();
+      NDArray queries = queryRows[kind.ordinal()];
+      try (NDManager m = into.newSubManager()) {
+        NDArray q = queries.duplicate();
+        q.attach(m);
+        NDArray hidden = base.forward(cache, q, allValid(k(kind)), lora);
+        NDArray latents = Ops.linear(hidden, outWeight, outBias);
+        latents.attach(into);
+        return latents;
+      } finally {
+        cache.truncate(prefix);
+      }
+    }
+
+    @Override
+    public void close() {
+      cache.close();
+    }
+  }
+
+  static boolean[][] allValid(int n) {
+    boolean[][] v = new boolean[1][n];
+    Arrays.fill(v[0], true);
+    return v;
+  }
+}
