@@ -51,11 +51,40 @@ public final class Generator {
     void onToken(int row, int token, float[] hidden);
   }
 
+  /**
+   * Splices extra input rows (latent memory) into a row's stream: after its prompt and after any token. The rows
+   * are appended to the KV cache in one batched call, take positions, and the last of them predicts the row's next
+   * token. Implementations decide where (MemGen: the prompt boundary and delimiters) and produce the rows.
+   */
+  public interface Interleaver {
+    Interleaver NONE = new Interleaver() {
+      @Override
+      public float[] afterPrompt(int row, int[] prompt) {
+        return null;
+      }
+
+      @Override
+      public float[] afterToken(int row, int token) {
+        return null;
+      }
+    };
+
+    /** Rows {@code [k * hidden]} (row-major) to insert after row {@code row}'s prompt, or null for none. */
+    float[] afterPrompt(int row, int[] prompt);
+
+    /** Rows to insert right after {@code token} was appended to row {@code row}, or null for none. */
+    float[] afterToken(int row, int token);
+  }
+
   public List<Result> generate(List<Request> requests) {
     return generate(requests, (row, token, hidden) -> {});
   }
 
   public List<Result> generate(List<Request> requests, Listener listener) {
+    return generate(requests, listener, Interleaver.NONE);
+  }
+
+  public List<Result> generate(List<Request> requests, Listener listener, Interleaver interleaver) {
     int batch = requests.size();
     int vocab = decoder.config().vocabSize();
     int longest = requests.stream().mapToInt(r -> r.prompt().length).max().orElse(0);
@@ -97,6 +126,11 @@ public final class Generator {
         Arrays.fill(valid[b], 0, p.length, true);
       }
       NDArray last = lastRows(decoder.forward(cache, decoder.embed(m, ids), valid), requests);
+      float[][] inserts = new float[batch][];
+      for (int b = 0; b < batch; b++) {
+        inserts[b] = done[b] ? null : interleaver.afterPrompt(b, requests.get(b).prompt());
+      }
+      last = insert(cache, last, inserts, m);
       long t1 = System.nanoTime();
       for (int step = 0; step < budget && !allDone(done); step++) {
         try (NDManager s = m.newSubManager()) {
@@ -130,6 +164,14 @@ public final class Generator {
           }
           NDArray h = decoder.forward(cache, decoder.embed(s, stepIds), stepValid);
           last = h.get(new NDIndex(":, 0"));
+          boolean any = false;
+          for (int b = 0; b < batch; b++) {
+            inserts[b] = stepValid[b][0] ? interleaver.afterToken(b, stepIds[b][0]) : null;
+            any |= inserts[b] != null;
+          }
+          if (any) {
+            last = insert(cache, last, inserts, s);
+          }
           last.attach(m);
         }
       }
@@ -141,6 +183,42 @@ public final class Generator {
       }
       return results;
     }
+  }
+
+  /**
+   * Appends each row's latent rows (none for a null entry; rows with fewer are padded with masked slots) in one
+   * forward call, and returns the new last hidden state per row: the last inserted row's where rows went in,
+   * {@code last}'s otherwise.
+   */
+  private NDArray insert(KvCache cache, NDArray last, float[][] rows, NDManager m) {
+    int batch = rows.length;
+    int hidden = decoder.config().hiddenSize();
+    int n = 0;
+    for (float[] r : rows) {
+      if (r != null) {
+        if (r.length == 0 || r.length % hidden != 0) {
+          throw new IllegalArgumentException("latent rows must be k * " + hidden + " floats, got " + r.length);
+        }
+        n = Math.max(n, r.length / hidden);
+      }
+    }
+    if (n == 0) {
+      return last;
+    }
+    float[] flat = new float[batch * n * hidden];
+    boolean[][] valid = new boolean[batch][n];
+    for (int b = 0; b < batch; b++) {
+      if (rows[b] != null) {
+        System.arraycopy(rows[b], 0, flat, b * n * hidden, rows[b].length);
+        Arrays.fill(valid[b], 0, rows[b].length / hidden, true);
+      }
+    }
+    NDArray h = decoder.forward(cache, m.create(flat, new ai.djl.ndarray.types.Shape(batch, n, hidden)), valid);
+    NDList next = new NDList();
+    for (int b = 0; b < batch; b++) {
+      next.add(rows[b] == null ? last.get(b) : h.get(new NDIndex("{}, {}", b, rows[b].length / hidden - 1)));
+    }
+    return NDArrays.stack(next);
   }
 
   /** The hidden state at each row's last prompt token: {@code [batch, hidden]}. */

@@ -1,0 +1,180 @@
+package dev.memgen.model.generate;
+
+import dev.memgen.model.Weaver;
+import dev.memgen.model.memory.TriggerLink;
+import dev.memgen.model.memory.WeaverLink;
+import dev.memgen.model.text.DelimiterTable;
+import java.util.ArrayList;
+import java.util.EnumMap;
+import java.util.List;
+import java.util.Map;
+import java.util.SplittableRandom;
+import java.util.logging.Level;
+import java.util.logging.Logger;
+
+/**
+ * MemGen's insertion rule for a batch of sequences. Prompt latents go in once, right after the prompt (which ends
+ * with the generation prompt {@code <|im_start|>assistant\n}); inference latents go in right after a token that
+ * ends with a delimiter, at most {@code maxInferenceAug} times per sequence, when the trigger says so (an inactive
+ * trigger always says so). Each sequence has its own weaver and trigger session, fed incrementally: the weaver
+ * sees every token and every inserted latent, the trigger sees only tokens. A weaver or trigger that fails is
+ * skipped at that point (counted, logged): the sequence goes on without memory there.
+ */
+public final class MemGenInterleaver implements Generator.Interleaver, AutoCloseable {
+  private static final Logger LOG = Logger.getLogger(MemGenInterleaver.class.getName());
+
+  public enum TriggerMode {
+    /** Always invoke (how the weaver is trained in stage 1). */
+    INACTIVE,
+    /** Invoke when P(invoke) >= threshold. */
+    THRESHOLD,
+    /** Invoke with probability P(invoke), drawn from a seeded generator. */
+    SAMPLE
+  }
+
+  public enum Skip { TRIGGER_DECLINED, INSERTION_CAP, TRIGGER_UNAVAILABLE, WEAVER_UNAVAILABLE }
+
+  public record Options(boolean promptLatents, int maxInferenceAug, TriggerMode triggerMode, double threshold, long seed) {
+    public static Options defaults(int maxInferenceAug) {
+      return new Options(true, maxInferenceAug, TriggerMode.THRESHOLD, 0.5, 0);
+    }
+  }
+
+  /** Latent rows that went into a sequence: at stream {@code position} (= rows before them), after {@code tokenIndex} generated tokens. */
+  public record Insertion(int position, int tokenIndex, Weaver.Kind kind, int k, float probability) {}
+
+  /** A trigger consultation at a delimiter. */
+  public record Decision(int position, int tokenIndex, float probability, boolean invoke) {}
+
+  /** Everything memory did in one sequence. */
+  public record Trace(List<Insertion> insertions, List<Decision> decisions, Map<Skip, Integer> skips) {}
+
+  private final DelimiterTable delimiters;
+  private final Options options;
+  private final Row[] rows;
+
+  private final class Row {
+    final WeaverLink.Session weaver;
+    final TriggerLink.Session trigger;
+    final SplittableRandom random;
+    final List<Integer> unseenByWeaver = new ArrayList<>();
+    final List<Integer> unseenByTrigger = new ArrayList<>();
+    final List<Insertion> insertions = new ArrayList<>();
+    final List<Decision> decisions = new ArrayList<>();
+    final Map<Skip, Integer> skips = new EnumMap<>(Skip.class);
+    int position;
+    int generated;
+    int inferenceInsertions;
+
+    Row(WeaverLink.Session weaver, TriggerLink.Session trigger, long seed) {
+      this.weaver = weaver;
+      this.trigger = trigger;
+      this.random = new SplittableRandom(seed);
+    }
+
+    void skip(Skip why) {
+      skips.merge(why, 1, Integer::sum);
+    }
+
+    /** Weaves and accepts latents of {@code kind}, or returns null (counted) if the weaver fails. */
+    float[] weave(Weaver.Kind kind, float probability) {
+      try {
+        weaver.appendTokens(drain(unseenByWeaver));
+        float[] latents = weaver.weave(kind);
+        weaver.acceptLatents();
+        int k = weaver.k(kind);
+        insertions.add(new Insertion(position, generated, kind, k, probability));
+        position += k;
+        return latents;
+      } catch (RuntimeException e) {
+        LOG.log(Level.WARNING, "weaver failed; continuing without memory at this point", e);
+        skip(Skip.WEAVER_UNAVAILABLE);
+        return null;
+      }
+    }
+  }
+
+  /**
+   * @param weavers one weaver session per sequence of the batch
+   * @param triggers one trigger session per sequence (unused, may be null entries, when the trigger is inactive)
+   */
+  public MemGenInterleaver(List<WeaverLink.Session> weavers, List<TriggerLink.Session> triggers, DelimiterTable delimiters,
+      Options options) {
+    this.delimiters = delimiters;
+    this.options = options;
+    this.rows = new Row[weavers.size()];
+    for (int b = 0; b < rows.length; b++) {
+      rows[b] = new Row(weavers.get(b), triggers.get(b), options.seed() + b);
+    }
+  }
+
+  @Override
+  public float[] afterPrompt(int row, int[] prompt) {
+    Row r = rows[row];
+    r.position = prompt.length;
+    for (int id : prompt) {
+      r.unseenByWeaver.add(id);
+      r.unseenByTrigger.add(id);
+    }
+    return options.promptLatents() ? r.weave(Weaver.Kind.PROMPT, Float.NaN) : null;
+  }
+
+  @Override
+  public float[] afterToken(int row, int token) {
+    Row r = rows[row];
+    r.position++;
+    r.generated++;
+    r.unseenByWeaver.add(token);
+    r.unseenByTrigger.add(token);
+    if (!delimiters.isDelimiter(token)) {
+      return null;
+    }
+    if (r.inferenceInsertions >= options.maxInferenceAug()) {
+      r.skip(Skip.INSERTION_CAP);
+      return null;
+    }
+    float p = Float.NaN;
+    if (options.triggerMode() != TriggerMode.INACTIVE) {
+      try {
+        r.trigger.appendTokens(drain(r.unseenByTrigger));
+        p = r.trigger.probability();
+      } catch (RuntimeException e) {
+        LOG.log(Level.WARNING, "trigger failed; continuing without memory at this point", e);
+        r.skip(Skip.TRIGGER_UNAVAILABLE);
+        return null;
+      }
+      boolean invoke = options.triggerMode() == TriggerMode.THRESHOLD ? p >= options.threshold() : r.random.nextDouble() < p;
+      r.decisions.add(new Decision(r.position, r.generated, p, invoke));
+      if (!invoke) {
+        r.skip(Skip.TRIGGER_DECLINED);
+        return null;
+      }
+    }
+    float[] latents = r.weave(Weaver.Kind.INFERENCE, p);
+    if (latents != null) {
+      r.inferenceInsertions++;
+    }
+    return latents;
+  }
+
+  public Trace trace(int row) {
+    Row r = rows[row];
+    return new Trace(List.copyOf(r.insertions), List.copyOf(r.decisions), Map.copyOf(r.skips));
+  }
+
+  private static int[] drain(List<Integer> pending) {
+    int[] ids = pending.stream().mapToInt(Integer::intValue).toArray();
+    pending.clear();
+    return ids;
+  }
+
+  @Override
+  public void close() {
+    for (Row r : rows) {
+      r.weaver.close();
+      if (r.trigger != null) {
+        r.trigger.close();
+      }
+    }
+  }
+}

@@ -1,0 +1,17 @@
+package dev.memgen.model.memory;
+
+/** How a generation reaches a trigger: in the same process or over gRPC. One session per generated sequence. */
+public interface TriggerLink {
+  Session open(String sessionId);
+
+  interface Session extends AutoCloseable {
+    /** Tokens appended to the sequence (the trigger reads text only, never latents). */
+    void appendTokens(int[] ids);
+
+    /** P(invoke) after the tokens appended so far. */
+    float probability();
+
+    @Override
+    void close();
+  }
+}
