@@ -1,6 +1,11 @@
 package dev.memgen.cli;
 
 import dev.memgen.model.Decoder;
+import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.generate.MemGenInterleaver;
+import dev.memgen.model.memory.InProcessMemory;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.generate.Generator;
 import dev.memgen.model.generate.SamplingParams;
 import dev.memgen.model.text.ChatTemplate;
@@ -40,6 +45,50 @@ final class GenerateCommand implements Callable<Integer> {
 
   @Option(names = "--seed", defaultValue = "0", description = "sampling seed (default ${DEFAULT-VALUE})") long seed;
 
+  @Option(names = "--memory", description = "a memory directory (weaver + trigger): generate with latent memory") Path memory;
+
+  @Option(names = "--trigger", defaultValue = "threshold",
+      description = "with --memory: threshold (invoke when P >= --threshold, default), sample, or inactive (always invoke)")
+  String trigger;
+
+  @Option(names = "--threshold", defaultValue = "0.5", description = "with --trigger threshold (default ${DEFAULT-VALUE})") double threshold;
+
+  @Option(names = "--trace", description = "with --memory: show where latents went in and the trigger's probabilities (stderr)")
+  boolean trace;
+
+  private Generator.Result withMemory(Decoder decoder, Generator.Request request, TextTokenizer tokenizer) {
+    MemGenInterleaver.TriggerMode mode = switch (trigger) {
+      case "threshold" -> MemGenInterleaver.TriggerMode.THRESHOLD;
+      case "sample" -> MemGenInterleaver.TriggerMode.SAMPLE;
+      case "inactive" -> MemGenInterleaver.TriggerMode.INACTIVE;
+      default -> throw new IllegalArgumentException("--trigger must be threshold, sample or inactive, got '" + trigger + "'");
+    };
+    try (Memory mem = Memory.load(memory, decoder, Checkpoint.open(model).fingerprint());
+        TextTokenizer delimiterTokenizer = tokenizer != null ? null : TextTokenizer.load(model)) {
+      DelimiterTable delimiters = DelimiterTable.build(tokenizer != null ? tokenizer : delimiterTokenizer,
+          decoder.config().vocabSize(), mem.manifest().delimiters());
+      InProcessMemory links = new InProcessMemory(decoder, mem);
+      MemGenInterleaver.Options options = new MemGenInterleaver.Options(true, mem.manifest().maxInferenceAug(), mode, threshold, seed);
+      try (MemGenInterleaver loop = new MemGenInterleaver(List.of(links.weaver().open("cli")), List.of(links.trigger().open("cli")),
+          delimiters, options)) {
+        Generator.Result r = new Generator(decoder).generate(List.of(request), (row, token, hidden) -> {}, loop).get(0);
+        if (trace) {
+          MemGenInterleaver.Trace t = loop.trace(0);
+          for (MemGenInterleaver.Insertion i : t.insertions()) {
+            System.err.printf("latents: %-9s k=%d at stream position %d (after %d generated tokens)%s%n", i.kind(), i.k(),
+                i.position(), i.tokenIndex(), Float.isNaN(i.probability()) ? "" : String.format(", P(invoke)=%.3f", i.probability()));
+          }
+          for (MemGenInterleaver.Decision d : t.decisions()) {
+            System.err.printf("trigger: after token %d, P(invoke)=%.3f -> %s%n", d.tokenIndex(), d.probability(),
+                d.invoke() ? "invoke" : "skip");
+          }
+          System.err.println("skipped: " + t.skips());
+        }
+        return r;
+      }
+    }
+  }
+
   @Override
   public Integer call() {
     SamplingParams sampling = new SamplingParams(temperature, topK, topP, seed);
@@ -59,8 +108,13 @@ final class GenerateCommand implements Callable<Integer> {
           }
         }
       }
-      Generator.Result r = new Generator(decoder)
-          .generate(List.of(new Generator.Request(prompt, maxNewTokens, sampling, stop))).get(0);
+      Generator.Request request = new Generator.Request(prompt, maxNewTokens, sampling, stop);
+      Generator.Result r;
+      if (memory == null) {
+        r = new Generator(decoder).generate(List.of(request)).get(0);
+      } else {
+        r = withMemory(decoder, request, tokenizer);
+      }
       if (tokenizer == null) {
         System.out.println(Ids.format(r.tokens()));
       } else {

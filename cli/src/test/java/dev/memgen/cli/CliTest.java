@@ -132,6 +132,25 @@ class CliTest {
   }
 
   @Test
+  void generateWithMemoryTracesItsInsertions() throws IOException {
+    Path base = tmp.resolve("tiny");
+    assertEquals(0, memgen("make-tiny", "--out", base.toString()).exit());
+    Path mem = tmp.resolve("mem");
+    assertEquals(0, memgen("init-memory", "--model", base.toString(), "--out", mem.toString(), "--prompt-k", "3").exit());
+    Run run = memgen("generate", "--model", base.toString(), "--memory", mem.toString(), "--ids", "257,104,105,258,10,257",
+        "--max-new-tokens", "6", "--trace", "--trigger", "inactive");
+    assertEquals(0, run.exit(), run.err());
+    assertTrue(run.err().contains("latents: PROMPT    k=3 at stream position 6"), run.err());
+    assertEquals(6, Ids.parse(run.out().strip()).length);
+
+    Path other = tmp.resolve("other");
+    assertEquals(0, memgen("make-tiny", "--out", other.toString(), "--seed", "1").exit());
+    Run wrongBase = memgen("generate", "--model", other.toString(), "--memory", mem.toString(), "--ids", "1,2");
+    assertEquals(2, wrongBase.exit());
+    assertTrue(wrongBase.err().contains("another base model"), wrongBase.err());
+  }
+
+  @Test
   void badInputExitsWithTwoAndANamedError() throws IOException {
     Run missing = memgen("forward", "--model", tmp.resolve("nothing").toString(), "--ids", "1");
     assertEquals(2, missing.exit());

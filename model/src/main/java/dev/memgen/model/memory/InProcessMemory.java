@@ -16,6 +16,11 @@ public final class InProcessMemory {
   private final Memory memory;
 
   public InProcessMemory(Decoder base, Memory memory) {
+    if (!memory.manifest().weaverInput().equals("embeddings")) {
+      // The weaver would need the reasoner's last-layer hidden row of every token; the loop sends token ids only.
+      throw new IllegalArgumentException("weaver input '" + memory.manifest().weaverInput()
+          + "' is not supported by the generate loop yet (use 'embeddings')");
+    }
     this.base = base;
     this.memory = memory;
   }

@@ -1,0 +1,220 @@
+package dev.memgen.cli;
+
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDArrays;
+import ai.djl.ndarray.NDList;
+import ai.djl.ndarray.NDManager;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.memgen.model.Decoder;
+import dev.memgen.model.KvCache;
+import dev.memgen.model.Weaver;
+import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.generate.Generator;
+import dev.memgen.model.generate.SamplingParams;
+import dev.memgen.model.memory.InProcessMemory;
+import dev.memgen.model.memory.LoraConfig;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
+import dev.memgen.model.memory.TriggerLink;
+import dev.memgen.model.memory.WeaverLink;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
+import java.util.Random;
+import java.util.Set;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/**
+ * Decode throughput with latent memory against without, at a fixed insertion rate: the incremental MemGen loop
+ * (latent K/V appended to the cache, the weaver's own prefix cache) and the reference code's strategy (drop the
+ * cache and re-prefill the whole sequence at every insertion, the weaver re-reading the whole prefix).
+ */
+@Command(name = "memgen", mixinStandardHelpOptions = true,
+    description = "Measure decode tokens/s: vanilla, MemGen in-process, and the re-prefill strategy (medians).")
+final class BenchMemgenCommand implements Callable<Integer> {
+  @Option(names = "--model", required = true, description = "Hugging Face checkpoint directory") Path model;
+
+  @Option(names = "--memory", description = "memory directory (default: a fresh one with --k latents)") Path memory;
+
+  @Option(names = "--k", defaultValue = "8", description = "latent rows per insertion for the fresh memory (default ${DEFAULT-VALUE})") int k;
+
+  @Option(names = "--new-tokens", defaultValue = "256", description = "tokens generated per run (default ${DEFAULT-VALUE})") int newTokens;
+
+  @Option(names = "--insertions", defaultValue = "5", description = "inference insertions per run (default ${DEFAULT-VALUE})") int insertions;
+
+  @Option(names = "--runs", defaultValue = "3", description = "measured runs after one warm-up (default ${DEFAULT-VALUE})") int runs;
+
+  @Override
+  public Integer call() throws Exception {
+    if (newTokens < 2 || insertions < 0 || runs < 1 || k < 1) {
+      throw new IllegalArgumentException("need --new-tokens >= 2, --insertions >= 0, --runs >= 1, --k >= 1");
+    }
+    String fingerprint = Checkpoint.open(model).fingerprint();
+    try (Decoder decoder = Decoder.load(model)) {
+      Path memDir = memory;
+      if (memDir == null) {
+        memDir = Files.createTempDirectory("memgen-bench-memory");
+        Memory.init(memDir, decoder.config(), new MemoryManifest(1, fingerprint, decoder.config().hiddenSize(),
+            decoder.config().numLayers(), k, k, "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE,
+            List.of(",", ".", "\n"), insertions), 0);
+      }
+      try (Memory mem = Memory.load(memDir, decoder, fingerprint)) {
+        InProcessMemory links = new InProcessMemory(decoder, mem);
+        int[] prompt = new Random(3).ints(32, 0, Math.min(256, decoder.config().vocabSize())).toArray();
+        Set<Integer> insertAfter = new java.util.HashSet<>();
+        for (int i = 1; i <= insertions; i++) {
+          insertAfter.add(i * newTokens / (insertions + 1));
+        }
+        double[] vanilla = new double[runs];
+        double[] inProcess = new double[runs];
+        double[] reprefill = new double[runs];
+        Generator generator = new Generator(decoder);
+        Generator.Request request = new Generator.Request(prompt, newTokens, SamplingParams.GREEDY, Set.of());
+        try (Progress p = new Progress("bench memgen", runs + 1)) {
+          for (int r = -1; r < runs; r++) { // r = -1: warm-up
+            long t0 = System.nanoTime();
+            generator.generate(List.of(request));
+            long t1 = System.nanoTime();
+            try (Scheduled loop = new Scheduled(links.weaver().open("bench"), links.trigger().open("bench"), insertAfter)) {
+              generator.generate(List.of(request), (row, token, hidden) -> {}, loop);
+            }
+            long t2 = System.nanoTime();
+            reprefillRun(decoder, mem, prompt, newTokens, insertAfter);
+            long t3 = System.nanoTime();
+            if (r >= 0) {
+              vanilla[r] = newTokens / ((t1 - t0) / 1e9);
+              inProcess[r] = newTokens / ((t2 - t1) / 1e9);
+              reprefill[r] = newTokens / ((t3 - t2) / 1e9);
+            }
+            p.step(r < 0 ? "warm-up" : String.format("vanilla %.1f, memgen %.1f, re-prefill %.1f tok/s", vanilla[r], inProcess[r], reprefill[r]));
+          }
+        }
+        ObjectNode out = Json.object();
+        out.put("model", model.toString());
+        out.put("new_tokens", newTokens);
+        out.put("insertions", insertions);
+        out.put("k", mem.weaver().k(Weaver.Kind.INFERENCE));
+        out.put("runs", runs);
+        out.put("vanilla_tps", Stats.median(vanilla));
+        out.put("memgen_inprocess_tps", Stats.median(inProcess));
+        out.putNull("memgen_grpc_tps"); // the gRPC weaver/trigger services are not built yet
+        out.put("reprefill_tps", Stats.median(reprefill));
+        out.put("inprocess_vs_vanilla", Stats.median(inProcess) / Stats.median(vanilla));
+        out.put("inprocess_vs_reprefill", Stats.median(inProcess) / Stats.median(reprefill));
+        out.set("machine", Machine.describe());
+        System.out.printf("vanilla              %8.2f tok/s%n", Stats.median(vanilla));
+        System.out.printf("memgen in-process    %8.2f tok/s  (%.2fx vanilla, %.2fx re-prefill)%n", Stats.median(inProcess),
+            Stats.median(inProcess) / Stats.median(vanilla), Stats.median(inProcess) / Stats.median(reprefill));
+        System.out.printf("re-prefill strategy  %8.2f tok/s  (%d insertions of %d rows + prompt latents in %d tokens)%n",
+            Stats.median(reprefill), insertions, mem.weaver().k(Weaver.Kind.INFERENCE), newTokens);
+        System.out.println(Json.line(out));
+      }
+    }
+    return 0;
+  }
+
+  /** MemGen's work at a fixed rate: prompt latents, and after the chosen tokens a trigger consultation and a weave. */
+  static final class Scheduled implements Generator.Interleaver, AutoCloseable {
+    final WeaverLink.Session weaver;
+    final TriggerLink.Session trigger;
+    final Set<Integer> insertAfter;
+    final List<Integer> unseen = new ArrayList<>();
+    int generated;
+
+    Scheduled(WeaverLink.Session weaver, TriggerLink.Session trigger, Set<Integer> insertAfter) {
+      this.weaver = weaver;
+      this.trigger = trigger;
+      this.insertAfter = insertAfter;
+    }
+
+    @Override
+    public float[] afterPrompt(int row, int[] prompt) {
+      Arrays.stream(prompt).forEach(unseen::add);
+      return weave(Weaver.Kind.PROMPT);
+    }
+
+    @Override
+    public float[] afterToken(int row, int token) {
+      unseen.add(token);
+      return insertAfter.contains(++generated) ? weave(Weaver.Kind.INFERENCE) : null;
+    }
+
+    private float[] weave(Weaver.Kind kind) {
+      int[] ids = unseen.stream().mapToInt(Integer::intValue).toArray();
+      unseen.clear();
+      trigger.appendTokens(ids);
+      trigger.probability();
+      weaver.appendTokens(ids);
+      float[] latents = weaver.weave(kind);
+      weaver.acceptLatents();
+      return latents;
+    }
+
+    @Override
+    public void close() {
+      weaver.close();
+      trigger.close();
+    }
+  }
+
+  /**
+   * The reference implementation's strategy, batch of one: decode with a cache between insertions, but at every
+   * insertion throw the cache away and prefill the whole sequence (tokens and latents) again; the weaver reads the
+   * whole prefix each time; the trigger re-reads the whole text.
+   */
+  static void reprefillRun(Decoder decoder, Memory mem, int[] prompt, int newTokens, Set<Integer> insertAfter) {
+    int h = decoder.config().hiddenSize();
+    List<NDArray> stream = new ArrayList<>();
+    try (NDManager m = decoder.manager().newSubManager()) {
+      List<Integer> text = new ArrayList<>();
+      Arrays.stream(prompt).forEach(text::add);
+      stream.add(decoder.embed(m, new int[][] {prompt}));
+      stream.add(weaveFromScratch(decoder, mem, stream, text, Weaver.Kind.PROMPT, m));
+      KvCache cache = decoder.newCache(1, 64);
+      NDArray last = prefill(decoder, cache, stream, m);
+      int generated = 0;
+      while (true) {
+        int next = (int) decoder.logits(last).argMax().getLong();
+        generated++;
+        if (generated >= newTokens) {
+          break;
+        }
+        text.add(next);
+        NDArray row = decoder.embed(m, new int[][] {{next}});
+        stream.add(row);
+        if (insertAfter.contains(generated)) {
+          stream.add(weaveFromScratch(decoder, mem, stream, text, Weaver.Kind.INFERENCE, m));
+          cache.close();
+          cache = decoder.newCache(1, 64);
+          last = prefill(decoder, cache, stream, m);
+        } else {
+          last = decoder.forward(cache, row, new boolean[][] {{true}}).get("0, -1");
+        }
+      }
+      cache.close();
+    }
+  }
+
+  private static NDArray prefill(Decoder decoder, KvCache cache, List<NDArray> stream, NDManager m) {
+    NDArray all = NDArrays.concat(new NDList(stream), 1);
+    boolean[][] valid = new boolean[1][(int) all.getShape().get(1)];
+    Arrays.fill(valid[0], true);
+    return decoder.forward(cache, all, valid).get("0, -1");
+  }
+
+  private static NDArray weaveFromScratch(Decoder decoder, Memory mem, List<NDArray> stream, List<Integer> text,
+      Weaver.Kind kind, NDManager m) {
+    try (dev.memgen.model.Trigger.Session t = mem.trigger().newSession(64)) {
+      t.append(text.stream().mapToInt(Integer::intValue).toArray());
+      t.probability();
+    }
+    try (Weaver.Session w = mem.weaver().newSession(64)) {
+      w.append(NDArrays.concat(new NDList(stream), 1));
+      return w.weave(kind, m);
+    }
+  }
+}
