@@ -58,6 +58,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
       Path memDir = memory;
       if (memDir == null) {
         memDir = Files.createTempDirectory("memgen-bench-memory");
+        deleteOnExit(memDir);
         Memory.init(memDir, decoder.config(), new MemoryManifest(1, fingerprint, decoder.config().hiddenSize(),
             decoder.config().numLayers(), k, k, "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE,
             List.of(",", ".", "\n"), insertions), 0);
@@ -115,6 +116,16 @@ final class BenchMemgenCommand implements Callable<Integer> {
       }
     }
     return 0;
+  }
+
+  private static void deleteOnExit(Path dir) {
+    Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+      try (var files = Files.walk(dir)) {
+        files.sorted(java.util.Comparator.reverseOrder()).forEach(f -> f.toFile().delete());
+      } catch (java.io.IOException ignored) {
+        // a temporary directory left behind is harmless
+      }
+    }));
   }
 
   /** MemGen's work at a fixed rate: prompt latents, and after the chosen tokens a trigger consultation and a weave. */

@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
+import ai.djl.ndarray.types.Shape;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.KvCache;
 import java.util.ArrayList;
@@ -213,7 +214,7 @@ public final class Generator {
         Arrays.fill(valid[b], 0, rows[b].length / hidden, true);
       }
     }
-    NDArray h = decoder.forward(cache, m.create(flat, new ai.djl.ndarray.types.Shape(batch, n, hidden)), valid);
+    NDArray h = decoder.forward(cache, m.create(flat, new Shape(batch, n, hidden)), valid);
     NDList next = new NDList();
     for (int b = 0; b < batch; b++) {
       next.add(rows[b] == null ? last.get(b) : h.get(new NDIndex("{}, {}", b, rows[b].length / hidden - 1)));

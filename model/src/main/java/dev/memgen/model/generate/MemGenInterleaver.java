@@ -9,8 +9,8 @@ import java.util.EnumMap;
 import java.util.List;
 import java.util.Map;
 import java.util.SplittableRandom;
-import java.util.logging.Level;
-import java.util.logging.Logger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * MemGen's insertion rule for a batch of sequences. Prompt latents go in once, right after the prompt (which ends
@@ -21,7 +21,7 @@ import java.util.logging.Logger;
  * skipped at that point (counted, logged): the sequence goes on without memory there.
  */
 public final class MemGenInterleaver implements Generator.Interleaver, AutoCloseable {
-  private static final Logger LOG = Logger.getLogger(MemGenInterleaver.class.getName());
+  private static final Logger LOG = LoggerFactory.getLogger(MemGenInterleaver.class);
 
   public enum TriggerMode {
     /** Always invoke (how the weaver is trained in stage 1). */
@@ -87,7 +87,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
         position += k;
         return latents;
       } catch (RuntimeException e) {
-        LOG.log(Level.WARNING, "weaver failed; continuing without memory at this point", e);
+        LOG.warn("weaver failed; continuing without memory at this point", e);
         skip(Skip.WEAVER_UNAVAILABLE);
         return null;
       }
@@ -139,7 +139,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
         r.trigger.appendTokens(drain(r.unseenByTrigger));
         p = r.trigger.probability();
       } catch (RuntimeException e) {
-        LOG.log(Level.WARNING, "trigger failed; continuing without memory at this point", e);
+        LOG.warn("trigger failed; continuing without memory at this point", e);
         r.skip(Skip.TRIGGER_UNAVAILABLE);
         return null;
       }

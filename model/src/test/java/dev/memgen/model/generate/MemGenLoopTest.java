@@ -193,6 +193,42 @@ class MemGenLoopTest {
   }
 
   @Test
+  void aFailingWeaverIsSkippedAndTheRequestCompletes() {
+    WeaverLink.Session broken = new WeaverLink.Session() {
+      @Override
+      public int k(Weaver.Kind kind) {
+        return 2;
+      }
+
+      @Override
+      public void appendTokens(int[] ids) {}
+
+      @Override
+      public float[] weave(Weaver.Kind kind) {
+        throw new IllegalStateException("weaver is down");
+      }
+
+      @Override
+      public void acceptLatents() {}
+
+      @Override
+      public void close() {}
+    };
+    int[] prompt = prompt();
+    try (MemGenInterleaver loop = new MemGenInterleaver(List.of(broken), java.util.Collections.singletonList(null),
+        manyDelimiters(), new MemGenInterleaver.Options(true, 3, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0))) {
+      int[] tokens = new Generator(base).generate(List.of(new Generator.Request(prompt, 16, SamplingParams.GREEDY, Set.of())),
+          (row, token, hidden) -> {}, loop).get(0).tokens();
+      int[] plain = new Generator(base).generate(List.of(new Generator.Request(prompt, 16, SamplingParams.GREEDY, Set.of())))
+          .get(0).tokens();
+      assertArrayEquals(plain, tokens, "without memory at every point, the output is the plain model's");
+      MemGenInterleaver.Trace trace = loop.trace(0);
+      assertTrue(trace.insertions().isEmpty());
+      assertTrue(trace.skips().get(MemGenInterleaver.Skip.WEAVER_UNAVAILABLE) >= 2, trace.toString());
+    }
+  }
+
+  @Test
   void realTriggerProbabilitiesAreRecorded() {
     DelimiterTable delimiters = manyDelimiters();
     InProcessMemory mem = new InProcessMemory(base, memory);
