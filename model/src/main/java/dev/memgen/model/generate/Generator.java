@@ -16,7 +16,9 @@ import java.util.Set;
 /**
  * Batched autoregressive decoding with a KV cache. Prompts of different lengths prefill together (padding
  * masked out); then every step feeds each live row its last token. A row stops on its own (a stop token or its
- * token budget), and the batch ends when every row has.
+ * token budget), and the batch ends when every row has. An {@link Interleaver} may splice extra rows (latent
+ * memory) into any row's stream after its prompt and after any token; they go into the cache in one batched call,
+ * never by re-prefilling.
  */
 public final class Generator {
   private final Decoder decoder;
