@@ -56,20 +56,17 @@ public final class Trigger {
       }
     }
 
-    /** P(invoke) after the tokens appended so far. */
+    /** P(invoke) after the tokens appended so far: softmax of the two head logits, class 1. */
     public float probability() {
-      if (last == null) {
-        throw new IllegalStateException("the trigger has read no tokens");
-      }
-      try (NDManager m = manager.newSubManager()) {
-        NDArray logits = Ops.linear(last, headWeight, headBias);
-        logits.attach(m);
-        return Ops.softmaxLastAxis(logits).getFloat(0, 1);
-      }
+      float[] l = logits();
+      return (float) (1 / (1 + Math.exp(l[0] - l[1])));
     }
 
     /** Both head logits, for tests and traces. */
     public float[] logits() {
+      if (last == null) {
+        throw new IllegalStateException("the trigger has read no tokens");
+      }
       try (NDManager m = manager.newSubManager()) {
         NDArray logits = Ops.linear(last, headWeight, headBias);
         logits.attach(m);

@@ -18,13 +18,11 @@ import dev.memgen.model.memory.LoraConfig;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.List;
 import java.util.Random;
-import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -37,17 +35,7 @@ class MemoryGoldenTest {
   @TempDir Path tmp;
 
   static String python(String... args) {
-    List<String> cmd = new ArrayList<>(List.of("python3", Reference.script().resolveSibling("memgen_reference.py").toString()));
-    cmd.addAll(List.of(args));
-    try {
-      Process p = new ProcessBuilder(cmd).start();
-      String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-      String err = new String(p.getErrorStream().readAllBytes(), StandardCharsets.UTF_8);
-      assertTrue(p.waitFor(120, TimeUnit.SECONDS) && p.exitValue() == 0, String.join(" ", cmd) + "\n" + err);
-      return out;
-    } catch (IOException | InterruptedException e) {
-      throw new IllegalStateException(e);
-    }
+    return Reference.run("memgen_reference.py", args);
   }
 
   record Setup(Path base, Path memory, String fingerprint) {}

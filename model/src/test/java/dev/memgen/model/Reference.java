@@ -15,7 +15,7 @@ import java.util.concurrent.TimeUnit;
  * Runs the independent numpy implementation (test resource {@code reference/hf_reference.py}) that the Java
  * decoder is checked against: it writes random checkpoints and computes golden logits and hidden states.
  */
-final class Reference {
+public final class Reference {
   private static final ObjectMapper JSON = new ObjectMapper();
 
   private Reference() {}
@@ -65,8 +65,13 @@ final class Reference {
   }
 
   private static String run(List<String> args) {
-    List<String> cmd = new ArrayList<>(List.of("python3", script().toString()));
-    cmd.addAll(args);
+    return run("hf_reference.py", args.toArray(String[]::new));
+  }
+
+  /** Runs {@code script} (a file beside hf_reference.py) with {@code args}; returns its stdout, fails on exit != 0. */
+  public static String run(String script, String... args) {
+    List<String> cmd = new ArrayList<>(List.of("python3", script().resolveSibling(script).toString()));
+    cmd.addAll(List.of(args));
     try {
       Process p = new ProcessBuilder(cmd).redirectErrorStream(false).start();
       byte[] out = p.getInputStream().readAllBytes();

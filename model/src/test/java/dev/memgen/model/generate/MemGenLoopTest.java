@@ -10,6 +10,7 @@ import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.Shape;
 import dev.memgen.model.Decoder;
+import dev.memgen.model.Reference;
 import dev.memgen.model.KvCache;
 import dev.memgen.model.Weaver;
 import dev.memgen.model.checkpoint.Checkpoint;
@@ -23,13 +24,11 @@ import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.text.TextTokenizer;
 import java.io.IOException;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
 import java.util.Set;
-import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
 import java.util.stream.IntStream;
 import org.junit.jupiter.api.AfterAll;
@@ -55,11 +54,8 @@ class MemGenLoopTest {
     TinyCheckpoint.write(dir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 21);
     String fingerprint = Checkpoint.open(dir).fingerprint();
     Path mem = tmp.resolve("memory");
-    Process p = new ProcessBuilder("python3", "src/test/resources/reference/memgen_reference.py", "make-memory",
-        "--model", dir.toString(), "--out", mem.toString(), "--prompt-k", "3", "--inference-k", "2", "--r", "4",
-        "--alpha", "8", "--fingerprint", fingerprint, "--seed", "4").redirectErrorStream(true).start();
-    String log = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-    assertTrue(p.waitFor(60, TimeUnit.SECONDS) && p.exitValue() == 0, log);
+    Reference.run("memgen_reference.py", "make-memory", "--model", dir.toString(), "--out", mem.toString(),
+        "--prompt-k", "3", "--inference-k", "2", "--r", "4", "--alpha", "8", "--fingerprint", fingerprint, "--seed", "4");
     base = Decoder.load(dir);
     memory = Memory.load(mem, base, fingerprint);
     tokenizer = TextTokenizer.load(dir);
