@@ -80,34 +80,55 @@ public final class Weaver {
 
     /** Appends reasoner rows {@code [1, n, h_r]} (token embeddings or latents, in sequence order) to the prefix. */
     public void append(NDArray rows) {
-      Shape s = rows.getShape();
-      if (s.dimension() != 3 || s.get(0) != 1 || s.get(1) < 1 || s.get(2) != inWeight.getShape().get(1)) {
-        throw new IllegalArgumentException("weaver rows must be [1, n>=1, " + inWeight.getShape().get(1) + "], got " + s);
-      }
+      int n = checkRows(rows);
       try (NDManager m = rows.getManager().newSubManager()) {
         NDArray projected = Ops.linear(rows, inWeight, inBias);
         projected.attach(m);
-        base.forward(cache, projected, allValid((int) s.get(1)), lora); // only the cache matters here
+        base.forward(cache, projected, allValid(n), lora); // only the cache matters here
       }
     }
 
     /** The K latent rows {@code [1, K, h_r]} for the prefix so far; they are not added to the prefix. */
     public NDArray weave(Kind kind, NDManager into) {
-      if (cache.length() == 0) {
+      return weave(kind, null, into);
+    }
+
+    /**
+     * Appends {@code newRows} ({@code [1, n, h_r]}, or null for none) to the prefix and weaves, in one forward
+     * call over the n rows and the K queries: one call instead of two, and the larger matrix products run nearer
+     * peak speed. Same math as {@link #append} then {@link #weave(Kind, NDManager)}.
+     */
+    public NDArray weave(Kind kind, NDArray newRows, NDManager into) {
+      int n = newRows == null ? 0 : checkRows(newRows);
+      if (cache.length() + n == 0) {
         throw new IllegalStateException("weave needs at least one prefix row");
       }
-      int prefix = cache.length();
-      NDArray queries = queryRows[kind.ordinal()];
+      int prefix = cache.length() + n;
+      int k = k(kind);
       try (NDManager m = into.newSubManager()) {
-        NDArray q = queries.duplicate();
+        NDArray q = queryRows[kind.ordinal()].duplicate();
         q.attach(m);
-        NDArray hidden = base.forward(cache, q, allValid(k(kind)), lora);
-        NDArray latents = Ops.linear(hidden, outWeight, outBias);
+        NDArray input = q;
+        if (n > 0) {
+          NDArray projected = Ops.linear(newRows, inWeight, inBias);
+          projected.attach(m);
+          input = projected.concat(q, 1);
+        }
+        NDArray hidden = base.forward(cache, input, allValid(n + k), lora);
+        NDArray latents = Ops.linear(n == 0 ? hidden : Ops.slice(hidden, 1, n, n + k), outWeight, outBias);
         latents.attach(into);
         return latents;
       } finally {
-        cache.truncate(prefix);
+        cache.truncate(Math.min(prefix, cache.length())); // the queries never join the prefix
       }
+    }
+
+    private int checkRows(NDArray rows) {
+      Shape s = rows.getShape();
+      if (s.dimension() != 3 || s.get(0) != 1 || s.get(1) < 1 || s.get(2) != inWeight.getShape().get(1)) {
+        throw new IllegalArgumentException("weaver rows must be [1, n>=1, " + inWeight.getShape().get(1) + "], got " + s);
+      }
+      return (int) s.get(1);
     }
 
     @Override

@@ -17,12 +17,33 @@ public final class Tensors {
 
   /** An f32 tensor of {@code values} with {@code shape} (whose product must be the number of values). */
   public static Tensor f32(float[] values, long... shape) {
+    return of(values, DType.F32, shape);
+  }
+
+  /**
+   * A tensor of {@code values} with {@code shape}, stored as {@code dtype}: F32, or BF16 (rounded to nearest even,
+   * the way torch converts).
+   */
+  public static Tensor of(float[] values, DType dtype, long... shape) {
     if (product(shape) != values.length) {
       throw new IllegalArgumentException("shape " + Arrays.toString(shape) + " does not hold " + values.length + " values");
     }
-    ByteBuffer bytes = ByteBuffer.allocate(values.length * 4).order(ByteOrder.LITTLE_ENDIAN);
-    bytes.asFloatBuffer().put(values);
-    Tensor.Builder t = Tensor.newBuilder().setDtype(DType.F32).setData(ByteString.copyFrom(bytes.array()));
+    ByteBuffer bytes;
+    switch (dtype) {
+      case F32 -> {
+        bytes = ByteBuffer.allocate(values.length * 4).order(ByteOrder.LITTLE_ENDIAN);
+        bytes.asFloatBuffer().put(values);
+      }
+      case BF16 -> {
+        bytes = ByteBuffer.allocate(values.length * 2).order(ByteOrder.LITTLE_ENDIAN);
+        for (float v : values) {
+          int bits = Float.floatToIntBits(v);
+          bytes.putShort((short) ((bits + 0x7FFF + ((bits >>> 16) & 1)) >>> 16));
+        }
+      }
+      default -> throw new IllegalArgumentException("cannot write a " + dtype + " tensor (F32 or BF16 only)");
+    }
+    Tensor.Builder t = Tensor.newBuilder().setDtype(dtype).setData(ByteString.copyFrom(bytes.array()));
     for (long d : shape) {
       t.addShape(d);
     }

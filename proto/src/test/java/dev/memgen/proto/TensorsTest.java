@@ -30,6 +30,16 @@ class TensorsTest {
   }
 
   @Test
+  void bfloatIsWrittenRoundingToNearestEven() {
+    // 1 + 2^-8 lies exactly halfway between bf16 neighbours 1 and 1 + 2^-7: ties go to the even mantissa (1.0);
+    // 1 + 3 * 2^-8 is halfway between 1 + 2^-7 (odd) and 1 + 2^-6 (even): it rounds up. -2.5 is exact.
+    float[] v = {1f + 1f / 256, 1f + 3f / 256, -2.5f};
+    Tensor t = Tensors.of(v, DType.BF16, 3);
+    assertEquals(6, t.getData().size());
+    assertArrayEquals(new float[] {1f, 1f + 1f / 64, -2.5f}, Tensors.toF32(t, "rows", 3));
+  }
+
+  @Test
   void everyMistakeIsNamed() {
     Tensor good = Tensors.f32(new float[] {1, 2, 3, 4}, 2, 2);
     assertMessage(() -> Tensors.toF32(good, "append.rows", -1, 3), "append.rows: shape [2, 2], expected [any, 3]");

@@ -58,7 +58,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     final TriggerLink.Session trigger;
     final SplittableRandom random;
     final List<Integer> unseenByWeaver = new ArrayList<>();
-    final List<Integer> unseenByTrigger = new ArrayList<>();
+    final List<Integer> unseenByTrigger = new ArrayList<>(); // token ids, and latent blocks as -k (never a token id)
     final List<Insertion> insertions = new ArrayList<>();
     final List<Decision> decisions = new ArrayList<>();
     final Map<Skip, Integer> skips = new EnumMap<>(Skip.class);
@@ -83,6 +83,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
         float[] latents = weaver.weave(kind);
         weaver.acceptLatents();
         int k = weaver.k(kind);
+        unseenByTrigger.add(-k);
         insertions.add(new Insertion(position, generated, kind, k, probability));
         position += k;
         return latents;
@@ -136,7 +137,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     float p = Float.NaN;
     if (options.triggerMode() != TriggerMode.INACTIVE) {
       try {
-        r.trigger.appendTokens(drain(r.unseenByTrigger));
+        feed(r.trigger, r.unseenByTrigger);
         p = r.trigger.probability();
       } catch (RuntimeException e) {
         LOG.warn("trigger failed; continuing without memory at this point", e);
@@ -160,6 +161,23 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
   public Trace trace(int row) {
     Row r = rows[row];
     return new Trace(List.copyOf(r.insertions), List.copyOf(r.decisions), Map.copyOf(r.skips));
+  }
+
+  /** Sends the trigger what it has not read, in stream order: runs of tokens, and latent blocks as counts. */
+  private static void feed(TriggerLink.Session trigger, List<Integer> unseen) {
+    int start = 0;
+    for (int i = 0; i <= unseen.size(); i++) {
+      if (i == unseen.size() || unseen.get(i) < 0) {
+        if (i > start) {
+          trigger.appendTokens(unseen.subList(start, i).stream().mapToInt(Integer::intValue).toArray());
+        }
+        if (i < unseen.size()) {
+          trigger.appendLatents(-unseen.get(i));
+        }
+        start = i + 1;
+      }
+    }
+    unseen.clear();
   }
 
   private static int[] drain(List<Integer> pending) {

@@ -4,9 +4,13 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDArrays;
 import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.types.Shape;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.Trigger;
 import dev.memgen.model.Weaver;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.List;
 
 /**
  * The weaver and trigger in the reasoner's own process, on the same base weights (one copy in memory): the
@@ -32,18 +36,27 @@ public final class InProcessMemory {
   }
 
   public WeaverLink weaver() {
-    return id -> new WeaverSession();
+    return id -> newWeaverSession();
   }
 
   public TriggerLink trigger() {
-    return id -> new TriggerSession();
+    return id -> newTriggerSession();
+  }
+
+  public WeaverSession newWeaverSession() {
+    return new WeaverSession();
+  }
+
+  public TriggerSession newTriggerSession() {
+    return new TriggerSession();
   }
 
   /**
-   * Rows reach the weaver lazily: tokens and accepted latents queue up in order and go through the weaver in one
-   * forward call at the next weave. One call over (K latents + the tokens since) instead of two: a forward over a
-   * handful of rows costs nearly as much as one over fifty (small matrix products run far below peak), so this
-   * saves one per insertion. The math is the same: same rows, same order, same positions.
+   * Rows reach the weaver lazily: tokens and accepted latents queue up in order and go through the weaver together
+   * with the queries, in one forward call at the next weave. One call over (K latents + the tokens since + K
+   * queries) instead of three: a forward over a handful of rows costs nearly as much as one over fifty (small
+   * matrix products run far below peak), so this saves two per insertion. The math is the same: same rows, same
+   * order, same positions.
    */
   public final class WeaverSession implements WeaverLink.Session {
     private final NDManager manager = base.manager().newSubManager();
@@ -56,11 +69,25 @@ public final class InProcessMemory {
       return memory.weaver().k(kind);
     }
 
+    /** Rows of the prefix so far, queued ones included. */
+    public int length() {
+      return session.length() + pending.stream().mapToInt(a -> (int) a.getShape().get(1)).sum();
+    }
+
     @Override
     public void appendTokens(int[] ids) {
       if (ids.length > 0) {
         pending.add(base.embed(manager, new int[][] {ids}));
       }
+    }
+
+    /** Appends rows given by the caller ({@code [n * hidden]}, row-major): latents woven elsewhere, or token rows. */
+    public void appendRows(float[] rows) {
+      int h = base.config().hiddenSize();
+      if (rows.length == 0 || rows.length % h != 0) {
+        throw new IllegalArgumentException("rows must be n * " + h + " floats, got " + rows.length);
+      }
+      pending.add(manager.create(rows, new Shape(1, rows.length / h, h)));
     }
 
     @Override
@@ -69,14 +96,16 @@ public final class InProcessMemory {
         lastLatents.close();
         lastLatents = null;
       }
-      if (!pending.isEmpty()) {
-        NDArray rows = pending.size() == 1 ? pending.head() : NDArrays.concat(pending, 1);
-        session.append(rows);
-        rows.close();
+      NDArray rows = pending.isEmpty() ? null : pending.size() == 1 ? pending.head() : NDArrays.concat(pending, 1);
+      try {
+        lastLatents = session.weave(kind, rows, manager);
+      } finally {
+        if (rows != null) {
+          rows.close();
+        }
         pending.close();
         pending.clear();
       }
-      lastLatents = session.weave(kind, manager);
       return lastLatents.toFloatArray();
     }
 
@@ -96,16 +125,28 @@ public final class InProcessMemory {
     }
   }
 
+  /**
+   * Tokens reach the trigger lazily too: they queue up and go through it in one forward call when a probability is
+   * asked for (the only time the trigger's state is read).
+   */
   public final class TriggerSession implements TriggerLink.Session {
     private final Trigger.Session session = memory.trigger().newSession(INITIAL_CAPACITY);
+    private final List<int[]> pending = new ArrayList<>();
 
     @Override
     public void appendTokens(int[] ids) {
-      session.append(ids);
+      if (ids.length > 0) {
+        pending.add(ids.clone());
+      }
     }
 
     @Override
     public float probability() {
+      if (!pending.isEmpty()) {
+        int[] ids = pending.stream().flatMapToInt(Arrays::stream).toArray();
+        pending.clear();
+        session.append(ids);
+      }
       return session.probability();
     }
 

@@ -8,6 +8,12 @@ public interface TriggerLink {
     /** Tokens appended to the sequence (the trigger reads text only, never latents). */
     void appendTokens(int[] ids);
 
+    /**
+     * {@code k} latent rows went into the reasoner's stream here. The trigger never reads latents; a remote trigger
+     * counts them so its positions stay those of the reasoner's stream.
+     */
+    default void appendLatents(int k) {}
+
     /** P(invoke) after the tokens appended so far. */
     float probability();
 

@@ -1,0 +1,36 @@
+package dev.memgen.rpc;
+
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Executors;
+import java.util.concurrent.TimeUnit;
+
+/**
+ * The one thread a memory service runs its model on. Sessions take turns message by message: the model's matrix
+ * products already use every core (see {@code Engines}), so running two sessions at once would only make both
+ * slower, and one thread keeps each stream's messages in order without locks.
+ */
+final class ModelThread implements AutoCloseable {
+  private final ExecutorService executor;
+
+  ModelThread(String name) {
+    executor = Executors.newSingleThreadExecutor(r -> {
+      Thread t = new Thread(r, name);
+      t.setDaemon(true);
+      return t;
+    });
+  }
+
+  ExecutorService executor() {
+    return executor;
+  }
+
+  @Override
+  public void close() {
+    executor.shutdownNow();
+    try {
+      executor.awaitTermination(10, TimeUnit.SECONDS);
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+  }
+}

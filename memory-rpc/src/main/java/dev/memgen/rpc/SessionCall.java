@@ -1,0 +1,169 @@
+package dev.memgen.rpc;
+
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.StreamObserver;
+import java.util.concurrent.Executor;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * The server side of one session stream, common to the weaver and the trigger: the protocol of memory.proto
+ * (SessionOpen first and once, seq strictly increasing, nothing after SessionClose) and the mapping of every
+ * failure to a status that says what was wrong. Subclasses handle the bodies.
+ *
+ * <p>Every message is handled on the service's model executor, one at a time and in arrival order, so the model
+ * is never driven from two threads and a stream's replies leave in request order. An error ends this stream
+ * only: the session's state is released and every other session goes on.
+ */
+abstract class SessionCall<Q, R> implements StreamObserver<Q> {
+  private static final Logger LOG = LoggerFactory.getLogger(SessionCall.class);
+
+  /** A protocol or content error: the status to end the stream with. */
+  static final class Refusal extends RuntimeException {
+    final Status status;
+
+    Refusal(Status.Code code, String message) {
+      super(message, null, false, false);
+      this.status = Status.fromCode(code).withDescription(message);
+    }
+  }
+
+  static Refusal invalid(String message) {
+    return new Refusal(Status.Code.INVALID_ARGUMENT, message);
+  }
+
+  static Refusal precondition(String message) {
+    return new Refusal(Status.Code.FAILED_PRECONDITION, message);
+  }
+
+  protected final StreamObserver<R> out;
+  private final Executor model;
+  private final SessionRegistry registry;
+  private long lastSeq;
+  private boolean opened;
+  private boolean closed;
+  private boolean ended; // the stream is over (error sent, completed, or cancelled): ignore whatever still arrives
+  protected String sessionId = "?";
+
+  SessionCall(StreamObserver<R> out, Executor model, SessionRegistry registry) {
+    this.out = out;
+    this.model = model;
+    this.registry = registry;
+  }
+
+  /** The request's seq. */
+  abstract long seq(Q request);
+
+  /** Which body the request carries, for messages: "open", "append", ... or null when none is set. */
+  abstract String bodyName(Q request);
+
+  /** Handles SessionOpen: validate, allocate, reply. */
+  abstract void open(Q request);
+
+  /** Handles any body but SessionOpen and SessionClose. */
+  abstract void handle(Q request);
+
+  /** Frees the session's model state. Called exactly once, on the model executor, if {@link #open} succeeded. */
+  abstract void release();
+
+  @Override
+  public void onNext(Q request) {
+    model.execute(() -> receive(request));
+  }
+
+  private void receive(Q request) {
+    if (ended) {
+      return;
+    }
+    try {
+      long seq = seq(request);
+      if (seq <= lastSeq) {
+        throw precondition("seq " + seq + " after seq " + lastSeq + ": seq must strictly increase within a stream");
+      }
+      lastSeq = seq;
+      String body = bodyName(request);
+      if (body == null) {
+        throw invalid("message seq " + seq + " has no body (set exactly one of open, append, decide/weave, close)");
+      }
+      if (closed) {
+        throw precondition("'" + body + "' (seq " + seq + ") after SessionClose");
+      }
+      if (!opened) {
+        if (!body.equals("open")) {
+          throw precondition("the first message must be 'open' (SessionOpen), got '" + body + "' (seq " + seq + ")");
+        }
+        registry.acquire(this);
+        try {
+          open(request);
+        } catch (RuntimeException e) {
+          registry.release(this);
+          throw e;
+        }
+        opened = true;
+        return;
+      }
+      switch (body) {
+        case "open" -> throw precondition("a second 'open' (seq " + seq + "): one SessionOpen per stream");
+        case "close" -> closed = true;
+        default -> handle(request);
+      }
+    } catch (Refusal r) {
+      end(r.status);
+    } catch (IllegalArgumentException e) { // the model's own input checks
+      end(Status.INVALID_ARGUMENT.withDescription(e.getMessage()));
+    } catch (RuntimeException e) {
+      LOG.error("session {} failed", sessionId, e);
+      end(Status.INTERNAL.withDescription("session " + sessionId + " failed: " + e));
+    }
+  }
+
+  @Override
+  public void onError(Throwable t) { // the client cancelled or the connection broke
+    model.execute(() -> {
+      if (!ended) {
+        ended = true;
+        free();
+      }
+    });
+  }
+
+  @Override
+  public void onCompleted() {
+    model.execute(() -> {
+      if (!ended) {
+        ended = true;
+        free();
+        send(() -> out.onCompleted());
+      }
+    });
+  }
+
+  private void end(Status status) {
+    ended = true;
+    LOG.info("session {} refused: {} {}", sessionId, status.getCode(), status.getDescription());
+    free();
+    send(() -> out.onError(status.asRuntimeException()));
+  }
+
+  private void free() {
+    if (opened) {
+      opened = false;
+      registry.release(this);
+      release();
+    }
+  }
+
+  /** Sends a reply; a client that has gone away (cancelled) is not an error of ours. */
+  void reply(R message) {
+    send(() -> out.onNext(message));
+  }
+
+  private static void send(Runnable r) {
+    try {
+      r.run();
+    } catch (StatusRuntimeException | IllegalStateException e) {
+      LOG.debug("reply to a gone client dropped: {}", e.toString());
+    }
+  }
+}

@@ -1,0 +1,171 @@
+package dev.memgen.rpc;
+
+import dev.memgen.model.Decoder;
+import dev.memgen.model.memory.InProcessMemory;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.proto.v1.Decide;
+import dev.memgen.proto.v1.Decision;
+import dev.memgen.proto.v1.LatentSpan;
+import dev.memgen.proto.v1.RowSource;
+import dev.memgen.proto.v1.SessionAppend;
+import dev.memgen.proto.v1.SessionOpen;
+import dev.memgen.proto.v1.SessionOpened;
+import dev.memgen.proto.v1.TokenSpan;
+import dev.memgen.proto.v1.TriggerGrpc;
+import dev.memgen.proto.v1.TriggerReply;
+import dev.memgen.proto.v1.TriggerRequest;
+import io.grpc.stub.StreamObserver;
+
+/**
+ * {@code memgen.v1.Trigger/Session}: the memory trigger over gRPC, one session per generation (memory.proto has
+ * the protocol). Each session is an {@link InProcessMemory.TriggerSession}, the embedded default's own code. The
+ * trigger reads token ids only; latent blocks arrive as counts so positions stay the reasoner's. Tokens are read
+ * when a Decide comes, in one forward call over everything appended since the last (as in-process).
+ *
+ * <p>{@code Decision.invoke} is this server's advice ({@code probability >= threshold}); the reasoner applies its
+ * own rule to the probability (threshold or seeded sampling), the same rule in-process and remote.
+ */
+public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoCloseable {
+  private final Decoder base;
+  private final InProcessMemory memory;
+  private final String baseFingerprint;
+  private final String adapterName;
+  private final double threshold;
+  private final ServiceLimits limits;
+  private final SessionRegistry sessions;
+  private final ModelThread modelThread = new ModelThread("memgen-trigger-model");
+
+  public TriggerService(Decoder base, Memory memory, String baseFingerprint, String adapterName, double threshold,
+      ServiceLimits limits) {
+    this.base = base;
+    this.memory = new InProcessMemory(base, memory);
+    this.baseFingerprint = baseFingerprint;
+    this.adapterName = adapterName;
+    this.threshold = threshold;
+    this.limits = limits;
+    this.sessions = new SessionRegistry(limits.maxSessions());
+  }
+
+  public int openSessions() {
+    return sessions.size();
+  }
+
+  @Override
+  public StreamObserver<TriggerRequest> session(StreamObserver<TriggerReply> out) {
+    return new Call(out);
+  }
+
+  @Override
+  public void close() {
+    modelThread.close();
+  }
+
+  private final class Call extends SessionCall<TriggerRequest, TriggerReply> {
+    private InProcessMemory.TriggerSession session;
+    private int length; //        rows (tokens and latents) appended so far
+    private int tokens; //        tokens among them
+    private boolean lastIsToken; // whether the latest append was tokens
+
+    Call(StreamObserver<TriggerReply> out) {
+      super(out, modelThread.executor(), sessions);
+    }
+
+    @Override
+    long seq(TriggerRequest r) {
+      return r.getSeq();
+    }
+
+    @Override
+    String bodyName(TriggerRequest r) {
+      return switch (r.getBodyCase()) {
+        case OPEN -> "open";
+        case APPEND -> "append";
+        case DECIDE -> "decide";
+        case CLOSE -> "close";
+        case BODY_NOT_SET -> null;
+      };
+    }
+
+    @Override
+    void open(TriggerRequest r) {
+      SessionOpen o = r.getOpen();
+      sessionId = o.getSessionId().isEmpty() ? "?" : o.getSessionId();
+      Protocol.check(o, baseFingerprint, adapterName, "trigger");
+      if (o.getRowSource() != RowSource.NO_ROWS && o.getRowSource() != RowSource.ROW_SOURCE_UNSPECIFIED) {
+        throw precondition("open.row_source " + o.getRowSource() + ": the trigger reads token ids only (NO_ROWS)");
+      }
+      session = memory.newTriggerSession();
+      reply(TriggerReply.newBuilder().setSeq(r.getSeq()).setOpened(SessionOpened.newBuilder()
+          .setAdapterName(adapterName)
+          .setAdapterVersion(memory.memory().manifest().version())).build());
+    }
+
+    @Override
+    void handle(TriggerRequest r) {
+      switch (r.getBodyCase()) {
+        case APPEND -> append(r.getAppend());
+        case DECIDE -> decide(r.getSeq(), r.getDecide());
+        default -> throw new IllegalStateException("unexpected body " + r.getBodyCase());
+      }
+    }
+
+    private void append(SessionAppend a) {
+      if (a.getPosition() != length) {
+        throw precondition("append.position " + a.getPosition() + ", but the session holds " + length
+            + " rows: appends must be contiguous");
+      }
+      switch (a.getContentCase()) {
+        case TOKENS -> {
+          TokenSpan t = a.getTokens();
+          checkGrowth("append.tokens", t.getTokenIdsCount());
+          if (t.hasRows() && t.getRows().getShapeCount() + t.getRows().getData().size() > 0) {
+            throw invalid("append.tokens.rows: the trigger reads token ids only; send no rows");
+          }
+          session.appendTokens(Protocol.tokenIds(t, base.config().vocabSize())); // queued until the next Decide
+          length += t.getTokenIdsCount();
+          tokens += t.getTokenIdsCount();
+          lastIsToken = true;
+        }
+        case LATENTS -> {
+          LatentSpan l = a.getLatents();
+          checkGrowth("append.latents", l.getK());
+          if (l.hasRows() && l.getRows().getShapeCount() + l.getRows().getData().size() > 0) {
+            throw invalid("append.latents.rows: the trigger never reads latents; send the count k only");
+          }
+          length += l.getK();
+          lastIsToken = false;
+        }
+        case CONTENT_NOT_SET -> throw invalid("append has no content (set tokens or latents)");
+      }
+    }
+
+    private void checkGrowth(String field, int n) {
+      if (n < 1) {
+        throw invalid(field + " is empty (" + (field.endsWith("tokens") ? "token_ids" : "k") + " must be >= 1)");
+      }
+      if (n > limits.maxAppendRows()) {
+        throw invalid(field + " carries " + n + " rows; one append may carry at most " + limits.maxAppendRows());
+      }
+      int max = limits.sessionLength(base.config().maxPositions());
+      if ((long) length + n > max) {
+        throw invalid(field + ": " + n + " more rows would make the session " + (length + n)
+            + " rows long, past this trigger's limit of " + max);
+      }
+    }
+
+    private void decide(long seq, Decide d) {
+      if (tokens == 0 || !lastIsToken || d.getPosition() != length - 1) {
+        throw precondition("decide.position " + d.getPosition() + " is not the session's last token (the session holds "
+            + length + " rows" + (length > 0 && !lastIsToken ? ", ending with latents" : "") + ")");
+      }
+      float p = session.probability();
+      reply(TriggerReply.newBuilder().setSeq(seq)
+          .setDecision(Decision.newBuilder().setProbability(p).setInvoke(p >= threshold)).build());
+    }
+
+    @Override
+    void release() {
+      session.close();
+    }
+  }
+}

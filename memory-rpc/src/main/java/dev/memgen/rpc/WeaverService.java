@@ -1,0 +1,210 @@
+package dev.memgen.rpc;
+
+import dev.memgen.model.Decoder;
+import dev.memgen.model.Weaver;
+import dev.memgen.model.memory.InProcessMemory;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.proto.Tensors;
+import dev.memgen.proto.v1.DType;
+import dev.memgen.proto.v1.LatentSpan;
+import dev.memgen.proto.v1.Latents;
+import dev.memgen.proto.v1.RowSource;
+import dev.memgen.proto.v1.SessionAppend;
+import dev.memgen.proto.v1.SessionOpen;
+import dev.memgen.proto.v1.SessionOpened;
+import dev.memgen.proto.v1.TokenSpan;
+import dev.memgen.proto.v1.WeaverGrpc;
+import dev.memgen.proto.v1.WeaverReply;
+import dev.memgen.proto.v1.WeaverRequest;
+import io.grpc.stub.StreamObserver;
+
+/**
+ * {@code memgen.v1.Weaver/Session}: the memory weaver over gRPC, one session per generation (memory.proto has the
+ * protocol). Each session is an {@link InProcessMemory.WeaverSession} — the same code the embedded default runs —
+ * so a remote weave computes exactly what an in-process one does. Token rows may be left out: with input
+ * embeddings the service embeds the ids itself, with the base it shares with the reasoner.
+ */
+public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoCloseable {
+  private final Decoder base;
+  private final InProcessMemory memory;
+  private final String baseFingerprint;
+  private final String adapterName;
+  private final ServiceLimits limits;
+  private final SessionRegistry sessions;
+  private final ModelThread modelThread = new ModelThread("memgen-weaver-model");
+
+  public WeaverService(Decoder base, Memory memory, String baseFingerprint, String adapterName, ServiceLimits limits) {
+    this.base = base;
+    this.memory = new InProcessMemory(base, memory);
+    this.baseFingerprint = baseFingerprint;
+    this.adapterName = adapterName;
+    this.limits = limits;
+    this.sessions = new SessionRegistry(limits.maxSessions());
+  }
+
+  /** Sessions open now. */
+  public int openSessions() {
+    return sessions.size();
+  }
+
+  @Override
+  public StreamObserver<WeaverRequest> session(StreamObserver<WeaverReply> out) {
+    return new Call(out);
+  }
+
+  @Override
+  public void close() {
+    modelThread.close();
+  }
+
+  private final class Call extends SessionCall<WeaverRequest, WeaverReply> {
+    private InProcessMemory.WeaverSession session;
+    private DType dtype;
+    private int length; //        rows appended so far
+    private long lastWeaveSeq; // the latest Weave whose latents have not been appended yet, or 0
+    private int lastWeaveK;
+
+    Call(StreamObserver<WeaverReply> out) {
+      super(out, modelThread.executor(), sessions);
+    }
+
+    @Override
+    long seq(WeaverRequest r) {
+      return r.getSeq();
+    }
+
+    @Override
+    String bodyName(WeaverRequest r) {
+      return switch (r.getBodyCase()) {
+        case OPEN -> "open";
+        case APPEND -> "append";
+        case WEAVE -> "weave";
+        case CLOSE -> "close";
+        case BODY_NOT_SET -> null;
+      };
+    }
+
+    @Override
+    void open(WeaverRequest r) {
+      SessionOpen o = r.getOpen();
+      sessionId = o.getSessionId().isEmpty() ? "?" : o.getSessionId();
+      Protocol.check(o, baseFingerprint, adapterName, "weaver");
+      int h = base.config().hiddenSize();
+      if (o.getHiddenSize() != h) {
+        throw precondition("open.hidden_size " + o.getHiddenSize() + " does not match this weaver's reasoner width " + h);
+      }
+      dtype = switch (o.getDtype()) {
+        case DTYPE_UNSPECIFIED, F32 -> DType.F32;
+        case BF16 -> DType.BF16;
+        default -> throw invalid("open.dtype " + o.getDtype() + ": rows travel as F32 or BF16");
+      };
+      if (o.getRowSource() == RowSource.LAST_HIDDEN_STATES || o.getRowSource() == RowSource.NO_ROWS) {
+        throw precondition("open.row_source " + o.getRowSource() + ": this weaver reads input embeddings (INPUT_EMBEDDINGS)");
+      }
+      if (o.getRowSource() != RowSource.INPUT_EMBEDDINGS && o.getRowSource() != RowSource.ROW_SOURCE_UNSPECIFIED) {
+        throw invalid("open.row_source " + o.getRowSourceValue() + " is not a known row source");
+      }
+      session = memory.newWeaverSession();
+      reply(WeaverReply.newBuilder().setSeq(r.getSeq()).setOpened(SessionOpened.newBuilder()
+          .setAdapterName(adapterName)
+          .setAdapterVersion(memory.memory().manifest().version())
+          .setPromptK(session.k(Weaver.Kind.PROMPT))
+          .setInferenceK(session.k(Weaver.Kind.INFERENCE))).build());
+    }
+
+    @Override
+    void handle(WeaverRequest r) {
+      switch (r.getBodyCase()) {
+        case APPEND -> append(r.getAppend());
+        case WEAVE -> weave(r.getSeq(), r.getWeave());
+        default -> throw new IllegalStateException("unexpected body " + r.getBodyCase());
+      }
+    }
+
+    private void append(SessionAppend a) {
+      if (a.getPosition() != length) {
+        throw precondition("append.position " + a.getPosition() + ", but the session holds " + length
+            + " rows: appends must be contiguous");
+      }
+      int h = base.config().hiddenSize();
+      switch (a.getContentCase()) {
+        case TOKENS -> {
+          TokenSpan t = a.getTokens();
+          int n = t.getTokenIdsCount();
+          checkGrowth("append.tokens", n);
+          int[] ids = Protocol.tokenIds(t, base.config().vocabSize());
+          if (t.hasRows() && t.getRows().getShapeCount() > 0) {
+            session.appendRows(Tensors.toF32(t.getRows(), "append.tokens.rows", n, h));
+          } else {
+            session.appendTokens(ids);
+          }
+          length += n;
+        }
+        case LATENTS -> {
+          LatentSpan l = a.getLatents();
+          checkGrowth("append.latents", l.getK());
+          if (l.hasRows() && l.getRows().getShapeCount() > 0) {
+            session.appendRows(Tensors.toF32(l.getRows(), "append.latents.rows", l.getK(), h));
+          } else if (l.getWeaveSeq() != 0 && l.getWeaveSeq() == lastWeaveSeq && l.getK() == lastWeaveK) {
+            session.acceptLatents();
+          } else {
+            throw invalid("append.latents has no rows, and weave_seq " + l.getWeaveSeq() + " (k " + l.getK()
+                + ") does not name this session's latest unappended Weave"
+                + (lastWeaveSeq == 0 ? " (there is none)" : " (seq " + lastWeaveSeq + ", k " + lastWeaveK + ")"));
+          }
+          lastWeaveSeq = 0;
+          length += l.getK();
+        }
+        case CONTENT_NOT_SET -> throw invalid("append has no content (set tokens or latents)");
+      }
+    }
+
+    private void checkGrowth(String field, int n) {
+      if (n < 1) {
+        throw invalid(field + " is empty (" + (field.endsWith("tokens") ? "token_ids" : "k") + " must be >= 1)");
+      }
+      if (n > limits.maxAppendRows()) {
+        throw invalid(field + " carries " + n + " rows; one append may carry at most " + limits.maxAppendRows());
+      }
+      int max = limits.sessionLength(base.config().maxPositions());
+      if ((long) length + n > max) {
+        throw invalid(field + ": " + n + " more rows would make the session " + (length + n)
+            + " rows long, past this weaver's limit of " + max);
+      }
+    }
+
+    private void weave(long seq, dev.memgen.proto.v1.Weave w) {
+      Weaver.Kind kind = switch (w.getKind()) {
+        case PROMPT -> Weaver.Kind.PROMPT;
+        case INFERENCE -> Weaver.Kind.INFERENCE;
+        default -> throw invalid("weave.kind " + w.getKind() + ": must be PROMPT or INFERENCE");
+      };
+      if (w.getPosition() != length) {
+        throw precondition("weave.position " + w.getPosition() + ", but the session holds " + length
+            + " rows: latents are woven for the session's current end");
+      }
+      if (length == 0) {
+        throw precondition("weave before any append: the weaver needs at least one prefix row");
+      }
+      int k = session.k(kind);
+      int max = limits.sessionLength(base.config().maxPositions());
+      if (length + k > max) {
+        throw invalid("weave: " + k + " latent rows after " + length + " would pass this weaver's limit of " + max + " rows");
+      }
+      float[] latents = session.weave(kind);
+      lastWeaveSeq = seq;
+      lastWeaveK = k;
+      reply(WeaverReply.newBuilder().setSeq(seq).setLatents(Latents.newBuilder()
+          .setRows(Tensors.of(latents, dtype, k, base.config().hiddenSize()))
+          .setKind(w.getKind())
+          .setAdapterName(adapterName)
+          .setAdapterVersion(memory.memory().manifest().version())).build());
+    }
+
+    @Override
+    void release() {
+      session.close();
+    }
+  }
+
+}

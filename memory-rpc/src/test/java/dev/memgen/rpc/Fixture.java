@@ -1,0 +1,90 @@
+package dev.memgen.rpc;
+
+import dev.memgen.model.Decoder;
+import dev.memgen.model.LoraAdapter;
+import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.TinyCheckpoint;
+import dev.memgen.model.memory.LoraConfig;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
+import io.grpc.ManagedChannel;
+import io.grpc.Server;
+import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
+import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
+import java.io.IOException;
+import java.net.InetSocketAddress;
+import java.nio.file.Path;
+import java.util.List;
+
+/**
+ * A tiny random base and memory, and real gRPC servers and channels on loopback (Netty, not the in-process
+ * transport: the bytes go through a socket).
+ */
+final class Fixture implements AutoCloseable {
+  static final int PROMPT_K = 3;
+  static final int INFERENCE_K = 2;
+  static final int MAX_INBOUND_BYTES = 1 << 20;
+
+  final Path baseDir;
+  final Path memoryDir;
+  final String fingerprint;
+  final Decoder base;
+  final Memory memory;
+
+  Fixture(Path tmp) throws IOException {
+    baseDir = tmp.resolve("base");
+    TinyCheckpoint.write(baseDir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 31);
+    fingerprint = Checkpoint.open(baseDir).fingerprint();
+    memoryDir = tmp.resolve("memory");
+    Decoder d = Decoder.load(baseDir);
+    Memory.init(memoryDir, d.config(), new MemoryManifest(3, fingerprint, d.config().hiddenSize(), d.config().numLayers(),
+        PROMPT_K, INFERENCE_K, "embeddings", new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ, LoraAdapter.Target.V_PROJ), 0),
+        new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ, LoraAdapter.Target.V_PROJ), 0), List.of(",", ".", "\n"), 3), 7);
+    base = d;
+    memory = Memory.load(memoryDir, base, fingerprint);
+  }
+
+  /** The weaver and trigger services of this fixture's memory behind one gRPC server. */
+  record Served(Server server, WeaverService weaver, TriggerService trigger) implements AutoCloseable {
+    int port() {
+      return server.getPort();
+    }
+
+    /** Stops at once, dropping every open stream: what the client sees when the process dies. */
+    @Override
+    public void close() {
+      server.shutdownNow();
+      try {
+        server.awaitTermination();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      }
+      weaver.close();
+      trigger.close();
+    }
+  }
+
+  /** A server on {@code port} (0: any free port) serving the weaver and trigger of this fixture's memory. */
+  Served serve(int port, ServiceLimits limits) throws IOException {
+    WeaverService weaver = new WeaverService(base, memory, fingerprint, "default", limits);
+    TriggerService trigger = new TriggerService(base, memory, fingerprint, "default", 0.5, limits);
+    Server server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", port))
+        .addService(weaver)
+        .addService(trigger)
+        .maxInboundMessageSize(MAX_INBOUND_BYTES)
+        .build()
+        .start();
+    return new Served(server, weaver, trigger);
+  }
+
+  static ManagedChannel channel(int port) {
+    return NettyChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
+  }
+
+  @Override
+  public void close() {
+    memory.close();
+    base.close();
+  }
+}
