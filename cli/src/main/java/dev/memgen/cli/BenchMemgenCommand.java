@@ -143,7 +143,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
     }
 
     @Override
-    public float[] afterPrompt(int row, int[] prompt) {
+    public float[] afterPrompt(int row, int[] prompt, int room) {
       Arrays.stream(prompt).forEach(unseen::add);
       return weave(Weaver.Kind.PROMPT);
     }

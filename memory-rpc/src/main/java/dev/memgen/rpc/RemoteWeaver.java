@@ -70,6 +70,14 @@ public final class RemoteWeaver implements WeaverLink {
     }
 
     @Override
+    public long adapterVersion() {
+      if (opened == null) {
+        throw new IllegalStateException("the weaver session has not been opened yet");
+      }
+      return opened.getAdapterVersion();
+    }
+
+    @Override
     public void appendTokens(int[] ids) {
       if (ids.length > 0) {
         add(new Item(ids.clone(), null, 0, null, 0, null));

@@ -1,11 +1,15 @@
 package dev.memgen.reasoner;
 
+import dev.memgen.model.Weaver;
 import dev.memgen.model.generate.Generator;
+import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.text.TextTokenizer;
 import dev.memgen.proto.v1.FinishReason;
 import dev.memgen.proto.v1.Finished;
 import dev.memgen.proto.v1.GenerateEvent;
 import dev.memgen.proto.v1.GenerateRequest;
+import dev.memgen.proto.v1.LatentKind;
+import dev.memgen.proto.v1.MemoryEvent;
 import dev.memgen.proto.v1.MemorySkip;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.SkipReason;
@@ -17,7 +21,9 @@ import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import io.quarkus.grpc.GrpcService;
 import io.smallrye.common.annotation.Blocking;
+import dev.memgen.rpc.ReasonerMemory;
 import java.util.List;
+import java.util.Map;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 
@@ -33,15 +39,17 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
   private static final Logger LOG = Logger.getLogger(ReasonerGrpcService.class);
 
   private final ReasonerModel model; // a proxy: not touched here, so the checkpoint loads at startup, not now
+  private final ReasonerMemoryConfig memory; // a proxy too
   private final int defaultMaxNewTokens;
   private volatile GenerateRequestMapper mapper;
 
-  ReasonerGrpcService(ReasonerModel model,
+  ReasonerGrpcService(ReasonerModel model, ReasonerMemoryConfig memory,
       @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
     if (defaultMaxNewTokens < 1) {
       throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
     }
     this.model = model;
+    this.memory = memory;
     this.defaultMaxNewTokens = defaultMaxNewTokens;
   }
 
@@ -82,10 +90,18 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
     Generator.Request req = plan.request();
     TextTokenizer tokenizer = model.tokenizer();
     IncrementalText text = new IncrementalText(tokenizer == null ? null : ids -> tokenizer.decode(ids, true));
+    ReasonerMemory mem = memory.memory();
+    MemGenInterleaver loop = plan.memoryRequested() && mem != null
+        ? mem.open(List.of(plan.sessionId()), memory.options(req.sampling().seed())) : null;
+    boolean wantTrace = request.getWantTrace() && loop != null;
     int[] produced = {0};
+    int[] reported = {0}; // insertions already sent as MemoryEvents
     Generator.Listener listener = (row, token, hidden) -> {
       if (context.isCancelled() || (call != null && call.isCancelled())) {
         throw new CallCancelled();
+      }
+      if (wantTrace) {
+        reportInsertions(loop, reported, out);
       }
       produced[0]++;
       // The generator ends the row on exactly these two conditions, right after this call.
@@ -96,8 +112,15 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
     };
 
     Generator.Result result;
+    MemGenInterleaver.Trace trace = null;
     try {
-      result = model.generator().generate(List.of(req), listener).get(0);
+      result = model.generator().generate(List.of(req), listener, loop == null ? Generator.Interleaver.NONE : loop).get(0);
+      if (loop != null) {
+        trace = loop.trace(0);
+        if (wantTrace) {
+          reportInsertions(loop, reported, out);
+        }
+      }
     } catch (CallCancelled e) {
       return; // nobody is listening; the decode loop has freed its cache
     } catch (IllegalArgumentException e) { // the model's own input checks, should the mapper have missed one
@@ -110,6 +133,10 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
       LOG.errorf(e, "Generate failed (session %s)", plan.sessionId());
       out.onError(Status.INTERNAL.withDescription("decode failure: " + e).withCause(e).asRuntimeException());
       return;
+    } finally {
+      if (loop != null) {
+        loop.close();
+      }
     }
 
     Finished.Builder finished = Finished.newBuilder()
@@ -118,24 +145,43 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
         .setCompletionTokens(result.tokens().length)
         .setLatencyMs((System.nanoTime() - start) / 1_000_000)
         .setTrajectoryId("") // trajectory recording (Kafka) is not wired in yet
-        .setSessionId(plan.sessionId())
-        .setLatentRows(0);
-    // No latent memory yet: the trigger and weaver services are not connected. The one insertion point every
-    // generation has, the prompt latents at the answer start, is reported as skipped:
-    //  - MEMORY_DISABLED when the client turned memory off (memory_enabled = false), its documented meaning;
-    //  - WEAVER_UNAVAILABLE when memory was asked for (the default): the reasoner "went on without memory"
-    //    because it has no weaver to call. MEMORY_DISABLED would be wrong there: it would make the server's
-    //    missing weaver look like the client's choice, and A/B comparisons on memory_enabled would lie.
-    // Inference insertion points (delimiters) are not counted yet; they need the per-vocabulary delimiter table
-    // that arrives with the weaver.
-    finished.addMemorySkipped(MemorySkip.newBuilder()
-        .setReason(plan.memoryRequested() ? SkipReason.WEAVER_UNAVAILABLE : SkipReason.MEMORY_DISABLED)
-        .setCount(1));
+        .setSessionId(plan.sessionId());
+    if (trace != null) {
+      finished.setLatentRows(trace.insertions().stream().mapToInt(MemGenInterleaver.Insertion::k).sum());
+      trace.skips().entrySet().stream().sorted(Map.Entry.comparingByKey()).forEach(skip -> finished.addMemorySkipped(
+          MemorySkip.newBuilder().setReason(SkipReason.valueOf(skip.getKey().name())).setCount(skip.getValue())));
+    } else {
+      // No memory for this generation. The one insertion point every generation has, the prompt latents at the
+      // answer start, is reported as skipped: MEMORY_DISABLED when the client turned memory off, its documented
+      // meaning; WEAVER_UNAVAILABLE when memory was asked for but this server has none configured (it "went on
+      // without memory"). MEMORY_DISABLED there would make the server's missing weaver look like the client's choice.
+      finished.setLatentRows(0).addMemorySkipped(MemorySkip.newBuilder()
+          .setReason(plan.memoryRequested() ? SkipReason.WEAVER_UNAVAILABLE : SkipReason.MEMORY_DISABLED)
+          .setCount(1));
+    }
     try {
       out.onNext(GenerateEvent.newBuilder().setFinished(finished).build());
       out.onCompleted();
     } catch (StatusRuntimeException e) { // the client left just as we finished
       LOG.debugf("Generate finished after the client left: %s", e.getStatus());
+    }
+  }
+
+  /** Sends a MemoryEvent for each insertion made since the last call, so they interleave with the tokens in order. */
+  private static void reportInsertions(MemGenInterleaver loop, int[] reported, StreamObserver<GenerateEvent> out) {
+    List<MemGenInterleaver.Insertion> all = loop.trace(0).insertions();
+    for (; reported[0] < all.size(); reported[0]++) {
+      MemGenInterleaver.Insertion i = all.get(reported[0]);
+      MemoryEvent.Builder e = MemoryEvent.newBuilder()
+          .setPosition(i.position())
+          .setKind(i.kind() == Weaver.Kind.PROMPT ? LatentKind.PROMPT : LatentKind.INFERENCE)
+          .setK(i.k())
+          .setTokenIndex(i.tokenIndex())
+          .setWeaverVersion(i.weaverVersion());
+      if (!Float.isNaN(i.probability())) {
+        e.setTriggerProbability(i.probability());
+      }
+      out.onNext(GenerateEvent.newBuilder().setMemory(e).build());
     }
   }
 }

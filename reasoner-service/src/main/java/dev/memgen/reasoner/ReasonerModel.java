@@ -2,6 +2,7 @@ package dev.memgen.reasoner;
 
 import dev.memgen.model.Decoder;
 import dev.memgen.model.ModelConfig;
+import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.CheckpointException;
 import dev.memgen.model.generate.Generator;
 import dev.memgen.model.text.ChatTemplate;
@@ -34,6 +35,7 @@ public class ReasonerModel {
   private static final Logger LOG = Logger.getLogger(ReasonerModel.class);
 
   private final Path dir;
+  private final String fingerprint;
   private final Decoder decoder;
   private final Generator generator;
   private final TextTokenizer tokenizer; // null when the checkpoint has no tokenizer.json
@@ -44,8 +46,10 @@ public class ReasonerModel {
     long t0 = System.nanoTime();
     Decoder d = null;
     TextTokenizer t = null;
+    String f;
     try {
       checkDirectory(dir);
+      f = Checkpoint.open(dir).fingerprint();
       d = Decoder.load(dir);
       t = Files.isRegularFile(dir.resolve("tokenizer.json")) ? TextTokenizer.load(dir) : null;
     } catch (CheckpointException | IllegalArgumentException | IllegalStateException e) {
@@ -55,6 +59,7 @@ public class ReasonerModel {
       throw new IllegalStateException("memgen.model.dir=" + modelDir + " is not a usable checkpoint: "
           + e.getMessage(), e);
     }
+    this.fingerprint = f;
     this.decoder = d;
     this.tokenizer = t;
     this.generator = new Generator(d);
@@ -91,6 +96,16 @@ public class ReasonerModel {
 
   public Path dir() {
     return dir;
+  }
+
+  /** The base checkpoint's fingerprint: memories and memory services must have been made for it. */
+  public String fingerprint() {
+    return fingerprint;
+  }
+
+  /** The frozen base itself (shared with embedded memory: one copy of the weights). */
+  public Decoder decoder() {
+    return decoder;
   }
 
   public ModelConfig config() {

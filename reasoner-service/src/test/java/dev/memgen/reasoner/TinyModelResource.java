@@ -1,45 +1,76 @@
 package dev.memgen.reasoner;
 
+import dev.memgen.model.ModelConfig;
+import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
+import dev.memgen.model.memory.LoraConfig;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
 import io.quarkus.test.common.QuarkusTestResourceLifecycleManager;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Comparator;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
 
 /**
  * Writes a tiny random Qwen2 checkpoint (with its byte-level tokenizer.json) before Quarkus starts and points
  * {@code memgen.model.dir} at it. Writing needs no native code, so it is safe before the app's classloader exists.
- * Init arg {@code tokenizer=false} leaves tokenizer.json out.
+ * Init arg {@code tokenizer=false} leaves tokenizer.json out; {@code memory=true} also writes a fresh memory for it
+ * and points {@code memgen.memory.dir} at that (embedded memory).
  */
 public class TinyModelResource implements QuarkusTestResourceLifecycleManager {
   /** Init arg: "false" deletes tokenizer.json, for a checkpoint that serves token-id prompts only. */
   public static final String TOKENIZER = "tokenizer";
+  /**
+   * Init arg: "true" adds an embedded memory (prompt K 3, inference K 2, cap 4) whose delimiters are every ASCII
+   * character and U+FFFD, so a random model's output meets them at once.
+   */
+  public static final String MEMORY = "memory";
 
   private Path dir;
   private boolean tokenizer = true;
+  private boolean memory;
 
   @Override
   public void init(Map<String, String> initArgs) {
     tokenizer = !"false".equals(initArgs.get(TOKENIZER));
+    memory = "true".equals(initArgs.get(MEMORY));
   }
 
   @Override
   public Map<String, String> start() {
     try {
       dir = Files.createTempDirectory("memgen-reasoner-test");
-      TinyCheckpoint.write(dir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 0);
+      Path model = dir.resolve("model");
+      TinyCheckpoint.write(model, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 0);
       if (!tokenizer) {
-        Files.delete(dir.resolve("tokenizer.json"));
+        Files.delete(model.resolve("tokenizer.json"));
       }
+      if (!memory) {
+        return Map.of("memgen.model.dir", model.toString());
+      }
+      Path mem = dir.resolve("memory");
+      ModelConfig c = TinyCheckpoint.tiny("qwen2");
+      Memory.init(mem, c, new MemoryManifest(2, Checkpoint.open(model).fingerprint(), c.hiddenSize(), c.numLayers(), 3, 2,
+          "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE, everyCharacter(), 4), 5);
+      return Map.of("memgen.model.dir", model.toString(), "memgen.memory.dir", mem.toString());
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
-    return Map.of("memgen.model.dir", dir.toString());
+  }
+
+  private static List<String> everyCharacter() {
+    List<String> all = new ArrayList<>(List.of("\uFFFD"));
+    for (char c = 1; c < 128; c++) {
+      all.add(String.valueOf(c));
+    }
+    return all;
   }
 
   @Override

@@ -62,7 +62,7 @@ public final class Generator {
   public interface Interleaver {
     Interleaver NONE = new Interleaver() {
       @Override
-      public float[] afterPrompt(int row, int[] prompt) {
+      public float[] afterPrompt(int row, int[] prompt, int room) {
         return null;
       }
 
@@ -72,8 +72,13 @@ public final class Generator {
       }
     };
 
-    /** Rows {@code [k * hidden]} (row-major) to insert after row {@code row}'s prompt, or null for none. */
-    float[] afterPrompt(int row, int[] prompt);
+    /**
+     * Rows {@code [k * hidden]} (row-major) to insert after row {@code row}'s prompt, or null for none.
+     *
+     * @param room how many rows the row may take in all (now and after later tokens) without its last token's
+     *     position passing the model's context: {@code max_position_embeddings - prompt - max_new_tokens}
+     */
+    float[] afterPrompt(int row, int[] prompt, int room);
 
     /** Rows to insert right after {@code token} was appended to row {@code row}, or null for none. */
     float[] afterToken(int row, int token);
@@ -131,7 +136,8 @@ public final class Generator {
       NDArray last = lastRows(decoder.forward(cache, decoder.embed(m, ids), valid), requests);
       float[][] inserts = new float[batch][];
       for (int b = 0; b < batch; b++) {
-        inserts[b] = done[b] ? null : interleaver.afterPrompt(b, requests.get(b).prompt());
+        inserts[b] = done[b] ? null : interleaver.afterPrompt(b, requests.get(b).prompt(),
+            maxPositions - requests.get(b).prompt().length - requests.get(b).maxNewTokens());
       }
       last = insert(cache, last, inserts, m);
       long t1 = System.nanoTime();

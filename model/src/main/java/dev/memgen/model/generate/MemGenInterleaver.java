@@ -32,7 +32,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     SAMPLE
   }
 
-  public enum Skip { TRIGGER_DECLINED, INSERTION_CAP, TRIGGER_UNAVAILABLE, WEAVER_UNAVAILABLE }
+  public enum Skip { TRIGGER_DECLINED, INSERTION_CAP, TRIGGER_UNAVAILABLE, WEAVER_UNAVAILABLE, CONTEXT_FULL }
 
   public record Options(boolean promptLatents, int maxInferenceAug, TriggerMode triggerMode, double threshold, long seed) {
     public static Options defaults(int maxInferenceAug) {
@@ -40,8 +40,11 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     }
   }
 
-  /** Latent rows that went into a sequence: at stream {@code position} (= rows before them), after {@code tokenIndex} generated tokens. */
-  public record Insertion(int position, int tokenIndex, Weaver.Kind kind, int k, float probability) {}
+  /**
+   * Latent rows that went into a sequence: at stream {@code position} (= rows before them), after {@code tokenIndex}
+   * generated tokens, woven by weaver version {@code weaverVersion}.
+   */
+  public record Insertion(int position, int tokenIndex, Weaver.Kind kind, int k, float probability, long weaverVersion) {}
 
   /** A trigger consultation at a delimiter. */
   public record Decision(int position, int tokenIndex, float probability, boolean invoke) {}
@@ -65,6 +68,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     int position;
     int generated;
     int inferenceInsertions;
+    int room; // latent rows the sequence may still take before its last token would pass the context
 
     Row(WeaverLink.Session weaver, TriggerLink.Session trigger, long seed) {
       this.weaver = weaver;
@@ -76,19 +80,25 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
       skips.merge(why, 1, Integer::sum);
     }
 
-    /** Weaves and accepts latents of {@code kind}, or returns null (counted) if the weaver fails. */
+    /** Weaves and accepts latents of {@code kind}, or returns null (counted) if the weaver fails or they do not fit. */
     float[] weave(Weaver.Kind kind, float probability) {
       try {
         weaver.appendTokens(drain(unseenByWeaver));
         float[] latents = weaver.weave(kind);
-        weaver.acceptLatents();
         int k = weaver.k(kind);
+        if (k > room) { // woven but not accepted: they never join the weaver's prefix either
+          skip(Skip.CONTEXT_FULL);
+          return null;
+        }
+        weaver.acceptLatents();
         unseenByTrigger.add(-k);
-        insertions.add(new Insertion(position, generated, kind, k, probability));
+        insertions.add(new Insertion(position, generated, kind, k, probability, weaver.adapterVersion()));
         position += k;
+        room -= k;
         return latents;
       } catch (RuntimeException e) {
-        LOG.warn("weaver failed; continuing without memory at this point", e);
+        LOG.warn("weaver failed; continuing without memory at this point: {}", e.toString());
+        LOG.debug("weaver failure", e);
         skip(Skip.WEAVER_UNAVAILABLE);
         return null;
       }
@@ -110,9 +120,10 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
   }
 
   @Override
-  public float[] afterPrompt(int row, int[] prompt) {
+  public float[] afterPrompt(int row, int[] prompt, int room) {
     Row r = rows[row];
     r.position = prompt.length;
+    r.room = room;
     for (int id : prompt) {
       r.unseenByWeaver.add(id);
       r.unseenByTrigger.add(id);
@@ -140,7 +151,8 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
         feed(r.trigger, r.unseenByTrigger);
         p = r.trigger.probability();
       } catch (RuntimeException e) {
-        LOG.warn("trigger failed; continuing without memory at this point", e);
+        LOG.warn("trigger failed; continuing without memory at this point: {}", e.toString());
+        LOG.debug("trigger failure", e);
         r.skip(Skip.TRIGGER_UNAVAILABLE);
         return null;
       }

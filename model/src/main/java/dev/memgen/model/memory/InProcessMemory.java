@@ -69,6 +69,11 @@ public final class InProcessMemory {
       return memory.weaver().k(kind);
     }
 
+    @Override
+    public long adapterVersion() {
+      return memory.manifest().version();
+    }
+
     /** Rows of the prefix so far, queued ones included. */
     public int length() {
       return session.length() + pending.stream().mapToInt(a -> (int) a.getShape().get(1)).sum();

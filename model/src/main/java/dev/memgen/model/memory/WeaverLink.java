@@ -13,6 +13,9 @@ public interface WeaverLink {
     /** Latent rows per weave of this kind. */
     int k(Weaver.Kind kind);
 
+    /** Version of the weaver serving this session (pinned for its life). */
+    long adapterVersion();
+
     /** Tokens appended to the reasoner's stream, in order (the weaver embeds them with the shared base). */
     void appendTokens(int[] ids);
 

@@ -197,6 +197,11 @@ class MemGenLoopTest {
       }
 
       @Override
+      public long adapterVersion() {
+        return 1;
+      }
+
+      @Override
       public void appendTokens(int[] ids) {}
 
       @Override
@@ -221,6 +226,26 @@ class MemGenLoopTest {
       MemGenInterleaver.Trace trace = loop.trace(0);
       assertTrue(trace.insertions().isEmpty());
       assertTrue(trace.skips().get(MemGenInterleaver.Skip.WEAVER_UNAVAILABLE) >= 2, trace.toString());
+    }
+  }
+
+  @Test
+  void latentsNeverPushTheSequencePastTheContext() {
+    int[] prompt = prompt();
+    int maxPositions = base.config().maxPositions();
+    int newTokens = maxPositions - prompt.length - (3 + 2 + 1); // room for the prompt latents and one inference block
+    InProcessMemory mem = new InProcessMemory(base, memory);
+    try (MemGenInterleaver loop = new MemGenInterleaver(List.of(mem.weaver().open("s")), java.util.Collections.singletonList(null),
+        manyDelimiters(), new MemGenInterleaver.Options(true, 1000, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0))) {
+      Generator.Result result = new Generator(base).generate(
+          List.of(new Generator.Request(prompt, newTokens, SamplingParams.GREEDY, Set.of())), (row, token, hidden) -> {}, loop).get(0);
+      assertEquals(newTokens, result.tokens().length, "the request completes");
+      MemGenInterleaver.Trace trace = loop.trace(0);
+      assertEquals(List.of(3, 2), trace.insertions().stream().map(MemGenInterleaver.Insertion::k).toList(), trace.toString());
+      assertTrue(trace.skips().getOrDefault(MemGenInterleaver.Skip.CONTEXT_FULL, 0) > 0, trace.toString());
+      MemGenInterleaver.Insertion last = trace.insertions().get(1);
+      int lastPosition = last.position() + last.k() + (newTokens - last.tokenIndex()) - 1;
+      assertTrue(lastPosition < maxPositions, "the last token's position " + lastPosition + " < " + maxPositions);
     }
   }
 

@@ -1,0 +1,101 @@
+package dev.memgen.reasoner;
+
+import dev.memgen.model.generate.MemGenInterleaver;
+import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.rpc.ReasonerMemory;
+import io.quarkus.runtime.Startup;
+import jakarta.annotation.PreDestroy;
+import jakarta.enterprise.context.ApplicationScoped;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Optional;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+import org.jboss.logging.Logger;
+
+/**
+ * The reasoner's latent memory, from configuration:
+ * <ul>
+ *   <li>{@code memgen.memory.dir}: embedded — the weaver and trigger of that memory run in this process, on the
+ *       reasoner's own copy of the base weights;
+ *   <li>else {@code memgen.weaver.target} (and optionally {@code memgen.trigger.target}): remote — weaver-service
+ *       and trigger-service over gRPC, each call bounded by {@code memgen.memory.deadline-ms};
+ *   <li>neither: no memory; every generation reports its prompt-latent point as WEAVER_UNAVAILABLE.
+ * </ul>
+ */
+@Startup
+@ApplicationScoped
+public class ReasonerMemoryConfig {
+  private static final Logger LOG = Logger.getLogger(ReasonerMemoryConfig.class);
+
+  private final ReasonerMemory memory; // null: none configured
+  private final MemGenInterleaver.TriggerMode triggerMode;
+  private final double threshold;
+  private final int maxInferenceAug;
+
+  ReasonerMemoryConfig(ReasonerModel model,
+      @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
+      @ConfigProperty(name = "memgen.weaver.target") Optional<String> weaverTarget,
+      @ConfigProperty(name = "memgen.trigger.target") Optional<String> triggerTarget,
+      @ConfigProperty(name = "memgen.memory.adapter-name") Optional<String> adapterName,
+      @ConfigProperty(name = "memgen.memory.deadline-ms", defaultValue = "5000") long deadlineMs,
+      @ConfigProperty(name = "memgen.memory.max-inference-aug") Optional<Integer> maxInferenceAug,
+      @ConfigProperty(name = "memgen.trigger.mode", defaultValue = "threshold") String triggerMode,
+      @ConfigProperty(name = "memgen.trigger.threshold", defaultValue = "0.5") double threshold) {
+    this.triggerMode = switch (triggerMode) {
+      case "threshold" -> MemGenInterleaver.TriggerMode.THRESHOLD;
+      case "sample" -> MemGenInterleaver.TriggerMode.SAMPLE;
+      case "inactive" -> MemGenInterleaver.TriggerMode.INACTIVE;
+      default -> throw new IllegalStateException("memgen.trigger.mode must be threshold, sample or inactive, got '" + triggerMode + "'");
+    };
+    if (deadlineMs < 1 || !(threshold >= 0 && threshold <= 1) || maxInferenceAug.orElse(0) < 0) {
+      throw new IllegalStateException("memgen.memory.deadline-ms must be >= 1, memgen.trigger.threshold in [0, 1] and "
+          + "memgen.memory.max-inference-aug >= 0");
+    }
+    this.threshold = threshold;
+    if (memoryDir.isPresent()) {
+      try {
+        memory = ReasonerMemory.embedded(model.decoder(), model.fingerprint(), Path.of(memoryDir.get()),
+            names -> delimiters(model, names));
+      } catch (RuntimeException e) {
+        throw new IllegalStateException("memgen.memory.dir=" + memoryDir.get() + " is not a usable memory: " + e.getMessage(), e);
+      }
+    } else if (weaverTarget.isPresent()) {
+      memory = ReasonerMemory.remote(weaverTarget.get(), triggerTarget.orElse(null), model.fingerprint(),
+          model.config().hiddenSize(), adapterName.orElse(""), Duration.ofMillis(deadlineMs),
+          delimiters(model, DelimiterTable.DEFAULT), maxInferenceAug.orElse(5));
+    } else {
+      memory = null;
+    }
+    this.maxInferenceAug = maxInferenceAug.orElse(memory == null ? 0 : memory.maxInferenceAug());
+    LOG.infof("memory: %s", memory == null ? "none configured (set memgen.memory.dir or memgen.weaver.target)"
+        : memory + ", trigger " + (memory.hasTrigger() ? this.triggerMode.name().toLowerCase() : "none (always invoke)")
+        + ", max_inference_aug " + this.maxInferenceAug);
+  }
+
+  /** Delimiters need the tokenizer to find their token ids; without one only prompt latents go in. */
+  private static DelimiterTable delimiters(ReasonerModel model, java.util.List<String> names) {
+    int vocab = model.config().vocabSize();
+    if (model.tokenizer() == null) {
+      LOG.warnf("no tokenizer.json: delimiters %s cannot be found, so only prompt latents are inserted", names);
+      return DelimiterTable.ofTokenIds(vocab, id -> false);
+    }
+    return DelimiterTable.build(model.tokenizer(), vocab, names);
+  }
+
+  /** The memory, or null when none is configured. */
+  public ReasonerMemory memory() {
+    return memory;
+  }
+
+  /** The insertion rule's options for one generation (its sampling seed drives a sampling trigger). */
+  public MemGenInterleaver.Options options(long seed) {
+    return new MemGenInterleaver.Options(true, maxInferenceAug, triggerMode, threshold, seed);
+  }
+
+  @PreDestroy
+  void close() {
+    if (memory != null) {
+      memory.close();
+    }
+  }
+}
