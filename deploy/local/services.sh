@@ -2,13 +2,17 @@
 # Runs MemGen's four services as separate local processes (one JVM each, gRPC on loopback), the way a
 # microservice deployment runs them. Builds the services on first use.
 #
-#   deploy/local/services.sh start --model DIR   start reasoner, trigger, weaver and trainer services
-#   deploy/local/services.sh status              which are running, on which ports
-#   deploy/local/services.sh stop                stop them all
+#   deploy/local/services.sh start --model DIR --memory DIR
+#                                  start reasoner, trigger, weaver and trainer services (any already
+#                                  running are left alone, so this also restarts one that died)
+#   deploy/local/services.sh status    which are running, on which ports
+#   deploy/local/services.sh stop      stop them all
 #
+# The reasoner serves the checkpoint in --model and reaches the memory in --memory (made for that
+# checkpoint, e.g. by `memgen init-memory`) through the trigger and weaver services.
 # Ports: gRPC on MEMGEN_GRPC_PORT_BASE + 0..3 (default 9000..9003), HTTP on MEMGEN_HTTP_PORT_BASE + 0..3
 # (default 8080..8083), in the order reasoner, trigger, weaver, trainer. Logs and pid files go to
-# MEMGEN_RUN_DIR (default .memgen/run).
+# MEMGEN_RUN_DIR (default .memgen/run). MEMGEN_JAVA_OPTS is passed to every JVM (e.g. -Dmemgen.trigger.mode=...).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 run_dir="${MEMGEN_RUN_DIR:-$root/.memgen/run}"
@@ -17,23 +21,36 @@ http_base="${MEMGEN_HTTP_PORT_BASE:-8080}"
 services=(reasoner-service trigger-service weaver-service trainer-service)
 java="${JAVA_HOME:+$JAVA_HOME/bin/}java"
 
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-pid_of() { local f="$run_dir/$1.pid"; [ -f "$f" ] && kill -0 "$(cat "$f")" 2>/dev/null && cat "$f"; }
+# The pid of a running service. A killed service whose parent never reaps it (pid 1 in some containers) stays
+# a zombie that `kill -0` still finds: that counts as stopped.
+pid_of() {
+  local f="$run_dir/$1.pid" pid
+  [ -f "$f" ] || return 1
+  pid="$(cat "$f")"
+  kill -0 "$pid" 2>/dev/null || return 1
+  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ] || return 1
+  echo "$pid"
+}
 
 start() {
-  local model=""
+  local model="" memory=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --model) model="$2"; shift 2 ;;
+      --memory) memory="$2"; shift 2 ;;
       *) usage ;;
     esac
   done
   [ -n "$model" ] || { echo "services.sh start: --model DIR is required (the reasoner's checkpoint)" >&2; exit 2; }
   [ -f "$model/config.json" ] || { echo "services.sh start: $model has no config.json" >&2; exit 2; }
+  [ -n "$memory" ] || { echo "services.sh start: --memory DIR is required (make one with: memgen init-memory --model $model --out DIR)" >&2; exit 2; }
+  [ -f "$memory/manifest.json" ] || { echo "services.sh start: $memory has no manifest.json" >&2; exit 2; }
   model="$(cd "$model" && pwd)"
+  memory="$(cd "$memory" && pwd)"
   local missing=()
   for s in "${services[@]}"; do
     [ -f "$root/$s/target/quarkus-app/quarkus-run.jar" ] || missing+=("$s")
@@ -49,7 +66,11 @@ start() {
       echo "$s already running (pid $pid)" >&2
     else
       local args=(-Dquarkus.grpc.server.port=$((grpc_base + i)) -Dquarkus.http.port=$((http_base + i)))
-      [ "$s" = reasoner-service ] && args+=(-Dmemgen.model.dir="$model")
+      case "$s" in
+        reasoner-service) args+=(-Dmemgen.model.dir="$model" -Dmemgen.trigger.target="127.0.0.1:$((grpc_base + 1))"
+                                 -Dmemgen.weaver.target="127.0.0.1:$((grpc_base + 2))") ;;
+        trigger-service|weaver-service) args+=(-Dmemgen.model.dir="$model" -Dmemgen.memory.dir="$memory") ;;
+      esac
       "$java" "${args[@]}" ${MEMGEN_JAVA_OPTS:-} -jar "$root/$s/target/quarkus-app/quarkus-run.jar" \
         > "$run_dir/$s.log" 2>&1 &
       echo $! > "$run_dir/$s.pid"

@@ -6,15 +6,23 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.memgen.model.Decoder;
+import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.model.generate.Generator;
+import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.generate.SamplingParams;
-import dev.memgen.proto.v1.FinishReason;
+import dev.memgen.model.text.ChatTemplate;
+import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.model.text.TextTokenizer;
+import dev.memgen.proto.v1.Finished;
 import dev.memgen.proto.v1.GenerateEvent;
 import dev.memgen.proto.v1.GenerateRequest;
 import dev.memgen.proto.v1.ReasonerGrpc;
+import dev.memgen.proto.v1.SkipReason;
 import dev.memgen.proto.v1.TokenIds;
+import dev.memgen.rpc.ReasonerMemory;
+import dev.memgen.rpc.TinyMemory;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.grpc.health.v1.HealthCheckRequest;
@@ -24,10 +32,13 @@ import java.io.IOException;
 import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.ArrayList;
+import java.util.HashSet;
 import java.util.Iterator;
 import java.util.List;
+import java.util.OptionalInt;
 import java.util.Random;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
@@ -36,8 +47,9 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * The "several local processes" deployment for real: {@code local/services.sh} starts the four services as their
- * own JVMs, the reasoner answers Generate over gRPC on loopback with exactly the tokens the library computes,
- * the others report SERVING, and {@code stop} takes them all down.
+ * own JVMs; the reasoner, reaching the trigger and weaver over gRPC on loopback, generates exactly the tokens the
+ * library computes with the same memory embedded; the others report SERVING; killing the weaver (SIGKILL) in the
+ * middle of a generation still completes it, and memory comes back with the weaver; {@code stop} takes all down.
  */
 class LocalServicesTest {
   @TempDir Path tmp;
@@ -46,38 +58,15 @@ class LocalServicesTest {
   void servicesRunAsProcessesAndAnswerOverGrpc() throws Exception {
     Path model = tmp.resolve("model");
     TinyCheckpoint.write(model, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
+    Path memory = tmp.resolve("memory");
+    TinyMemory.write(model, memory, TinyMemory.everyCharacter());
     grpcBase = freePortBlock(4, 0);
     httpBase = freePortBlock(4, grpcBase);
     try {
-      String started = script("start", "--model", model.toString());
+      String started = script("start", "--model", model.toString(), "--memory", memory.toString());
       for (String s : List.of("reasoner-service", "trigger-service", "weaver-service", "trainer-service")) {
         assertTrue(started.contains(s + " pid"), started);
       }
-      int[] prompt = {257, 72, 105, 258, 10};
-      List<Integer> streamed = new ArrayList<>();
-      GenerateEvent last = null;
-      ManagedChannel reasoner = ManagedChannelBuilder.forAddress("127.0.0.1", grpcBase).usePlaintext().build();
-      try {
-        Iterator<GenerateEvent> events = ReasonerGrpc.newBlockingStub(reasoner).withDeadlineAfter(60, TimeUnit.SECONDS)
-            .generate(GenerateRequest.newBuilder().setTokenIds(tokenIds(prompt)).setMaxNewTokens(6).build());
-        while (events.hasNext()) {
-          last = events.next();
-          if (last.hasToken()) {
-            streamed.addAll(last.getToken().getTokenIdsList());
-          }
-        }
-      } finally {
-        reasoner.shutdownNow();
-      }
-      assertTrue(last != null && last.hasFinished());
-      try (Decoder decoder = Decoder.load(model)) {
-        Generator.Result expected = new Generator(decoder).generate(List.of(new Generator.Request(prompt, 6,
-            SamplingParams.GREEDY, Set.copyOf(decoder.config().eosTokenIds())))).get(0);
-        assertArrayEquals(expected.tokens(), streamed.stream().mapToInt(Integer::intValue).toArray());
-        assertEquals(expected.tokens().length, last.getFinished().getCompletionTokens());
-      }
-      assertTrue(last.getFinished().getReason() == FinishReason.LENGTH || last.getFinished().getReason() == FinishReason.STOP_TOKEN);
-
       for (int i = 1; i < 4; i++) {
         ManagedChannel ch = ManagedChannelBuilder.forAddress("127.0.0.1", grpcBase + i).usePlaintext().build();
         try {
@@ -88,6 +77,26 @@ class LocalServicesTest {
           ch.shutdownNow();
         }
       }
+
+      // Memory over three processes generates what the library's loop generates with the memory embedded.
+      int[] prompt = {257, 72, 105, 258, 10, 257, 97, 10};
+      Streamed remote = generate(prompt, 24, null);
+      try (Decoder decoder = Decoder.load(model); TextTokenizer tokenizer = TextTokenizer.load(model);
+          ReasonerMemory embedded = ReasonerMemory.embedded(decoder, Checkpoint.open(model).fingerprint(), memory,
+              names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names));
+          MemGenInterleaver loop = embedded.open(List.of("x"), MemGenInterleaver.TriggerMode.THRESHOLD, 0.5, 0,
+              OptionalInt.empty())) {
+        Set<Integer> stops = new HashSet<>(decoder.config().eosTokenIds());
+        stops.add(tokenizer.tokenId(ChatTemplate.IM_END));
+        stops.add(tokenizer.tokenId(ChatTemplate.END_OF_TEXT));
+        Generator.Result expected = new Generator(decoder).generate(List.of(new Generator.Request(prompt, 24,
+            SamplingParams.GREEDY, stops)), (row, token, hidden) -> {}, loop).get(0);
+        assertArrayEquals(expected.tokens(), remote.tokens());
+        MemGenInterleaver.Trace trace = loop.trace(0);
+        assertEquals(trace.insertions().stream().mapToInt(MemGenInterleaver.Insertion::k).sum(), remote.finished().getLatentRows());
+        assertTrue(trace.insertions().size() >= 2 && !trace.decisions().isEmpty(), "prompt and inference latents: " + trace);
+        assertEquals(0, skipped(remote.finished(), SkipReason.WEAVER_UNAVAILABLE) + skipped(remote.finished(), SkipReason.TRIGGER_UNAVAILABLE));
+      }
       assertTrue(script("status").contains("reasoner-service running"));
     } finally {
       script("stop");
@@ -96,6 +105,67 @@ class LocalServicesTest {
     for (int i = 0; i < 4; i++) {
       assertFalse(listening(grpcBase + i), "port " + (grpcBase + i) + " closed after stop");
     }
+  }
+
+  @Test
+  void killingTheWeaverProcessMidGenerationStillCompletesTheRequest() throws Exception {
+    Path model = tmp.resolve("model");
+    TinyCheckpoint.write(model, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
+    Path memory = tmp.resolve("memory");
+    TinyMemory.write(model, memory, TinyMemory.everyCharacter());
+    grpcBase = freePortBlock(4, 0);
+    httpBase = freePortBlock(4, grpcBase);
+    // Every delimiter invokes the weaver, with no cap: memory is consulted at nearly every token.
+    javaOpts = "-Dmemgen.trigger.mode=inactive -Dmemgen.memory.max-inference-aug=100000";
+    try {
+      script("start", "--model", model.toString(), "--memory", memory.toString());
+      long weaverPid = Long.parseLong(Files.readString(tmp.resolve("run/weaver-service.pid")).trim());
+      int[] prompt = {257, 72, 105, 258, 10};
+      Streamed killed = generate(prompt, 120, () -> ProcessHandle.of(weaverPid).ifPresent(ProcessHandle::destroyForcibly));
+      assertEquals(120, killed.tokens().length, "the request completed");
+      assertTrue(killed.finished().getLatentRows() > 0, "memory worked before the kill");
+      assertTrue(skipped(killed.finished(), SkipReason.WEAVER_UNAVAILABLE) > 0, "and was skipped after: " + killed.finished());
+
+      script("start", "--model", model.toString(), "--memory", memory.toString()); // restarts the weaver only
+      Thread.sleep(5500); // past the reasoner's longest backoff
+      Streamed back = generate(prompt, 40, null);
+      assertEquals(0, skipped(back.finished(), SkipReason.WEAVER_UNAVAILABLE), "reconnected: " + back.finished());
+      assertTrue(back.finished().getLatentRows() > 0);
+    } finally {
+      script("stop");
+    }
+  }
+
+  record Streamed(int[] tokens, Finished finished) {}
+
+  /** A token-id Generate with memory; {@code afterFirstToken} runs when the first token arrives. */
+  private Streamed generate(int[] prompt, int maxNew, Runnable afterFirstToken) {
+    List<Integer> streamed = new ArrayList<>();
+    Finished finished = null;
+    ManagedChannel reasoner = ManagedChannelBuilder.forAddress("127.0.0.1", grpcBase).usePlaintext().build();
+    try {
+      Iterator<GenerateEvent> events = ReasonerGrpc.newBlockingStub(reasoner).withDeadlineAfter(120, TimeUnit.SECONDS)
+          .generate(GenerateRequest.newBuilder().setTokenIds(tokenIds(prompt)).setMaxNewTokens(maxNew).build());
+      while (events.hasNext()) {
+        GenerateEvent e = events.next();
+        if (e.hasToken()) {
+          if (streamed.isEmpty() && afterFirstToken != null) {
+            afterFirstToken.run();
+          }
+          streamed.addAll(e.getToken().getTokenIdsList());
+        } else if (e.hasFinished()) {
+          finished = e.getFinished();
+        }
+      }
+    } finally {
+      reasoner.shutdownNow();
+    }
+    assertTrue(finished != null, "the stream ends with Finished");
+    return new Streamed(streamed.stream().mapToInt(Integer::intValue).toArray(), finished);
+  }
+
+  private static int skipped(Finished f, SkipReason reason) {
+    return f.getMemorySkippedList().stream().filter(s -> s.getReason() == reason).mapToInt(s -> s.getCount()).sum();
   }
 
   private static TokenIds tokenIds(int[] ids) {
@@ -113,6 +183,7 @@ class LocalServicesTest {
     pb.environment().put("MEMGEN_RUN_DIR", tmp.resolve("run").toString());
     pb.environment().put("MEMGEN_GRPC_PORT_BASE", String.valueOf(grpcBase));
     pb.environment().put("MEMGEN_HTTP_PORT_BASE", String.valueOf(httpBase));
+    pb.environment().put("MEMGEN_JAVA_OPTS", javaOpts);
     Process p = pb.start();
     String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
     assertTrue(p.waitFor(180, TimeUnit.SECONDS), "services.sh " + args[0] + " timed out");
@@ -122,6 +193,7 @@ class LocalServicesTest {
 
   private int grpcBase;
   private int httpBase;
+  private String javaOpts = "";
 
   /** A run of {@code n} consecutive free loopback ports not overlapping [avoid, avoid + n). */
   private static int freePortBlock(int n, int avoid) throws IOException {

@@ -7,14 +7,22 @@ import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.TriggerLink;
 import dev.memgen.model.memory.WeaverLink;
 import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.proto.v1.DescribeRequest;
+import dev.memgen.proto.v1.MemoryDescription;
+import dev.memgen.proto.v1.WeaverGrpc;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
+import io.grpc.StatusRuntimeException;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.OptionalInt;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
+import java.util.function.Supplier;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
  * How a reasoner reaches its memory, one interface whatever the transport: embedded (the weaver and trigger run
@@ -22,19 +30,22 @@ import java.util.function.Function;
  * generate loop gets the same {@link MemGenInterleaver} either way, and for a fixed seed the same tokens.
  */
 public final class ReasonerMemory implements AutoCloseable {
+  private static final Logger LOG = LoggerFactory.getLogger(ReasonerMemory.class);
+
+  /** The memory's insertion rule: where inference latents may go, and how many times per sequence. */
+  public record Rule(DelimiterTable delimiters, int maxInferenceAug) {}
+
   private final WeaverLink weaver;
   private final TriggerLink trigger; // null: no trigger, every delimiter invokes the weaver (up to the cap)
-  private final DelimiterTable delimiters;
-  private final int maxInferenceAug;
+  private final Supplier<Rule> rule;
   private final String description;
   private final AutoCloseable resources;
 
-  private ReasonerMemory(WeaverLink weaver, TriggerLink trigger, DelimiterTable delimiters, int maxInferenceAug,
-      String description, AutoCloseable resources) {
+  private ReasonerMemory(WeaverLink weaver, TriggerLink trigger, Supplier<Rule> rule, String description,
+      AutoCloseable resources) {
     this.weaver = weaver;
     this.trigger = trigger;
-    this.delimiters = delimiters;
-    this.maxInferenceAug = maxInferenceAug;
+    this.rule = rule;
     this.description = description;
     this.resources = resources;
   }
@@ -49,9 +60,9 @@ public final class ReasonerMemory implements AutoCloseable {
     Memory memory = Memory.load(memoryDir, base, baseFingerprint);
     try {
       InProcessMemory links = new InProcessMemory(base, memory);
-      return new ReasonerMemory(links.weaver(), links.trigger(), delimiters.apply(memory.manifest().delimiters()),
-          memory.manifest().maxInferenceAug(), "embedded memory " + memoryDir + " (version " + memory.manifest().version() + ")",
-          memory);
+      Rule rule = new Rule(delimiters.apply(memory.manifest().delimiters()), memory.manifest().maxInferenceAug());
+      return new ReasonerMemory(links.weaver(), links.trigger(), () -> rule,
+          "embedded memory " + memoryDir + " (version " + memory.manifest().version() + ")", memory);
     } catch (RuntimeException e) {
       memory.close();
       throw e;
@@ -60,10 +71,13 @@ public final class ReasonerMemory implements AutoCloseable {
 
   /**
    * A weaver-service at {@code weaverTarget} and, unless null, a trigger-service at {@code triggerTarget}
-   * ({@code host:port} or any gRPC target), plaintext.
+   * ({@code host:port} or any gRPC target), plaintext. The insertion rule is the memory's own, asked of the weaver
+   * (Describe) when first needed and again after a failure; until it answers, sequences get prompt latents only.
+   *
+   * @param delimiters builds the base vocabulary's delimiter table from the memory's delimiter strings
    */
   public static ReasonerMemory remote(String weaverTarget, String triggerTarget, String baseFingerprint, int hiddenSize,
-      String adapterName, Duration deadline, DelimiterTable delimiters, int maxInferenceAug) {
+      String adapterName, Duration deadline, Function<List<String>, DelimiterTable> delimiters) {
     ManagedChannel weaverChannel = ManagedChannelBuilder.forTarget(weaverTarget).usePlaintext().build();
     ManagedChannel triggerChannel = triggerTarget == null ? null
         : triggerTarget.equals(weaverTarget) ? weaverChannel
@@ -71,7 +85,7 @@ public final class ReasonerMemory implements AutoCloseable {
     return new ReasonerMemory(
         new RemoteWeaver(weaverChannel, baseFingerprint, hiddenSize, adapterName, deadline),
         triggerChannel == null ? null : new RemoteTrigger(triggerChannel, baseFingerprint, adapterName, deadline),
-        delimiters, maxInferenceAug,
+        new DescribedRule(weaverChannel, adapterName, deadline, delimiters),
         "weaver-service at " + weaverTarget + (triggerTarget == null ? ", no trigger" : ", trigger-service at " + triggerTarget),
         () -> {
           for (ManagedChannel c : triggerChannel == null || triggerChannel == weaverChannel
@@ -81,9 +95,46 @@ public final class ReasonerMemory implements AutoCloseable {
         });
   }
 
-  /** The memory's default cap on inference insertions per sequence. */
-  public int maxInferenceAug() {
-    return maxInferenceAug;
+  /** The rule a remote weaver describes, fetched once and kept; asked again (at most every few seconds) until it answers. */
+  private static final class DescribedRule implements Supplier<Rule> {
+    private static final Rule PROMPT_ONLY = new Rule(null, 0);
+    private final WeaverGrpc.WeaverBlockingStub stub;
+    private final String adapterName;
+    private final Duration deadline;
+    private final Function<List<String>, DelimiterTable> delimiters;
+    private final Backoff backoff = new Backoff(Duration.ofMillis(500), Duration.ofSeconds(5));
+    private volatile Rule rule;
+
+    DescribedRule(ManagedChannel channel, String adapterName, Duration deadline, Function<List<String>, DelimiterTable> delimiters) {
+      this.stub = WeaverGrpc.newBlockingStub(channel);
+      this.adapterName = adapterName;
+      this.deadline = deadline;
+      this.delimiters = delimiters;
+    }
+
+    @Override
+    public synchronized Rule get() {
+      if (rule != null) {
+        return rule;
+      }
+      if (backoff.waitMillis() > 0) {
+        return PROMPT_ONLY;
+      }
+      try {
+        MemoryDescription d = stub.withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS)
+            .describe(DescribeRequest.newBuilder().setAdapterName(adapterName).build());
+        rule = new Rule(delimiters.apply(d.getDelimitersList()), d.getMaxInferenceAug());
+        backoff.succeeded();
+        LOG.info("memory '{}' version {}: K {}/{}, delimiters {}, max_inference_aug {}", d.getAdapterName(),
+            d.getAdapterVersion(), d.getPromptK(), d.getInferenceK(), d.getDelimitersList(), d.getMaxInferenceAug());
+        return rule;
+      } catch (StatusRuntimeException e) {
+        backoff.failed();
+        LOG.warn("the weaver did not describe its memory ({}); prompt latents only until it does",
+            ClientStream.describe(e));
+        return PROMPT_ONLY;
+      }
+    }
   }
 
   public boolean hasTrigger() {
@@ -91,21 +142,29 @@ public final class ReasonerMemory implements AutoCloseable {
   }
 
   /**
-   * One session per sequence of a batch, and the rule that drives them. Without a trigger the mode is forced to
-   * INACTIVE (every delimiter invokes, up to the cap).
+   * One session per sequence of a batch, and the memory's rule to drive them.
+   *
+   * @param maxInferenceAug a cap overriding the memory's own, or empty
+   * @param mode how to use the trigger; without a trigger, INACTIVE (every delimiter invokes, up to the cap)
+   * @param seed drives a sampling trigger
    */
-  public MemGenInterleaver open(List<String> sessionIds, MemGenInterleaver.Options options) {
+  public MemGenInterleaver open(List<String> sessionIds, MemGenInterleaver.TriggerMode mode, double threshold, long seed,
+      OptionalInt maxInferenceAug) {
+    Rule r = rule.get();
     List<WeaverLink.Session> weavers = new ArrayList<>();
     List<TriggerLink.Session> triggers = new ArrayList<>();
-    boolean useTrigger = trigger != null && options.triggerMode() != MemGenInterleaver.TriggerMode.INACTIVE;
+    boolean useTrigger = trigger != null && mode != MemGenInterleaver.TriggerMode.INACTIVE;
     for (String id : sessionIds) {
       weavers.add(weaver.open(id));
       triggers.add(useTrigger ? trigger.open(id) : null);
     }
-    MemGenInterleaver.Options effective = useTrigger ? options : new MemGenInterleaver.Options(options.promptLatents(),
-        options.maxInferenceAug(), MemGenInterleaver.TriggerMode.INACTIVE, options.threshold(), options.seed());
-    return new MemGenInterleaver(weavers, triggers, delimiters, effective);
+    int cap = r.delimiters() == null ? 0 : maxInferenceAug.orElse(r.maxInferenceAug());
+    DelimiterTable table = r.delimiters() != null ? r.delimiters() : NO_DELIMITERS;
+    return new MemGenInterleaver(weavers, triggers, table, new MemGenInterleaver.Options(true, cap,
+        useTrigger ? mode : MemGenInterleaver.TriggerMode.INACTIVE, threshold, seed));
   }
+
+  private static final DelimiterTable NO_DELIMITERS = DelimiterTable.ofTokenIds(0, id -> false);
 
   @Override
   public String toString() {

@@ -4,10 +4,13 @@ import dev.memgen.model.Decoder;
 import dev.memgen.model.Weaver;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.proto.Tensors;
 import dev.memgen.proto.v1.DType;
+import dev.memgen.proto.v1.DescribeRequest;
 import dev.memgen.proto.v1.LatentSpan;
 import dev.memgen.proto.v1.Latents;
+import dev.memgen.proto.v1.MemoryDescription;
 import dev.memgen.proto.v1.RowSource;
 import dev.memgen.proto.v1.SessionAppend;
 import dev.memgen.proto.v1.SessionOpen;
@@ -16,6 +19,7 @@ import dev.memgen.proto.v1.TokenSpan;
 import dev.memgen.proto.v1.WeaverGrpc;
 import dev.memgen.proto.v1.WeaverReply;
 import dev.memgen.proto.v1.WeaverRequest;
+import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 
 /**
@@ -50,6 +54,26 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
   @Override
   public StreamObserver<WeaverRequest> session(StreamObserver<WeaverReply> out) {
     return new Call(out);
+  }
+
+  @Override
+  public void describe(DescribeRequest request, StreamObserver<MemoryDescription> out) {
+    if (!request.getAdapterName().isEmpty() && !request.getAdapterName().equals(adapterName)) {
+      out.onError(Status.NOT_FOUND.withDescription("adapter_name '" + request.getAdapterName()
+          + "' is unknown to this weaver (it serves '" + adapterName + "')").asRuntimeException());
+      return;
+    }
+    MemoryManifest m = memory.memory().manifest();
+    out.onNext(MemoryDescription.newBuilder()
+        .setAdapterName(adapterName)
+        .setAdapterVersion(m.version())
+        .setBaseFingerprint(baseFingerprint)
+        .setPromptK(m.promptK())
+        .setInferenceK(m.inferenceK())
+        .addAllDelimiters(m.delimiters())
+        .setMaxInferenceAug(m.maxInferenceAug())
+        .build());
+    out.onCompleted();
   }
 
   @Override

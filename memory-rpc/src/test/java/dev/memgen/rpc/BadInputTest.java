@@ -266,27 +266,34 @@ class BadInputTest {
   @Test
   void sessionsAreBoundedAndFreed() throws Exception {
     List<StreamObserver<WeaverRequest>> open = new ArrayList<>();
-    List<CompletableFuture<Status>> ends = new ArrayList<>();
-    for (int i = 0; i < 5; i++) {
-      CompletableFuture<Status> end = new CompletableFuture<>();
-      ends.add(end);
-      StreamObserver<WeaverRequest> s = WeaverGrpc.newStub(channel).session(new StreamObserver<>() {
-        @Override public void onNext(WeaverReply r) {}
-        @Override public void onError(Throwable t) {
-          end.complete(Status.fromThrowable(t));
+    try {
+      Status fifth = null;
+      for (int i = 0; i < 5; i++) { // one at a time, so the fifth is the one past the limit
+        CompletableFuture<Object> answer = new CompletableFuture<>();
+        StreamObserver<WeaverRequest> s = WeaverGrpc.newStub(channel).session(new StreamObserver<>() {
+          @Override public void onNext(WeaverReply r) {
+            answer.complete(r);
+          }
+          @Override public void onError(Throwable t) {
+            answer.complete(Status.fromThrowable(t));
+          }
+          @Override public void onCompleted() {}
+        });
+        s.onNext(wOpen(open()).toBuilder().setSeq(1).build());
+        open.add(s);
+        Object a = answer.get(30, TimeUnit.SECONDS);
+        if (i < 4) {
+          assertTrue(a instanceof WeaverReply r && r.hasOpened(), "session " + i + " opened: " + a);
+        } else {
+          fifth = (Status) a;
         }
-        @Override public void onCompleted() {
-          end.complete(Status.OK);
-        }
-      });
-      s.onNext(wOpen(open()).toBuilder().setSeq(1).build());
-      open.add(s);
-    }
-    Status fifth = ends.get(4).get(30, TimeUnit.SECONDS);
-    assertEquals(Status.Code.RESOURCE_EXHAUSTED, fifth.getCode(), fifth.toString());
-    assertTrue(fifth.getDescription().contains("too many open sessions (4, the server's limit is 4)"), fifth.toString());
-    for (int i = 0; i < 4; i++) {
-      open.get(i).onError(Status.CANCELLED.asRuntimeException()); // the client goes away without closing
+      }
+      assertEquals(Status.Code.RESOURCE_EXHAUSTED, fifth.getCode(), fifth.toString());
+      assertTrue(fifth.getDescription().contains("too many open sessions (4, the server's limit is 4)"), fifth.toString());
+    } finally {
+      for (StreamObserver<WeaverRequest> s : open) {
+        s.onError(Status.CANCELLED.asRuntimeException()); // the client goes away without closing
+      }
     }
     RemoteMemoryTest.waitFor(() -> served.weaver().openSessions() == 0);
     assertStillServing();

@@ -1,13 +1,11 @@
 package dev.memgen.rpc;
 
 import dev.memgen.model.Decoder;
-import dev.memgen.model.LoraAdapter;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
-import dev.memgen.model.memory.LoraConfig;
 import dev.memgen.model.memory.Memory;
-import dev.memgen.model.memory.MemoryManifest;
+import dev.memgen.model.text.DelimiterTable;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
 import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
@@ -15,15 +13,14 @@ import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import java.io.IOException;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
-import java.util.List;
 
 /**
  * A tiny random base and memory, and real gRPC servers and channels on loopback (Netty, not the in-process
  * transport: the bytes go through a socket).
  */
 final class Fixture implements AutoCloseable {
-  static final int PROMPT_K = 3;
-  static final int INFERENCE_K = 2;
+  static final int PROMPT_K = TinyMemory.PROMPT_K;
+  static final int INFERENCE_K = TinyMemory.INFERENCE_K;
   static final int MAX_INBOUND_BYTES = 1 << 20;
 
   final Path baseDir;
@@ -37,11 +34,8 @@ final class Fixture implements AutoCloseable {
     TinyCheckpoint.write(baseDir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 31);
     fingerprint = Checkpoint.open(baseDir).fingerprint();
     memoryDir = tmp.resolve("memory");
-    Decoder d = Decoder.load(baseDir);
-    Memory.init(memoryDir, d.config(), new MemoryManifest(3, fingerprint, d.config().hiddenSize(), d.config().numLayers(),
-        PROMPT_K, INFERENCE_K, "embeddings", new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ, LoraAdapter.Target.V_PROJ), 0),
-        new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ, LoraAdapter.Target.V_PROJ), 0), List.of(",", ".", "\n"), 3), 7);
-    base = d;
+    TinyMemory.write(baseDir, memoryDir, DelimiterTable.DEFAULT);
+    base = Decoder.load(baseDir);
     memory = Memory.load(memoryDir, base, fingerprint);
   }
 

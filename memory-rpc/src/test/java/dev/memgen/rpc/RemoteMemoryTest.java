@@ -49,8 +49,8 @@ class RemoteMemoryTest {
   static void setUp() throws Exception {
     fx = new Fixture(tmp);
     reasoner = Decoder.load(fx.baseDir);
-    // Two ids in three are "delimiters", so a random model meets them often.
-    delimiters = DelimiterTable.ofTokenIds(reasoner.config().vocabSize(), id -> id % 3 != 0);
+    // Four ids in five are "delimiters", so a random model meets them often.
+    delimiters = DelimiterTable.ofTokenIds(reasoner.config().vocabSize(), id -> id % 5 != 0);
   }
 
   @AfterAll

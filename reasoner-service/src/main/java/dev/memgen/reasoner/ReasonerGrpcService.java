@@ -21,7 +21,6 @@ import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
 import io.quarkus.grpc.GrpcService;
 import io.smallrye.common.annotation.Blocking;
-import dev.memgen.rpc.ReasonerMemory;
 import java.util.List;
 import java.util.Map;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
@@ -90,9 +89,7 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
     Generator.Request req = plan.request();
     TextTokenizer tokenizer = model.tokenizer();
     IncrementalText text = new IncrementalText(tokenizer == null ? null : ids -> tokenizer.decode(ids, true));
-    ReasonerMemory mem = memory.memory();
-    MemGenInterleaver loop = plan.memoryRequested() && mem != null
-        ? mem.open(List.of(plan.sessionId()), memory.options(req.sampling().seed())) : null;
+    MemGenInterleaver loop = plan.memoryRequested() ? memory.open(plan.sessionId(), req.sampling().seed()) : null;
     boolean wantTrace = request.getWantTrace() && loop != null;
     int[] produced = {0};
     int[] reported = {0}; // insertions already sent as MemoryEvents

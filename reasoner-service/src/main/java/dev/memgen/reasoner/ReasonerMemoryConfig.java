@@ -8,7 +8,9 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 import java.util.Optional;
+import java.util.OptionalInt;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 
@@ -30,7 +32,7 @@ public class ReasonerMemoryConfig {
   private final ReasonerMemory memory; // null: none configured
   private final MemGenInterleaver.TriggerMode triggerMode;
   private final double threshold;
-  private final int maxInferenceAug;
+  private final OptionalInt maxInferenceAug;
 
   ReasonerMemoryConfig(ReasonerModel model,
       @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
@@ -61,15 +63,14 @@ public class ReasonerMemoryConfig {
       }
     } else if (weaverTarget.isPresent()) {
       memory = ReasonerMemory.remote(weaverTarget.get(), triggerTarget.orElse(null), model.fingerprint(),
-          model.config().hiddenSize(), adapterName.orElse(""), Duration.ofMillis(deadlineMs),
-          delimiters(model, DelimiterTable.DEFAULT), maxInferenceAug.orElse(5));
+          model.config().hiddenSize(), adapterName.orElse(""), Duration.ofMillis(deadlineMs), names -> delimiters(model, names));
     } else {
       memory = null;
     }
-    this.maxInferenceAug = maxInferenceAug.orElse(memory == null ? 0 : memory.maxInferenceAug());
+    this.maxInferenceAug = maxInferenceAug.map(OptionalInt::of).orElse(OptionalInt.empty());
     LOG.infof("memory: %s", memory == null ? "none configured (set memgen.memory.dir or memgen.weaver.target)"
         : memory + ", trigger " + (memory.hasTrigger() ? this.triggerMode.name().toLowerCase() : "none (always invoke)")
-        + ", max_inference_aug " + this.maxInferenceAug);
+        + ", max_inference_aug " + (maxInferenceAug.isPresent() ? maxInferenceAug.get() : "the memory's"));
   }
 
   /** Delimiters need the tokenizer to find their token ids; without one only prompt latents go in. */
@@ -82,14 +83,9 @@ public class ReasonerMemoryConfig {
     return DelimiterTable.build(model.tokenizer(), vocab, names);
   }
 
-  /** The memory, or null when none is configured. */
-  public ReasonerMemory memory() {
-    return memory;
-  }
-
-  /** The insertion rule's options for one generation (its sampling seed drives a sampling trigger). */
-  public MemGenInterleaver.Options options(long seed) {
-    return new MemGenInterleaver.Options(true, maxInferenceAug, triggerMode, threshold, seed);
+  /** Memory sessions for one generation, or null when no memory is configured (its seed drives a sampling trigger). */
+  public MemGenInterleaver open(String sessionId, long seed) {
+    return memory == null ? null : memory.open(List.of(sessionId), triggerMode, threshold, seed, maxInferenceAug);
   }
 
   @PreDestroy

@@ -22,6 +22,7 @@ import dev.memgen.proto.v1.GenerateRequest;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.SkipReason;
 import dev.memgen.proto.v1.TokenIds;
+import dev.memgen.rpc.TinyModelResource;
 import io.grpc.Context;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;

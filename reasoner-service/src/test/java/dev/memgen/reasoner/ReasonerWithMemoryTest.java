@@ -24,6 +24,7 @@ import dev.memgen.proto.v1.MemorySkip;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.SkipReason;
 import dev.memgen.rpc.ReasonerMemory;
+import dev.memgen.rpc.TinyModelResource;
 import io.grpc.ManagedChannel;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.test.junit.QuarkusTestProfile;
@@ -106,8 +107,8 @@ class ReasonerWithMemoryTest {
             Path.of(memoryDir), names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names))) {
       int[] prompt = tokenizer.encode(ChatTemplate.userPrompt(QUESTION));
       Set<Integer> stops = Set.of(tokenizer.tokenId(ChatTemplate.IM_END), tokenizer.tokenId(ChatTemplate.END_OF_TEXT));
-      try (MemGenInterleaver loop = memory.open(List.of("x"), new MemGenInterleaver.Options(true, 4,
-          MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0))) {
+      try (MemGenInterleaver loop = memory.open(List.of("x"), MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0,
+          java.util.OptionalInt.empty())) {
         expected = new Generator(decoder).generate(List.of(new Generator.Request(prompt, 40, SamplingParams.GREEDY, stops)),
             (row, token, hidden) -> {}, loop).get(0).tokens();
         trace = loop.trace(0);

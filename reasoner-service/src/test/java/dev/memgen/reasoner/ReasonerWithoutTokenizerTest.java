@@ -10,6 +10,7 @@ import dev.memgen.proto.v1.GenerateEvent;
 import dev.memgen.proto.v1.GenerateRequest;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.TokenIds;
+import dev.memgen.rpc.TinyModelResource;
 import io.grpc.ManagedChannel;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;

@@ -1,11 +1,7 @@
 /**
- * The memory weaver service. For now it only starts a gRPC server that answers the standard health service
- * (grpc.health.v1.Health). The later issue adds {@code memgen.v1.Weaver/Session}: one bidirectional session
- * per generation in which the reasoner appends its prefix rows (input embeddings, or last-layer hidden states
- * when so configured) and asks for latents at the prompt/answer boundary and at triggered delimiters; the
- * service runs the weaver from memgen-model (LoRA on q_proj/v_proj of a base LM, reasoner-to-weaver and
- * weaver-to-reasoner projections, prompt and inference query sets) over an incremental prefix cache, returns K
- * latent rows in the reasoner's hidden size, and hot-swaps weaver versions published on the memgen.adapters
- * topic. memgen.v1.Weaver is deliberately not registered until then (no UNIMPLEMENTED stub).
+ * The memory weaver service: {@code memgen.v1.Weaver/Session} over gRPC, a thin Quarkus layer over
+ * {@link dev.memgen.rpc.WeaverService} (memory-rpc), which runs the weaver of memgen-model. One bidirectional
+ * session per generation: the reasoner appends its sequence (token ids; latents by reference to the weave that
+ * made them) and asks for K latent rows at the prompt/answer boundary and at triggered delimiters.
  */
 package dev.memgen.weaver;

@@ -1,20 +1,13 @@
-package dev.memgen.reasoner;
+package dev.memgen.rpc;
 
-import dev.memgen.model.ModelConfig;
-import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
-import dev.memgen.model.memory.LoraConfig;
-import dev.memgen.model.memory.Memory;
-import dev.memgen.model.memory.MemoryManifest;
 import io.quarkus.test.common.QuarkusTestResourceLifecycleManager;
 import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.util.Comparator;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Map;
 import java.util.stream.Stream;
 
@@ -27,10 +20,7 @@ import java.util.stream.Stream;
 public class TinyModelResource implements QuarkusTestResourceLifecycleManager {
   /** Init arg: "false" deletes tokenizer.json, for a checkpoint that serves token-id prompts only. */
   public static final String TOKENIZER = "tokenizer";
-  /**
-   * Init arg: "true" adds an embedded memory (prompt K 3, inference K 2, cap 4) whose delimiters are every ASCII
-   * character and U+FFFD, so a random model's output meets them at once.
-   */
+  /** Init arg: "true" adds an embedded memory ({@link TinyMemory}) whose delimiters are every character. */
   public static final String MEMORY = "memory";
 
   private Path dir;
@@ -56,21 +46,11 @@ public class TinyModelResource implements QuarkusTestResourceLifecycleManager {
         return Map.of("memgen.model.dir", model.toString());
       }
       Path mem = dir.resolve("memory");
-      ModelConfig c = TinyCheckpoint.tiny("qwen2");
-      Memory.init(mem, c, new MemoryManifest(2, Checkpoint.open(model).fingerprint(), c.hiddenSize(), c.numLayers(), 3, 2,
-          "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE, everyCharacter(), 4), 5);
+      TinyMemory.write(model, mem, TinyMemory.everyCharacter());
       return Map.of("memgen.model.dir", model.toString(), "memgen.memory.dir", mem.toString());
     } catch (IOException e) {
       throw new UncheckedIOException(e);
     }
-  }
-
-  private static List<String> everyCharacter() {
-    List<String> all = new ArrayList<>(List.of("\uFFFD"));
-    for (char c = 1; c < 128; c++) {
-      all.add(String.valueOf(c));
-    }
-    return all;
   }
 
   @Override
