@@ -17,7 +17,12 @@ import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.memory.TriggerLink;
 import dev.memgen.model.memory.WeaverLink;
+import dev.memgen.rpc.ReasonerMemory;
+import dev.memgen.rpc.RemoteTrigger;
+import dev.memgen.rpc.RemoteWeaver;
+import io.grpc.ManagedChannel;
 import java.nio.file.Files;
+import java.time.Duration;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
@@ -30,11 +35,13 @@ import picocli.CommandLine.Option;
 
 /**
  * Decode throughput with latent memory against without, at a fixed insertion rate: the incremental MemGen loop
- * (latent K/V appended to the cache, the weaver's own prefix cache) and the reference code's strategy (drop the
- * cache and re-prefill the whole sequence at every insertion, the weaver re-reading the whole prefix).
+ * (latent K/V appended to the cache, the weaver's own prefix cache) with the weaver and trigger in this process and
+ * as separate processes over gRPC, and the reference code's strategy (drop the cache and re-prefill the whole
+ * sequence at every insertion, the weaver re-reading the whole prefix). All measured side by side, run by run.
  */
 @Command(name = "memgen", mixinStandardHelpOptions = true,
-    description = "Measure decode tokens/s: vanilla, MemGen in-process, and the re-prefill strategy (medians).")
+    description = "Measure decode tokens/s: vanilla, MemGen in-process, MemGen over gRPC (weaver and trigger as "
+        + "separate processes on loopback), and the re-prefill strategy (medians).")
 final class BenchMemgenCommand implements Callable<Integer> {
   @Option(names = "--model", required = true, description = "Hugging Face checkpoint directory") Path model;
 
@@ -46,12 +53,20 @@ final class BenchMemgenCommand implements Callable<Integer> {
 
   @Option(names = "--insertions", defaultValue = "5", description = "inference insertions per run (default ${DEFAULT-VALUE})") int insertions;
 
-  @Option(names = "--runs", defaultValue = "3", description = "measured runs after one warm-up (default ${DEFAULT-VALUE})") int runs;
+  @Option(names = "--runs", defaultValue = "3", description = "measured runs (default ${DEFAULT-VALUE})") int runs;
+
+  @Option(names = "--warmup", defaultValue = "3",
+      description = "unmeasured runs first, so every path (the service processes too) is JIT-compiled (default ${DEFAULT-VALUE})")
+  int warmup;
+
+  @Option(names = "--grpc", negatable = true, defaultValue = "true", fallbackValue = "true",
+      description = "also measure the weaver and trigger as separate processes over gRPC (default: yes; --no-grpc skips)")
+  boolean grpc;
 
   @Override
   public Integer call() throws Exception {
-    if (newTokens < 2 || insertions < 0 || runs < 1 || k < 1) {
-      throw new IllegalArgumentException("need --new-tokens >= 2, --insertions >= 0, --runs >= 1, --k >= 1");
+    if (newTokens < 2 || insertions < 0 || runs < 1 || k < 1 || warmup < 0) {
+      throw new IllegalArgumentException("need --new-tokens >= 2, --insertions >= 0, --runs >= 1, --warmup >= 0, --k >= 1");
     }
     String fingerprint = Checkpoint.open(model).fingerprint();
     try (Decoder decoder = Decoder.load(model)) {
@@ -63,8 +78,22 @@ final class BenchMemgenCommand implements Callable<Integer> {
             decoder.config().numLayers(), k, k, "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE,
             List.of(",", ".", "\n"), insertions), 0);
       }
-      try (Memory mem = Memory.load(memDir, decoder, fingerprint)) {
+      try (Memory mem = Memory.load(memDir, decoder, fingerprint); ChildServices children = new ChildServices()) {
         InProcessMemory links = new InProcessMemory(decoder, mem);
+        WeaverLink remoteWeaver = null;
+        TriggerLink remoteTrigger = null;
+        ManagedChannel weaverChannel = null;
+        ManagedChannel triggerChannel = null;
+        if (grpc) {
+          System.err.println("starting the weaver and trigger as separate processes ...");
+          int weaverPort = children.serve("weaver", "--model", model.toString(), "--memory", memDir.toString());
+          int triggerPort = children.serve("trigger", "--model", model.toString(), "--memory", memDir.toString());
+          weaverChannel = ReasonerMemory.channel("127.0.0.1:" + weaverPort);
+          triggerChannel = ReasonerMemory.channel("127.0.0.1:" + triggerPort);
+          Duration deadline = Duration.ofSeconds(60);
+          remoteWeaver = new RemoteWeaver(weaverChannel, fingerprint, decoder.config().hiddenSize(), "", deadline);
+          remoteTrigger = new RemoteTrigger(triggerChannel, fingerprint, "", deadline);
+        }
         int[] prompt = new Random(3).ints(32, 0, Math.min(256, decoder.config().vocabSize())).toArray();
         Set<Integer> insertAfter = new java.util.HashSet<>();
         for (int i = 1; i <= insertions; i++) {
@@ -72,11 +101,12 @@ final class BenchMemgenCommand implements Callable<Integer> {
         }
         double[] vanilla = new double[runs];
         double[] inProcess = new double[runs];
+        double[] overGrpc = new double[runs];
         double[] reprefill = new double[runs];
         Generator generator = new Generator(decoder);
         Generator.Request request = new Generator.Request(prompt, newTokens, SamplingParams.GREEDY, Set.of());
-        try (Progress p = new Progress("bench memgen", runs + 1)) {
-          for (int r = -1; r < runs; r++) { // r = -1: warm-up
+        try (Progress p = new Progress("bench memgen", warmup + runs)) {
+          for (int r = -warmup; r < runs; r++) { // r < 0: warm-up
             long t0 = System.nanoTime();
             generator.generate(List.of(request));
             long t1 = System.nanoTime();
@@ -84,14 +114,28 @@ final class BenchMemgenCommand implements Callable<Integer> {
               generator.generate(List.of(request), (row, token, hidden) -> {}, loop);
             }
             long t2 = System.nanoTime();
-            reprefillRun(decoder, mem, prompt, newTokens, insertAfter);
+            if (grpc) {
+              try (Scheduled loop = new Scheduled(remoteWeaver.open("bench"), remoteTrigger.open("bench"), insertAfter)) {
+                generator.generate(List.of(request), (row, token, hidden) -> {}, loop);
+              }
+            }
             long t3 = System.nanoTime();
+            reprefillRun(decoder, mem, prompt, newTokens, insertAfter);
+            long t4 = System.nanoTime();
             if (r >= 0) {
               vanilla[r] = newTokens / ((t1 - t0) / 1e9);
               inProcess[r] = newTokens / ((t2 - t1) / 1e9);
-              reprefill[r] = newTokens / ((t3 - t2) / 1e9);
+              overGrpc[r] = newTokens / ((t3 - t2) / 1e9);
+              reprefill[r] = newTokens / ((t4 - t3) / 1e9);
             }
-            p.step(r < 0 ? "warm-up" : String.format("vanilla %.1f, memgen %.1f, re-prefill %.1f tok/s", vanilla[r], inProcess[r], reprefill[r]));
+            p.step(r < 0 ? "warm-up" : String.format("vanilla %.1f, in-process %.1f, gRPC %s, re-prefill %.1f tok/s", vanilla[r],
+                inProcess[r], grpc ? String.format("%.1f", overGrpc[r]) : "-", reprefill[r]));
+          }
+        } finally {
+          for (ManagedChannel c : new ManagedChannel[] {weaverChannel, triggerChannel}) {
+            if (c != null) {
+              c.shutdownNow();
+            }
           }
         }
         ObjectNode out = Json.object();
@@ -102,14 +146,26 @@ final class BenchMemgenCommand implements Callable<Integer> {
         out.put("runs", runs);
         out.put("vanilla_tps", Stats.median(vanilla));
         out.put("memgen_inprocess_tps", Stats.median(inProcess));
-        out.putNull("memgen_grpc_tps"); // the gRPC weaver/trigger services are not built yet
+        if (grpc) {
+          out.put("memgen_grpc_tps", Stats.median(overGrpc));
+        } else {
+          out.putNull("memgen_grpc_tps");
+        }
         out.put("reprefill_tps", Stats.median(reprefill));
         out.put("inprocess_vs_vanilla", Stats.median(inProcess) / Stats.median(vanilla));
         out.put("inprocess_vs_reprefill", Stats.median(inProcess) / Stats.median(reprefill));
+        if (grpc) {
+          out.put("grpc_vs_vanilla", Stats.median(overGrpc) / Stats.median(vanilla));
+          out.put("grpc_vs_reprefill", Stats.median(overGrpc) / Stats.median(reprefill));
+        }
         out.set("machine", Machine.describe());
         System.out.printf("vanilla              %8.2f tok/s%n", Stats.median(vanilla));
         System.out.printf("memgen in-process    %8.2f tok/s  (%.2fx vanilla, %.2fx re-prefill)%n", Stats.median(inProcess),
             Stats.median(inProcess) / Stats.median(vanilla), Stats.median(inProcess) / Stats.median(reprefill));
+        if (grpc) {
+          System.out.printf("memgen over gRPC     %8.2f tok/s  (%.2fx vanilla, %.2fx re-prefill)%n", Stats.median(overGrpc),
+              Stats.median(overGrpc) / Stats.median(vanilla), Stats.median(overGrpc) / Stats.median(reprefill));
+        }
         System.out.printf("re-prefill strategy  %8.2f tok/s  (%d insertions of %d rows + prompt latents in %d tokens)%n",
             Stats.median(reprefill), insertions, mem.weaver().k(Weaver.Kind.INFERENCE), newTokens);
         System.out.println(Json.line(out));
@@ -162,6 +218,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
       weaver.appendTokens(ids);
       float[] latents = weaver.weave(kind);
       weaver.acceptLatents();
+      trigger.appendLatents(weaver.k(kind));
       return latents;
     }
 

@@ -3,16 +3,17 @@ package dev.memgen.cli;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.generate.MemGenInterleaver;
-import dev.memgen.model.memory.InProcessMemory;
-import dev.memgen.model.memory.Memory;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.generate.Generator;
 import dev.memgen.model.generate.SamplingParams;
 import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.TextTokenizer;
+import dev.memgen.rpc.ReasonerMemory;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.HashSet;
 import java.util.List;
+import java.util.OptionalInt;
 import java.util.Set;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.ArgGroup;
@@ -45,15 +46,25 @@ final class GenerateCommand implements Callable<Integer> {
 
   @Option(names = "--seed", defaultValue = "0", description = "sampling seed (default ${DEFAULT-VALUE})") long seed;
 
-  @Option(names = "--memory", description = "a memory directory (weaver + trigger): generate with latent memory") Path memory;
+  @Option(names = "--memory", description = "a memory directory (weaver + trigger): generate with latent memory, in this process")
+  Path memory;
+
+  @Option(names = "--weaver-at", description = "generate with latent memory from a weaver service at HOST:PORT (memgen serve weaver)")
+  String weaverAt;
+
+  @Option(names = "--trigger-at", description = "with --weaver-at: a trigger service at HOST:PORT (without one every delimiter invokes)")
+  String triggerAt;
 
   @Option(names = "--trigger", defaultValue = "threshold",
-      description = "with --memory: threshold (invoke when P >= --threshold, default), sample, or inactive (always invoke)")
+      description = "with memory: threshold (invoke when P >= --threshold, default), sample, or inactive (always invoke)")
   String trigger;
 
   @Option(names = "--threshold", defaultValue = "0.5", description = "with --trigger threshold (default ${DEFAULT-VALUE})") double threshold;
 
-  @Option(names = "--trace", description = "with --memory: show where latents went in and the trigger's probabilities (stderr)")
+  @Option(names = "--deadline-ms", defaultValue = "5000", description = "with --weaver-at: longest wait for one answer (default ${DEFAULT-VALUE})")
+  long deadlineMs;
+
+  @Option(names = "--trace", description = "with memory: show where latents went in and the trigger's probabilities (stderr)")
   boolean trace;
 
   private Generator.Result withMemory(Decoder decoder, Generator.Request request, TextTokenizer tokenizer) {
@@ -63,26 +74,27 @@ final class GenerateCommand implements Callable<Integer> {
       case "inactive" -> MemGenInterleaver.TriggerMode.INACTIVE;
       default -> throw new IllegalArgumentException("--trigger must be threshold, sample or inactive, got '" + trigger + "'");
     };
-    try (Memory mem = Memory.load(memory, decoder, Checkpoint.open(model).fingerprint());
-        TextTokenizer delimiterTokenizer = tokenizer != null ? null : TextTokenizer.load(model)) {
-      DelimiterTable delimiters = DelimiterTable.build(tokenizer != null ? tokenizer : delimiterTokenizer,
-          decoder.config().vocabSize(), mem.manifest().delimiters());
-      InProcessMemory links = new InProcessMemory(decoder, mem);
-      MemGenInterleaver.Options options = new MemGenInterleaver.Options(true, mem.manifest().maxInferenceAug(), mode, threshold, seed);
-      try (MemGenInterleaver loop = new MemGenInterleaver(List.of(links.weaver().open("cli")), List.of(links.trigger().open("cli")),
-          delimiters, options)) {
+    String fingerprint = Checkpoint.open(model).fingerprint();
+    try (TextTokenizer delimiterTokenizer = tokenizer != null ? null : TextTokenizer.load(model)) {
+      TextTokenizer t = tokenizer != null ? tokenizer : delimiterTokenizer;
+      java.util.function.Function<List<String>, DelimiterTable> delimiters =
+          names -> DelimiterTable.build(t, decoder.config().vocabSize(), names);
+      try (ReasonerMemory mem = memory != null ? ReasonerMemory.embedded(decoder, fingerprint, memory, delimiters)
+              : ReasonerMemory.remote(weaverAt, triggerAt, fingerprint, decoder.config().hiddenSize(), "",
+                  Duration.ofMillis(deadlineMs), delimiters);
+          MemGenInterleaver loop = mem.open(List.of("cli"), mode, threshold, request.sampling().seed(), OptionalInt.empty())) {
         Generator.Result r = new Generator(decoder).generate(List.of(request), (row, token, hidden) -> {}, loop).get(0);
         if (trace) {
-          MemGenInterleaver.Trace t = loop.trace(0);
-          for (MemGenInterleaver.Insertion i : t.insertions()) {
+          MemGenInterleaver.Trace tr = loop.trace(0);
+          for (MemGenInterleaver.Insertion i : tr.insertions()) {
             System.err.printf("latents: %-9s k=%d at stream position %d (after %d generated tokens)%s%n", i.kind(), i.k(),
                 i.position(), i.tokenIndex(), Float.isNaN(i.probability()) ? "" : String.format(", P(invoke)=%.3f", i.probability()));
           }
-          for (MemGenInterleaver.Decision d : t.decisions()) {
+          for (MemGenInterleaver.Decision d : tr.decisions()) {
             System.err.printf("trigger: after token %d, P(invoke)=%.3f -> %s%n", d.tokenIndex(), d.probability(),
                 d.invoke() ? "invoke" : "skip");
           }
-          System.err.println("skipped: " + t.skips());
+          System.err.println("skipped: " + tr.skips());
         }
         return r;
       }
@@ -110,7 +122,13 @@ final class GenerateCommand implements Callable<Integer> {
       }
       Generator.Request request = new Generator.Request(prompt, maxNewTokens, sampling, stop);
       Generator.Result r;
-      if (memory == null) {
+      if (memory != null && weaverAt != null) {
+        throw new IllegalArgumentException("--memory (in this process) and --weaver-at (a service) exclude each other");
+      }
+      if (triggerAt != null && weaverAt == null) {
+        throw new IllegalArgumentException("--trigger-at needs --weaver-at");
+      }
+      if (memory == null && weaverAt == null) {
         r = new Generator(decoder).generate(List.of(request)).get(0);
       } else {
         r = withMemory(decoder, request, tokenizer);

@@ -16,6 +16,7 @@ import picocli.CommandLine.Command;
       ForwardCommand.class,
       GenerateCommand.class,
       MakeTinyCommand.class,
+      ServeCommand.class,
       BenchCommand.class,
     })
 public final class Main implements Runnable {

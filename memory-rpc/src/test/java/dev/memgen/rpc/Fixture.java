@@ -64,6 +64,7 @@ final class Fixture implements AutoCloseable {
     WeaverService weaver = new WeaverService(base, memory, fingerprint, "default", limits);
     TriggerService trigger = new TriggerService(base, memory, fingerprint, "default", 0.5, limits);
     Server server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", port))
+        .directExecutor()
         .addService(weaver)
         .addService(trigger)
         .maxInboundMessageSize(MAX_INBOUND_BYTES)
@@ -73,7 +74,7 @@ final class Fixture implements AutoCloseable {
   }
 
   static ManagedChannel channel(int port) {
-    return NettyChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
+    return NettyChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().directExecutor().build();
   }
 
   @Override
