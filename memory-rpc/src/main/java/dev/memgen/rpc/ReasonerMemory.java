@@ -9,6 +9,7 @@ import dev.memgen.model.memory.WeaverLink;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.proto.v1.DescribeRequest;
 import dev.memgen.proto.v1.MemoryDescription;
+import dev.memgen.proto.v1.RowSource;
 import dev.memgen.proto.v1.WeaverGrpc;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
@@ -32,8 +33,11 @@ import org.slf4j.LoggerFactory;
 public final class ReasonerMemory implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(ReasonerMemory.class);
 
-  /** The memory's insertion rule: where inference latents may go, and how many times per sequence. */
-  public record Rule(DelimiterTable delimiters, int maxInferenceAug) {}
+  /**
+   * The memory's insertion rule (where inference latents may go, how many times per sequence) and what its weaver
+   * reads (the reasoner's hidden states, or its input embeddings).
+   */
+  public record Rule(DelimiterTable delimiters, int maxInferenceAug, boolean readsHidden) {}
 
   private final WeaverLink weaver;
   private final TriggerLink trigger; // null: no trigger, every delimiter invokes the weaver (up to the cap)
@@ -60,7 +64,8 @@ public final class ReasonerMemory implements AutoCloseable {
     Memory memory = Memory.load(memoryDir, base, baseFingerprint);
     try {
       InProcessMemory links = new InProcessMemory(base, memory);
-      Rule rule = new Rule(delimiters.apply(memory.manifest().delimiters()), memory.manifest().maxInferenceAug());
+      Rule rule = new Rule(delimiters.apply(memory.manifest().delimiters()), memory.manifest().maxInferenceAug(),
+          memory.manifest().weaverInput().equals("hidden"));
       return new ReasonerMemory(links.weaver(), links.trigger(), () -> rule,
           "embedded memory " + memoryDir + " (version " + memory.manifest().version() + ")", memory);
     } catch (RuntimeException e) {
@@ -105,7 +110,7 @@ public final class ReasonerMemory implements AutoCloseable {
 
   /** The rule a remote weaver describes, fetched once and kept; asked again (at most every few seconds) until it answers. */
   private static final class DescribedRule implements Supplier<Rule> {
-    private static final Rule PROMPT_ONLY = new Rule(null, 0);
+    private static final Rule PROMPT_ONLY = new Rule(null, 0, false);
     private final WeaverGrpc.WeaverBlockingStub stub;
     private final String adapterName;
     private final Duration deadline;
@@ -131,7 +136,8 @@ public final class ReasonerMemory implements AutoCloseable {
       try {
         MemoryDescription d = stub.withDeadlineAfter(deadline.toMillis(), TimeUnit.MILLISECONDS)
             .describe(DescribeRequest.newBuilder().setAdapterName(adapterName).build());
-        rule = new Rule(delimiters.apply(d.getDelimitersList()), d.getMaxInferenceAug());
+        rule = new Rule(delimiters.apply(d.getDelimitersList()), d.getMaxInferenceAug(),
+            d.getRowSource() == RowSource.LAST_HIDDEN_STATES);
         backoff.succeeded();
         LOG.info("memory '{}' version {}: K {}/{}, delimiters {}, max_inference_aug {}", d.getAdapterName(),
             d.getAdapterVersion(), d.getPromptK(), d.getInferenceK(), d.getDelimitersList(), d.getMaxInferenceAug());
@@ -163,7 +169,7 @@ public final class ReasonerMemory implements AutoCloseable {
     List<TriggerLink.Session> triggers = new ArrayList<>();
     boolean useTrigger = trigger != null && mode != MemGenInterleaver.TriggerMode.INACTIVE;
     for (String id : sessionIds) {
-      weavers.add(weaver.open(id));
+      weavers.add(weaver instanceof RemoteWeaver remote ? remote.open(id, r.readsHidden()) : weaver.open(id));
       triggers.add(useTrigger ? trigger.open(id) : null);
     }
     int cap = r.delimiters() == null ? 0 : maxInferenceAug.orElse(r.maxInferenceAug());

@@ -20,9 +20,9 @@ import java.time.Duration;
 
 /**
  * A weaver-service reached over gRPC, as a {@link WeaverLink}: the generate loop cannot tell it from the
- * in-process weaver, and for the same memory it gets the same latents. Token rows are not sent (the service
- * embeds the ids with its own copy of the base); latents the service wove are appended by reference to the Weave
- * that made them. Every call waits at most {@code deadline}; after a failure the link fails fast until its backoff
+ * in-process weaver, and for the same memory it gets the same latents. With input embeddings, token rows are not
+ * sent (the service embeds the ids with its own copy of the base) and latents the service wove are appended by
+ * reference to the Weave that made them; a weaver that reads hidden states gets the reasoner's with both. Every call waits at most {@code deadline}; after a failure the link fails fast until its backoff
  * allows a new stream, which replays the session's sequence.
  */
 public final class RemoteWeaver implements WeaverLink {
@@ -50,15 +50,47 @@ public final class RemoteWeaver implements WeaverLink {
 
   @Override
   public Session open(String sessionId) {
-    return new Session(sessionId);
+    return new Session(sessionId, false);
+  }
+
+  /** A session with a weaver that reads the reasoner's hidden states ({@code readsHidden}) or its input embeddings. */
+  public Session open(String sessionId, boolean readsHidden) {
+    return new Session(sessionId, readsHidden);
   }
 
   public final class Session extends RemoteSession<WeaverRequest, WeaverReply> implements WeaverLink.Session {
+    private final boolean readsHidden;
     private SessionOpened opened;
     private Item woven; // the latest weave, not yet accepted
 
-    Session(String sessionId) {
+    Session(String sessionId, boolean readsHidden) {
       super(channel, stub::session, WeaverReply::getSeq, deadline, backoff, "weaver", sessionId);
+      this.readsHidden = readsHidden;
+    }
+
+    @Override
+    public boolean readsHiddenStates() {
+      return readsHidden;
+    }
+
+    @Override
+    public void appendTokens(int[] ids, float[] hiddenStates) {
+      if (!readsHidden || hiddenStates.length != ids.length * hiddenSize) {
+        throw new IllegalArgumentException("hidden states for " + ids.length + " tokens: need " + ids.length * hiddenSize
+            + " values and a weaver that reads them, got " + hiddenStates.length);
+      }
+      if (ids.length > 0) {
+        add(new Item(ids.clone(), null, 0, hiddenStates, 0, null));
+      }
+    }
+
+    @Override
+    public void acceptLatents(float[] hiddenStates) {
+      if (woven == null || !readsHidden || hiddenStates.length != woven.k() * hiddenSize) {
+        throw new IllegalStateException("no weave to accept with " + hiddenStates.length + " hidden-state values");
+      }
+      add(new Item(null, woven.kind(), woven.k(), hiddenStates, 0, null)); // the rows travel: no weave_seq
+      woven = null;
     }
 
     @Override
@@ -79,6 +111,9 @@ public final class RemoteWeaver implements WeaverLink {
 
     @Override
     public void appendTokens(int[] ids) {
+      if (readsHidden) {
+        throw new IllegalStateException("this weaver reads the reasoner's hidden states: append them with the tokens");
+      }
       if (ids.length > 0) {
         add(new Item(ids.clone(), null, 0, null, 0, null));
       }
@@ -104,6 +139,9 @@ public final class RemoteWeaver implements WeaverLink {
 
     @Override
     public void acceptLatents() {
+      if (readsHidden) {
+        throw new IllegalStateException("this weaver reads the reasoner's hidden states: accept latents with theirs");
+      }
       if (woven == null) {
         throw new IllegalStateException("no weave to accept");
       }
@@ -118,7 +156,7 @@ public final class RemoteWeaver implements WeaverLink {
           .setBaseFingerprint(baseFingerprint)
           .setAdapterName(adapterName)
           .setHiddenSize(hiddenSize)
-          .setRowSource(RowSource.INPUT_EMBEDDINGS)).build();
+          .setRowSource(readsHidden ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS)).build();
     }
 
     @Override
@@ -141,10 +179,13 @@ public final class RemoteWeaver implements WeaverLink {
         for (int id : item.tokens()) {
           t.addTokenIds(id);
         }
+        if (item.rows() != null) { // hidden states
+          t.setRows(Tensors.f32(item.rows(), item.tokens().length, hiddenSize));
+        }
         a.setTokens(t);
       } else {
         LatentSpan.Builder l = LatentSpan.newBuilder().setKind(Protocol.wire(item.kind())).setK(item.k());
-        if (sameStream) {
+        if (sameStream && item.weaveSeq() != 0) {
           l.setWeaveSeq(item.weaveSeq()); // the service still holds these rows
         } else {
           l.setRows(Tensors.f32(item.rows(), item.k(), hiddenSize)); // replayed on a new stream

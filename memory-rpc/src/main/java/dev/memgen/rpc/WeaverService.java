@@ -35,6 +35,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
   private final String adapterName;
   private final ServiceLimits limits;
   private final SessionRegistry sessions;
+  private final boolean readsHidden; // the memory's weaver reads the reasoner's hidden states, not its embeddings
   private final ModelThread modelThread = new ModelThread("memgen-weaver-model");
 
   public WeaverService(Decoder base, Memory memory, String baseFingerprint, String adapterName, ServiceLimits limits) {
@@ -44,6 +45,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     this.adapterName = adapterName;
     this.limits = limits;
     this.sessions = new SessionRegistry(limits.maxSessions());
+    this.readsHidden = memory.manifest().weaverInput().equals("hidden");
   }
 
   /** Sessions open now. */
@@ -72,6 +74,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
         .setInferenceK(m.inferenceK())
         .addAllDelimiters(m.delimiters())
         .setMaxInferenceAug(m.maxInferenceAug())
+        .setRowSource(readsHidden ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS)
         .build());
     out.onCompleted();
   }
@@ -122,11 +125,14 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
         case BF16 -> DType.BF16;
         default -> throw invalid("open.dtype " + o.getDtype() + ": rows travel as F32 or BF16");
       };
-      if (o.getRowSource() == RowSource.LAST_HIDDEN_STATES || o.getRowSource() == RowSource.NO_ROWS) {
-        throw precondition("open.row_source " + o.getRowSource() + ": this weaver reads input embeddings (INPUT_EMBEDDINGS)");
-      }
-      if (o.getRowSource() != RowSource.INPUT_EMBEDDINGS && o.getRowSource() != RowSource.ROW_SOURCE_UNSPECIFIED) {
+      RowSource source = o.getRowSource() == RowSource.ROW_SOURCE_UNSPECIFIED ? RowSource.INPUT_EMBEDDINGS : o.getRowSource();
+      if (source == RowSource.UNRECOGNIZED) {
         throw invalid("open.row_source " + o.getRowSourceValue() + " is not a known row source");
+      }
+      RowSource mine = readsHidden ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS;
+      if (source != mine) {
+        throw precondition("open.row_source " + source + ": this weaver reads " + (readsHidden
+            ? "the reasoner's last-layer hidden states (LAST_HIDDEN_STATES)" : "input embeddings (INPUT_EMBEDDINGS)"));
       }
       session = memory.newWeaverSession();
       reply(WeaverReply.newBuilder().setSeq(r.getSeq()).setOpened(SessionOpened.newBuilder()
@@ -159,6 +165,8 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
           int[] ids = Protocol.tokenIds(t, base.config().vocabSize());
           if (t.hasRows() && t.getRows().getShapeCount() > 0) {
             session.appendRows(Tensors.toF32(t.getRows(), "append.tokens.rows", n, h));
+          } else if (readsHidden) {
+            throw invalid("append.tokens.rows is empty: this weaver reads the reasoner's hidden states of every token");
           } else {
             session.appendTokens(ids);
           }
@@ -169,6 +177,8 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
           checkGrowth("append.latents", l.getK());
           if (l.hasRows() && l.getRows().getShapeCount() > 0) {
             session.appendRows(Tensors.toF32(l.getRows(), "append.latents.rows", l.getK(), h));
+          } else if (readsHidden) {
+            throw invalid("append.latents.rows is empty: this weaver reads the reasoner's hidden states at the latents");
           } else if (l.getWeaveSeq() != 0 && l.getWeaveSeq() == lastWeaveSeq && l.getK() == lastWeaveK) {
             session.acceptLatents();
           } else {

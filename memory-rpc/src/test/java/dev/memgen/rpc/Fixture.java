@@ -5,6 +5,7 @@ import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.DelimiterTable;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
@@ -12,6 +13,7 @@ import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
 import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import java.io.IOException;
 import java.net.InetSocketAddress;
+import java.nio.file.Files;
 import java.nio.file.Path;
 
 /**
@@ -28,6 +30,7 @@ final class Fixture implements AutoCloseable {
   final String fingerprint;
   final Decoder base;
   final Memory memory;
+  final Memory hiddenMemory; // the same weights, its weaver reading the reasoner's hidden states
 
   Fixture(Path tmp) throws IOException {
     baseDir = tmp.resolve("base");
@@ -37,6 +40,13 @@ final class Fixture implements AutoCloseable {
     TinyMemory.write(baseDir, memoryDir, DelimiterTable.DEFAULT);
     base = Decoder.load(baseDir);
     memory = Memory.load(memoryDir, base, fingerprint);
+    Path hiddenDir = tmp.resolve("memory-hidden");
+    Files.createDirectories(hiddenDir);
+    Files.copy(memoryDir.resolve(Memory.TENSORS), hiddenDir.resolve(Memory.TENSORS));
+    MemoryManifest mf = MemoryManifest.read(memoryDir);
+    new MemoryManifest(mf.version(), mf.baseFingerprint(), mf.hiddenSize(), mf.numLayers(), mf.promptK(), mf.inferenceK(),
+        "hidden", mf.weaverLora(), mf.triggerLora(), mf.delimiters(), mf.maxInferenceAug()).write(hiddenDir);
+    hiddenMemory = Memory.load(hiddenDir, base, fingerprint);
   }
 
   /** The weaver and trigger services of this fixture's memory behind one gRPC server. */
@@ -61,6 +71,10 @@ final class Fixture implements AutoCloseable {
 
   /** A server on {@code port} (0: any free port) serving the weaver and trigger of this fixture's memory. */
   Served serve(int port, ServiceLimits limits) throws IOException {
+    return serve(port, limits, memory);
+  }
+
+  Served serve(int port, ServiceLimits limits, Memory memory) throws IOException {
     WeaverService weaver = new WeaverService(base, memory, fingerprint, "default", limits);
     TriggerService trigger = new TriggerService(base, memory, fingerprint, "default", 0.5, limits);
     Server server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", port))
@@ -80,6 +94,7 @@ final class Fixture implements AutoCloseable {
   @Override
   public void close() {
     memory.close();
+    hiddenMemory.close();
     base.close();
   }
 }

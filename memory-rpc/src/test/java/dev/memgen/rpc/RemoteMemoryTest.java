@@ -26,6 +26,7 @@ import java.net.InetSocketAddress;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
+import java.util.Arrays;
 import java.util.List;
 import java.util.Random;
 import java.util.Set;
@@ -114,6 +115,38 @@ class RemoteMemoryTest {
           assertTrue(t.skips().getOrDefault(MemGenInterleaver.Skip.WEAVER_UNAVAILABLE, 0) == 0, t.toString());
         }
         waitFor(() -> served.weaver().openSessions() == 0 && served.trigger().openSessions() == 0);
+      } finally {
+        channel.shutdownNow();
+      }
+    }
+  }
+
+  @Test
+  void aWeaverReadingHiddenStatesGetsThemOverGrpcAndWeavesAsInProcess() throws Exception {
+    InProcessMemory local = new InProcessMemory(reasoner, fx.hiddenMemory);
+    try (Fixture.Served served = fx.serve(0, ServiceLimits.DEFAULT, fx.hiddenMemory)) {
+      ManagedChannel channel = Fixture.channel(served.port());
+      try {
+        RemoteWeaver remote = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", Duration.ofSeconds(30));
+        WeaverLink hidden = id -> remote.open(id, true);
+        InProcessMemory embeddingsLocal = new InProcessMemory(reasoner, fx.memory);
+        MemGenInterleaver.Options always = new MemGenInterleaver.Options(true, 3, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0);
+        List<Generator.Request> reqs = requests(SamplingParams.GREEDY, 30);
+        Run inProcess = generate(local.weaver(), local.trigger(), reqs, always, (row, t, h) -> {});
+        Run overGrpc = generate(hidden, local.trigger(), reqs, always, (row, t, h) -> {});
+        Run embeddings = generate(embeddingsLocal.weaver(), local.trigger(), reqs, always, (row, t, h) -> {});
+        for (int b = 0; b < reqs.size(); b++) {
+          assertArrayEquals(inProcess.tokens().get(b), overGrpc.tokens().get(b), "row " + b);
+          assertEquals(inProcess.traces().get(b), overGrpc.traces().get(b), "row " + b);
+          assertTrue(overGrpc.traces().get(b).insertions().size() >= 2, overGrpc.traces().get(b).toString());
+        }
+        assertTrue(!Arrays.deepEquals(inProcess.tokens().toArray(), embeddings.tokens().toArray()),
+            "reading hidden states is not reading embeddings (the test can fail)");
+        // Sessions that do not send hidden states are refused by this weaver.
+        WeaverLink.Session wrong = remote.open("wrong", false);
+        wrong.appendTokens(new int[] {1, 2});
+        MemoryUnavailableException e = assertThrows(MemoryUnavailableException.class, () -> wrong.weave(Weaver.Kind.PROMPT));
+        assertTrue(e.getMessage().contains("LAST_HIDDEN_STATES"), e.getMessage());
       } finally {
         channel.shutdownNow();
       }

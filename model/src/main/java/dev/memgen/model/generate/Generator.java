@@ -58,30 +58,42 @@ public final class Generator {
    * Splices extra input rows (latent memory) into a row's stream: after its prompt and after any token. The rows
    * are appended to the KV cache in one batched call, take positions, and the last of them predicts the row's next
    * token. Implementations decide where (MemGen: the prompt boundary and delimiters) and produce the rows.
+   *
+   * <p>An interleaver that {@link #wantsHidden() wants hidden states} also gets the reasoner's final-norm hidden
+   * state of every row of the stream: the prompt's and each token's as they are computed, the inserted rows' right
+   * after their insertion ({@link #inserted}). Otherwise those arguments are null and nothing is copied.
    */
   public interface Interleaver {
     Interleaver NONE = new Interleaver() {
       @Override
-      public float[] afterPrompt(int row, int[] prompt, int room) {
+      public float[] afterPrompt(int row, int[] prompt, int room, float[] hidden) {
         return null;
       }
 
       @Override
-      public float[] afterToken(int row, int token) {
+      public float[] afterToken(int row, int token, float[] hidden) {
         return null;
       }
     };
+
+    default boolean wantsHidden() {
+      return false;
+    }
 
     /**
      * Rows {@code [k * hidden]} (row-major) to insert after row {@code row}'s prompt, or null for none.
      *
      * @param room how many rows the row may take in all (now and after later tokens) without its last token's
      *     position passing the model's context: {@code max_position_embeddings - prompt - max_new_tokens}
+     * @param hidden the prompt's hidden states {@code [prompt * hidden]}, or null
      */
-    float[] afterPrompt(int row, int[] prompt, int room);
+    float[] afterPrompt(int row, int[] prompt, int room, float[] hidden);
 
-    /** Rows to insert right after {@code token} was appended to row {@code row}, or null for none. */
-    float[] afterToken(int row, int token);
+    /** Rows to insert right after {@code token} (whose hidden state is {@code hidden}, or null) went into row {@code row}. */
+    float[] afterToken(int row, int token, float[] hidden);
+
+    /** The rows just inserted into row {@code row} produced these hidden states {@code [k * hidden]}. */
+    default void inserted(int row, float[] hidden) {}
   }
 
   public List<Result> generate(List<Request> requests) {
@@ -133,13 +145,19 @@ public final class Generator {
         System.arraycopy(p, 0, ids[b], 0, p.length);
         Arrays.fill(valid[b], 0, p.length, true);
       }
-      NDArray last = lastRows(decoder.forward(cache, decoder.embed(m, ids), valid), requests);
+      NDArray prefilled = decoder.forward(cache, decoder.embed(m, ids), valid);
+      NDArray last = lastRows(prefilled, requests);
+      boolean wantsHidden = interleaver.wantsHidden();
+      int width = decoder.config().hiddenSize();
+      float[] promptHidden = wantsHidden ? prefilled.toFloatArray() : null; // [batch, longest, h]
       float[][] inserts = new float[batch][];
       for (int b = 0; b < batch; b++) {
-        inserts[b] = done[b] ? null : interleaver.afterPrompt(b, requests.get(b).prompt(),
-            maxPositions - requests.get(b).prompt().length - requests.get(b).maxNewTokens());
+        int len = requests.get(b).prompt().length;
+        inserts[b] = done[b] ? null : interleaver.afterPrompt(b, requests.get(b).prompt(), maxPositions - len
+            - requests.get(b).maxNewTokens(), wantsHidden ? Arrays.copyOfRange(promptHidden, b * longest * width,
+            (b * longest + len) * width) : null);
       }
-      last = insert(cache, last, inserts, m);
+      last = insert(cache, last, inserts, m, interleaver);
       long t1 = System.nanoTime();
       for (int step = 0; step < budget && !allDone(done); step++) {
         try (NDManager s = m.newSubManager()) {
@@ -173,13 +191,15 @@ public final class Generator {
           }
           NDArray h = decoder.forward(cache, decoder.embed(s, stepIds), stepValid);
           last = h.get(new NDIndex(":, 0"));
+          float[] stepHidden = wantsHidden ? last.toFloatArray() : null; // [batch, h]
           boolean any = false;
           for (int b = 0; b < batch; b++) {
-            inserts[b] = stepValid[b][0] ? interleaver.afterToken(b, stepIds[b][0]) : null;
+            inserts[b] = stepValid[b][0] ? interleaver.afterToken(b, stepIds[b][0],
+                wantsHidden ? Arrays.copyOfRange(stepHidden, b * width, (b + 1) * width) : null) : null;
             any |= inserts[b] != null;
           }
           if (any) {
-            last = insert(cache, last, inserts, s);
+            last = insert(cache, last, inserts, s, interleaver);
           }
           last.attach(m);
         }
@@ -199,7 +219,7 @@ public final class Generator {
    * forward call, and returns the new last hidden state per row: the last inserted row's where rows went in,
    * {@code last}'s otherwise.
    */
-  private NDArray insert(KvCache cache, NDArray last, float[][] rows, NDManager m) {
+  private NDArray insert(KvCache cache, NDArray last, float[][] rows, NDManager m, Interleaver interleaver) {
     int batch = rows.length;
     int hidden = decoder.config().hiddenSize();
     int n = 0;
@@ -223,6 +243,14 @@ public final class Generator {
       }
     }
     NDArray h = decoder.forward(cache, m.create(flat, new Shape(batch, n, hidden)), valid);
+    if (interleaver.wantsHidden()) {
+      float[] all = h.toFloatArray(); // [batch, n, hidden]
+      for (int b = 0; b < batch; b++) {
+        if (rows[b] != null) {
+          interleaver.inserted(b, Arrays.copyOfRange(all, b * n * hidden, b * n * hidden + rows[b].length));
+        }
+      }
+    }
     NDList next = new NDList();
     for (int b = 0; b < batch; b++) {
       next.add(rows[b] == null ? last.get(b) : h.get(new NDIndex("{}, {}", b, rows[b].length / hidden - 1)));

@@ -17,8 +17,10 @@ import org.slf4j.LoggerFactory;
  * with the generation prompt {@code <|im_start|>assistant\n}); inference latents go in right after a token that
  * ends with a delimiter, at most {@code maxInferenceAug} times per sequence, when the trigger says so (an inactive
  * trigger always says so). Each sequence has its own weaver and trigger session, fed incrementally: the weaver
- * sees every token and every inserted latent, the trigger sees only tokens. A weaver or trigger that fails is
- * skipped at that point (counted, logged): the sequence goes on without memory there.
+ * sees every token and every inserted latent, the trigger sees only tokens. A weaver that reads the reasoner's
+ * hidden states rather than its input embeddings gets them with every token, and with each latent block right
+ * after the reasoner has computed them. A weaver or trigger that fails is skipped at that point (counted, logged):
+ * the sequence goes on without memory there.
  */
 public final class MemGenInterleaver implements Generator.Interleaver, AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(MemGenInterleaver.class);
@@ -61,6 +63,8 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     final TriggerLink.Session trigger;
     final SplittableRandom random;
     final List<Integer> unseenByWeaver = new ArrayList<>();
+    final List<float[]> unseenHidden = new ArrayList<>(); // their hidden states, when the weaver reads them
+    boolean awaitingHidden; // latents went in; the weaver takes them once the reasoner's hidden states are known
     final List<Integer> unseenByTrigger = new ArrayList<>(); // token ids, and latent blocks as -k (never a token id)
     final List<Insertion> insertions = new ArrayList<>();
     final List<Decision> decisions = new ArrayList<>();
@@ -70,8 +74,11 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     int inferenceInsertions;
     int room; // latent rows the sequence may still take before its last token would pass the context
 
+    final boolean readsHidden;
+
     Row(WeaverLink.Session weaver, TriggerLink.Session trigger, long seed) {
       this.weaver = weaver;
+      this.readsHidden = weaver.readsHiddenStates();
       this.trigger = trigger;
       this.random = new SplittableRandom(seed);
     }
@@ -83,14 +90,22 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     /** Weaves and accepts latents of {@code kind}, or returns null (counted) if the weaver fails or they do not fit. */
     float[] weave(Weaver.Kind kind, float probability) {
       try {
-        weaver.appendTokens(drain(unseenByWeaver));
+        if (readsHidden) {
+          weaver.appendTokens(drain(unseenByWeaver), concat(unseenHidden));
+        } else {
+          weaver.appendTokens(drain(unseenByWeaver));
+        }
         float[] latents = weaver.weave(kind);
         int k = weaver.k(kind);
         if (k > room) { // woven but not accepted: they never join the weaver's prefix either
           skip(Skip.CONTEXT_FULL);
           return null;
         }
-        weaver.acceptLatents();
+        if (readsHidden) {
+          awaitingHidden = true;
+        } else {
+          weaver.acceptLatents();
+        }
         unseenByTrigger.add(-k);
         insertions.add(new Insertion(position, generated, kind, k, probability, weaver.adapterVersion()));
         position += k;
@@ -120,7 +135,17 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
   }
 
   @Override
-  public float[] afterPrompt(int row, int[] prompt, int room) {
+  public boolean wantsHidden() {
+    for (Row r : rows) {
+      if (r.readsHidden) {
+        return true;
+      }
+    }
+    return false;
+  }
+
+  @Override
+  public float[] afterPrompt(int row, int[] prompt, int room, float[] hidden) {
     Row r = rows[row];
     r.position = prompt.length;
     r.room = room;
@@ -128,15 +153,21 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
       r.unseenByWeaver.add(id);
       r.unseenByTrigger.add(id);
     }
+    if (r.readsHidden) {
+      r.unseenHidden.add(hidden);
+    }
     return options.promptLatents() ? r.weave(Weaver.Kind.PROMPT, Float.NaN) : null;
   }
 
   @Override
-  public float[] afterToken(int row, int token) {
+  public float[] afterToken(int row, int token, float[] hidden) {
     Row r = rows[row];
     r.position++;
     r.generated++;
     r.unseenByWeaver.add(token);
+    if (r.readsHidden) {
+      r.unseenHidden.add(hidden);
+    }
     r.unseenByTrigger.add(token);
     if (!delimiters.isDelimiter(token)) {
       return null;
@@ -170,6 +201,19 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     return latents;
   }
 
+  @Override
+  public void inserted(int row, float[] hidden) {
+    Row r = rows[row];
+    if (r.awaitingHidden) {
+      r.awaitingHidden = false;
+      try {
+        r.weaver.acceptLatents(hidden);
+      } catch (RuntimeException e) { // a remote weaver only records it; an in-process one cannot fail here
+        LOG.warn("weaver failed to take the latents' hidden states: {}", e.toString());
+      }
+    }
+  }
+
   public Trace trace(int row) {
     Row r = rows[row];
     return new Trace(List.copyOf(r.insertions), List.copyOf(r.decisions), Map.copyOf(r.skips));
@@ -190,6 +234,18 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
       }
     }
     unseen.clear();
+  }
+
+  private static float[] concat(List<float[]> parts) {
+    int n = parts.stream().mapToInt(p -> p.length).sum();
+    float[] all = new float[n];
+    int at = 0;
+    for (float[] p : parts) {
+      System.arraycopy(p, 0, all, at, p.length);
+      at += p.length;
+    }
+    parts.clear();
+    return all;
   }
 
   private static int[] drain(List<Integer> pending) {

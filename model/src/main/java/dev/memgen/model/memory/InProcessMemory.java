@@ -22,11 +22,6 @@ public final class InProcessMemory {
   private final Memory memory;
 
   public InProcessMemory(Decoder base, Memory memory) {
-    if (!memory.manifest().weaverInput().equals("embeddings")) {
-      // The weaver would need the reasoner's last-layer hidden row of every token; the loop sends token ids only.
-      throw new IllegalArgumentException("weaver input '" + memory.manifest().weaverInput()
-          + "' is not supported by the generate loop yet (use 'embeddings')");
-    }
     this.base = base;
     this.memory = memory;
   }
@@ -62,7 +57,9 @@ public final class InProcessMemory {
     private final NDManager manager = base.manager().newSubManager();
     private final Weaver.Session session = memory.weaver().newSession(INITIAL_CAPACITY);
     private final NDList pending = new NDList();
+    private final boolean readsHidden = memory.manifest().weaverInput().equals("hidden");
     private NDArray lastLatents;
+    private RuntimeException broken;
 
     @Override
     public int k(Weaver.Kind kind) {
@@ -81,9 +78,48 @@ public final class InProcessMemory {
 
     @Override
     public void appendTokens(int[] ids) {
+      if (readsHidden) {
+        throw new IllegalStateException("this weaver reads the reasoner's hidden states: append them with the tokens");
+      }
       if (ids.length > 0) {
         pending.add(base.embed(manager, new int[][] {ids}));
       }
+    }
+
+    @Override
+    public boolean readsHiddenStates() {
+      return readsHidden;
+    }
+
+    @Override
+    public void appendTokens(int[] ids, float[] hiddenStates) {
+      if (!readsHidden) {
+        WeaverLink.Session.super.appendTokens(ids, hiddenStates);
+      }
+      if (hiddenStates.length != ids.length * base.config().hiddenSize()) {
+        throw new IllegalArgumentException(ids.length + " tokens need " + ids.length * base.config().hiddenSize()
+            + " hidden-state values, got " + hiddenStates.length);
+      }
+      if (ids.length > 0) {
+        appendRows(hiddenStates);
+      }
+    }
+
+    @Override
+    public void acceptLatents(float[] hiddenStates) {
+      if (!readsHidden) {
+        WeaverLink.Session.super.acceptLatents(hiddenStates);
+      }
+      if (lastLatents == null) {
+        throw new IllegalStateException("no weave to accept");
+      }
+      if (hiddenStates.length != lastLatents.size()) {
+        throw new IllegalArgumentException("the latents need " + lastLatents.size() + " hidden-state values, got "
+            + hiddenStates.length);
+      }
+      lastLatents.close();
+      lastLatents = null;
+      appendRows(hiddenStates);
     }
 
     /** Appends rows given by the caller ({@code [n * hidden]}, row-major): latents woven elsewhere, or token rows. */
@@ -101,9 +137,15 @@ public final class InProcessMemory {
         lastLatents.close();
         lastLatents = null;
       }
+      if (broken != null) {
+        throw new IllegalStateException("this weaver session failed earlier and its prefix is incomplete", broken);
+      }
       NDArray rows = pending.isEmpty() ? null : pending.size() == 1 ? pending.head() : NDArrays.concat(pending, 1);
       try {
         lastLatents = session.weave(kind, rows, manager);
+      } catch (RuntimeException e) {
+        broken = e; // the rows may or may not have reached the cache: no later weave could be trusted
+        throw e;
       } finally {
         if (rows != null) {
           rows.close();
@@ -116,6 +158,9 @@ public final class InProcessMemory {
 
     @Override
     public void acceptLatents() {
+      if (readsHidden) {
+        throw new IllegalStateException("this weaver reads the reasoner's hidden states: accept latents with theirs");
+      }
       if (lastLatents == null) {
         throw new IllegalStateException("no weave to accept");
       }

@@ -25,6 +25,25 @@ public interface WeaverLink {
     /** The latents of the last weave went into the reasoner's stream: they join the weaver's prefix too. */
     void acceptLatents();
 
+    /**
+     * Whether this weaver reads the reasoner's last-layer hidden states (the paper's wording) rather than its input
+     * embeddings (the reference code). Then tokens and accepted latents come with the reasoner's hidden states at
+     * their positions, through the two methods below.
+     */
+    default boolean readsHiddenStates() {
+      return false;
+    }
+
+    /** Tokens with the reasoner's final-norm hidden states at their positions ({@code [n * hidden]}). */
+    default void appendTokens(int[] ids, float[] hiddenStates) {
+      throw new UnsupportedOperationException("this weaver reads input embeddings: append token ids only");
+    }
+
+    /** Accepts the last weave's latents, with the reasoner's hidden states at their positions ({@code [k * hidden]}). */
+    default void acceptLatents(float[] hiddenStates) {
+      throw new UnsupportedOperationException("this weaver reads input embeddings: accept latents without hidden states");
+    }
+
     @Override
     void close();
   }

@@ -18,6 +18,7 @@ import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.memory.TriggerLink;
 import dev.memgen.model.memory.WeaverLink;
 import dev.memgen.model.text.ChatTemplate;
@@ -45,6 +46,7 @@ class MemGenLoopTest {
   @TempDir static Path tmp;
   static Decoder base;
   static Memory memory;
+  static Memory hiddenMemory;
   static TextTokenizer tokenizer;
   static NDManager m;
 
@@ -58,6 +60,14 @@ class MemGenLoopTest {
         "--prompt-k", "3", "--inference-k", "2", "--r", "4", "--alpha", "8", "--fingerprint", fingerprint, "--seed", "4");
     base = Decoder.load(dir);
     memory = Memory.load(mem, base, fingerprint);
+    // The same weights, reading the reasoner's last-layer hidden states instead of its input embeddings.
+    Path hiddenMem = tmp.resolve("memory-hidden");
+    java.nio.file.Files.createDirectories(hiddenMem);
+    java.nio.file.Files.copy(mem.resolve(Memory.TENSORS), hiddenMem.resolve(Memory.TENSORS));
+    MemoryManifest mf = MemoryManifest.read(mem);
+    new MemoryManifest(mf.version(), mf.baseFingerprint(), mf.hiddenSize(), mf.numLayers(), mf.promptK(), mf.inferenceK(),
+        "hidden", mf.weaverLora(), mf.triggerLora(), mf.delimiters(), mf.maxInferenceAug()).write(hiddenMem);
+    hiddenMemory = Memory.load(hiddenMem, base, fingerprint);
     tokenizer = TextTokenizer.load(dir);
     m = base.manager().newSubManager();
   }
@@ -66,6 +76,7 @@ class MemGenLoopTest {
   static void tearDown() {
     m.close();
     memory.close();
+    hiddenMemory.close();
     tokenizer.close();
     base.close();
   }
@@ -81,14 +92,25 @@ class MemGenLoopTest {
 
   @Test
   void incrementalLoopEqualsNaiveRecomputation() {
+    loopEqualsNaiveRecomputation(memory, false);
+  }
+
+  @Test
+  void withHiddenStateInputTheIncrementalLoopEqualsNaiveRecomputation() {
+    loopEqualsNaiveRecomputation(hiddenMemory, true);
+  }
+
+  void loopEqualsNaiveRecomputation(Memory memory, boolean hiddenInput) {
     DelimiterTable delimiters = manyDelimiters();
     InProcessMemory mem = new InProcessMemory(base, memory);
     int cap = 3;
     int[] prompt = prompt();
     Generator.Result result;
     MemGenInterleaver.Trace trace;
-    try (MemGenInterleaver loop = new MemGenInterleaver(List.of(mem.weaver().open("s")), java.util.Collections.singletonList(null),
-        delimiters, new MemGenInterleaver.Options(true, cap, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0))) {
+    List<float[]> woven = new ArrayList<>();
+    try (MemGenInterleaver loop = new MemGenInterleaver(List.of(recording(mem.weaver().open("s"), woven)),
+        java.util.Collections.singletonList(null), delimiters,
+        new MemGenInterleaver.Options(true, cap, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0))) {
       result = new Generator(base).generate(List.of(new Generator.Request(prompt, 24, SamplingParams.GREEDY, Set.of())),
           (row, token, hidden) -> {}, loop).get(0);
       trace = loop.trace(0);
@@ -102,7 +124,9 @@ class MemGenLoopTest {
     Arrays.stream(prompt).forEach(stream::add);
     List<Integer> positions = new ArrayList<>();
     positions.add(stream.size());
-    addRows(stream, naiveWeave(stream, Weaver.Kind.PROMPT));
+    List<float[]> naiveWoven = new ArrayList<>();
+    naiveWoven.add(naiveWeave(memory, hiddenInput, stream, Weaver.Kind.PROMPT));
+    addRows(stream, naiveWoven.get(0));
     List<Integer> generated = new ArrayList<>();
     int inference = 0;
     for (int t = 0; t < 24; t++) {
@@ -114,16 +138,64 @@ class MemGenLoopTest {
       stream.add(next);
       if (delimiters.isDelimiter(next) && inference < cap) {
         positions.add(stream.size());
-        addRows(stream, naiveWeave(stream, Weaver.Kind.INFERENCE));
+        naiveWoven.add(naiveWeave(memory, hiddenInput, stream, Weaver.Kind.INFERENCE));
+        addRows(stream, naiveWoven.get(naiveWoven.size() - 1));
         inference++;
       }
     }
     assertArrayEquals(generated.stream().mapToInt(Integer::intValue).toArray(), result.tokens());
     assertEquals(positions, trace.insertions().stream().map(MemGenInterleaver.Insertion::position).toList());
+    assertEquals(naiveWoven.size(), woven.size());
+    for (int i = 0; i < woven.size(); i++) { // the latents themselves, not only the tokens they lead to
+      float[] want = naiveWoven.get(i);
+      float[] got = woven.get(i);
+      double scale = 0;
+      for (float v : want) {
+        scale = Math.max(scale, Math.abs(v));
+      }
+      for (int j = 0; j < want.length; j++) {
+        assertEquals(want[j], got[j], 1e-4 * scale, "weave " + i + ", value " + j);
+      }
+    }
 
     int[] plain = new Generator(base).generate(List.of(new Generator.Request(prompt, 24, SamplingParams.GREEDY, Set.of())))
         .get(0).tokens();
     assertTrue(!Arrays.equals(plain, result.tokens()), "memory changes what the model generates (the test can fail)");
+  }
+
+  /** Passes everything to {@code inner} and keeps a copy of each weave's latents. */
+  static WeaverLink.Session recording(WeaverLink.Session inner, List<float[]> woven) {
+    return new WeaverLink.Session() {
+      @Override public int k(Weaver.Kind kind) {
+        return inner.k(kind);
+      }
+      @Override public long adapterVersion() {
+        return inner.adapterVersion();
+      }
+      @Override public void appendTokens(int[] ids) {
+        inner.appendTokens(ids);
+      }
+      @Override public float[] weave(Weaver.Kind kind) {
+        float[] latents = inner.weave(kind);
+        woven.add(latents.clone());
+        return latents;
+      }
+      @Override public void acceptLatents() {
+        inner.acceptLatents();
+      }
+      @Override public boolean readsHiddenStates() {
+        return inner.readsHiddenStates();
+      }
+      @Override public void appendTokens(int[] ids, float[] hiddenStates) {
+        inner.appendTokens(ids, hiddenStates);
+      }
+      @Override public void acceptLatents(float[] hiddenStates) {
+        inner.acceptLatents(hiddenStates);
+      }
+      @Override public void close() {
+        inner.close();
+      }
+    };
   }
 
   /** A trigger whose probabilities are scripted, to check the rule's decisions exactly. */
@@ -294,9 +366,20 @@ class MemGenLoopTest {
     }
   }
 
-  static float[] naiveWeave(List<Object> stream, Weaver.Kind kind) {
-    try (NDManager s = m.newSubManager(); Weaver.Session w = memory.weaver().newSession(4)) {
-      w.append(rows(stream, s));
+  /**
+   * A weave from scratch over the whole stream: its input-embedding rows, or (hidden-state input) the reasoner's
+   * final-norm hidden states of the whole stream, recomputed from scratch too.
+   */
+  static float[] naiveWeave(Memory memory, boolean hiddenInput, List<Object> stream, Weaver.Kind kind) {
+    try (NDManager s = m.newSubManager(); Weaver.Session w = memory.weaver().newSession(4);
+        KvCache cache = base.newCache(1, stream.size())) {
+      NDArray rows = rows(stream, s);
+      if (hiddenInput) {
+        boolean[][] valid = new boolean[1][stream.size()];
+        Arrays.fill(valid[0], true);
+        rows = base.forward(cache, rows, valid);
+      }
+      w.append(rows);
       return w.weave(kind, s).toFloatArray();
     }
   }
