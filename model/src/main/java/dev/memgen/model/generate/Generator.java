@@ -189,17 +189,26 @@ public final class Generator {
           if (allDone(done)) {
             break;
           }
-          NDArray h = decoder.forward(cache, decoder.embed(s, stepIds), stepValid);
-          last = h.get(new NDIndex(":, 0"));
-          float[] stepHidden = wantsHidden ? last.toFloatArray() : null; // [batch, h]
-          boolean any = false;
-          for (int b = 0; b < batch; b++) {
-            inserts[b] = stepValid[b][0] ? interleaver.afterToken(b, stepIds[b][0],
-                wantsHidden ? Arrays.copyOfRange(stepHidden, b * width, (b + 1) * width) : null) : null;
-            any |= inserts[b] != null;
-          }
-          if (any) {
-            last = insert(cache, last, inserts, s, interleaver);
+          if (wantsHidden) {
+            // The interleaver needs each token's hidden state before it decides: forward the tokens, then the latents.
+            NDArray h = decoder.forward(cache, decoder.embed(s, stepIds), stepValid);
+            last = h.get(new NDIndex(":, 0"));
+            float[] stepHidden = last.toFloatArray(); // [batch, h]
+            boolean any = false;
+            for (int b = 0; b < batch; b++) {
+              inserts[b] = stepValid[b][0]
+                  ? interleaver.afterToken(b, stepIds[b][0], Arrays.copyOfRange(stepHidden, b * width, (b + 1) * width)) : null;
+              any |= inserts[b] != null;
+            }
+            if (any) {
+              last = insert(cache, last, inserts, s, interleaver);
+            }
+          } else {
+            // The decision needs only the token: the token and its latents go into the cache in one forward call.
+            for (int b = 0; b < batch; b++) {
+              inserts[b] = stepValid[b][0] ? interleaver.afterToken(b, stepIds[b][0], null) : null;
+            }
+            last = step(cache, decoder.embed(s, stepIds), stepValid, inserts, s);
           }
           last.attach(m);
         }
@@ -254,6 +263,45 @@ public final class Generator {
     NDList next = new NDList();
     for (int b = 0; b < batch; b++) {
       next.add(rows[b] == null ? last.get(b) : h.get(new NDIndex("{}, {}", b, rows[b].length / hidden - 1)));
+    }
+    return NDArrays.stack(next);
+  }
+
+  /**
+   * One decode step: each live row's token, followed by its latent rows if it has any, in one forward call (rows with
+   * fewer are padded with masked slots). Returns each row's last hidden state: its last latent's, or its token's.
+   */
+  private NDArray step(KvCache cache, NDArray tokens, boolean[][] tokenValid, float[][] latents, NDManager m) {
+    int batch = latents.length;
+    int hidden = decoder.config().hiddenSize();
+    int n = 0;
+    for (float[] r : latents) {
+      if (r != null) {
+        if (r.length == 0 || r.length % hidden != 0) {
+          throw new IllegalArgumentException("latent rows must be k * " + hidden + " floats, got " + r.length);
+        }
+        n = Math.max(n, r.length / hidden);
+      }
+    }
+    if (n == 0) {
+      return decoder.forward(cache, tokens, tokenValid).get(new NDIndex(":, 0"));
+    }
+    float[] flat = new float[batch * n * hidden];
+    boolean[][] valid = new boolean[batch][1 + n];
+    int[] lastIndex = new int[batch];
+    for (int b = 0; b < batch; b++) {
+      valid[b][0] = tokenValid[b][0];
+      if (latents[b] != null) {
+        System.arraycopy(latents[b], 0, flat, b * n * hidden, latents[b].length);
+        Arrays.fill(valid[b], 1, 1 + latents[b].length / hidden, true);
+        lastIndex[b] = latents[b].length / hidden;
+      }
+    }
+    NDArray rows = tokens.concat(m.create(flat, new Shape(batch, n, hidden)), 1);
+    NDArray h = decoder.forward(cache, rows, valid);
+    NDList next = new NDList();
+    for (int b = 0; b < batch; b++) {
+      next.add(h.get(new NDIndex("{}, {}", b, lastIndex[b])));
     }
     return NDArrays.stack(next);
   }

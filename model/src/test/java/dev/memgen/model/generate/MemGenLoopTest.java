@@ -302,6 +302,40 @@ class MemGenLoopTest {
   }
 
   @Test
+  void aBatchWithMemoryGeneratesWhatEachSequenceGeneratesAlone() {
+    DelimiterTable delimiters = manyDelimiters();
+    InProcessMemory mem = new InProcessMemory(base, memory);
+    List<Generator.Request> requests = List.of(
+        new Generator.Request(prompt(), 20, SamplingParams.GREEDY, Set.of()),
+        new Generator.Request(new int[] {5, 9, 200, 31}, 14, SamplingParams.GREEDY, Set.of()),
+        new Generator.Request(new int[] {77, 78}, 20, new SamplingParams(0.8, 0, 1, 3), Set.of()));
+    MemGenInterleaver.Options options = new MemGenInterleaver.Options(true, 3, MemGenInterleaver.TriggerMode.SAMPLE, 0.5, 11);
+    List<WeaverLink.Session> weavers = new ArrayList<>();
+    List<TriggerLink.Session> triggers = new ArrayList<>();
+    for (int b = 0; b < requests.size(); b++) {
+      weavers.add(mem.weaver().open("b" + b));
+      triggers.add(mem.trigger().open("b" + b));
+    }
+    try (MemGenInterleaver batch = new MemGenInterleaver(weavers, triggers, delimiters, options)) {
+      List<Generator.Result> together = new Generator(base).generate(requests, (row, token, hidden) -> {}, batch);
+      for (int b = 0; b < requests.size(); b++) {
+        // Alone, with the seed the batch gave this row (options.seed() + row).
+        MemGenInterleaver.Options own = new MemGenInterleaver.Options(true, 3, MemGenInterleaver.TriggerMode.SAMPLE, 0.5, 11 + b);
+        try (MemGenInterleaver alone = new MemGenInterleaver(List.of(mem.weaver().open("a")), List.of(mem.trigger().open("a")),
+            delimiters, own)) {
+          int[] tokens = new Generator(base).generate(List.of(requests.get(b)), (row, token, hidden) -> {}, alone).get(0).tokens();
+          assertArrayEquals(tokens, together.get(b).tokens(), "row " + b);
+          assertEquals(alone.trace(0).insertions().stream().map(MemGenInterleaver.Insertion::position).toList(),
+              batch.trace(b).insertions().stream().map(MemGenInterleaver.Insertion::position).toList(), "row " + b);
+        }
+      }
+      long distinctSchedules = java.util.stream.IntStream.range(0, requests.size())
+          .mapToObj(b -> batch.trace(b).insertions().stream().map(MemGenInterleaver.Insertion::tokenIndex).toList()).distinct().count();
+      assertTrue(distinctSchedules > 1, "rows take latents at different steps (padding is exercised)");
+    }
+  }
+
+  @Test
   void latentsNeverPushTheSequencePastTheContext() {
     int[] prompt = prompt();
     int maxPositions = base.config().maxPositions();
