@@ -57,11 +57,8 @@ class LocalServicesTest {
   @Test
   void servicesRunAsProcessesAndAnswerOverGrpc() throws Exception {
     Path model = tmp.resolve("model");
-    TinyCheckpoint.write(model, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
     Path memory = tmp.resolve("memory");
-    TinyMemory.write(model, memory, TinyMemory.everyCharacter());
-    grpcBase = freePortBlock(4, 0);
-    httpBase = freePortBlock(4, grpcBase);
+    prepare(model, memory);
     try {
       String started = script("start", "--model", model.toString(), "--memory", memory.toString());
       for (String s : List.of("reasoner-service", "trigger-service", "weaver-service", "trainer-service")) {
@@ -110,11 +107,8 @@ class LocalServicesTest {
   @Test
   void killingTheWeaverProcessMidGenerationStillCompletesTheRequest() throws Exception {
     Path model = tmp.resolve("model");
-    TinyCheckpoint.write(model, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
     Path memory = tmp.resolve("memory");
-    TinyMemory.write(model, memory, TinyMemory.everyCharacter());
-    grpcBase = freePortBlock(4, 0);
-    httpBase = freePortBlock(4, grpcBase);
+    prepare(model, memory);
     // Every delimiter invokes the weaver, with no cap: memory is consulted at nearly every token.
     javaOpts = "-Dmemgen.trigger.mode=inactive -Dmemgen.memory.max-inference-aug=100000";
     try {
@@ -134,6 +128,14 @@ class LocalServicesTest {
     } finally {
       script("stop");
     }
+  }
+
+  /** A tiny checkpoint and a memory whose delimiters a random model meets at once; free ports for the services. */
+  private void prepare(Path model, Path memory) throws IOException {
+    TinyCheckpoint.write(model, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
+    TinyMemory.write(model, memory, TinyMemory.everyCharacter());
+    grpcBase = freePortBlock(4, 0);
+    httpBase = freePortBlock(4, grpcBase);
   }
 
   record Streamed(int[] tokens, Finished finished) {}

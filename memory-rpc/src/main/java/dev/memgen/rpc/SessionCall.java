@@ -1,5 +1,6 @@
 package dev.memgen.rpc;
 
+import dev.memgen.proto.v1.SessionAppend;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
@@ -40,16 +41,56 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
   protected final StreamObserver<R> out;
   private final Executor model;
   private final SessionRegistry registry;
+  private final ServiceLimits limits;
+  private final int maxLength;
+  private final String service;
+  protected int length; // rows (tokens and latents) appended so far
   private long lastSeq;
   private boolean opened;
   private boolean closed;
   private boolean ended; // the stream is over (error sent, completed, or cancelled): ignore whatever still arrives
   protected String sessionId = "?";
 
-  SessionCall(StreamObserver<R> out, Executor model, SessionRegistry registry) {
+  /**
+   * @param maxPositions the base model's context; a session may not grow past it (or past the limits' own bound)
+   * @param service "weaver" or "trigger", for messages
+   */
+  SessionCall(StreamObserver<R> out, Executor model, SessionRegistry registry, ServiceLimits limits, int maxPositions,
+      String service) {
     this.out = out;
     this.model = model;
     this.registry = registry;
+    this.limits = limits;
+    this.maxLength = limits.sessionLength(maxPositions);
+    this.service = service;
+  }
+
+  /** Checks an append's position and size against the session and the limits; returns how many rows it adds. */
+  int checkAppend(SessionAppend a) {
+    if (a.getPosition() != length) {
+      throw precondition("append.position " + a.getPosition() + ", but the session holds " + length
+          + " rows: appends must be contiguous");
+    }
+    return switch (a.getContentCase()) {
+      case TOKENS -> checkGrowth("append.tokens", a.getTokens().getTokenIdsCount());
+      case LATENTS -> checkGrowth("append.latents", a.getLatents().getK());
+      case CONTENT_NOT_SET -> throw invalid("append has no content (set tokens or latents)");
+    };
+  }
+
+  /** Checks that {@code n} more rows (named {@code field} in messages) may join the session; returns n. */
+  int checkGrowth(String field, int n) {
+    if (n < 1) {
+      throw invalid(field + " is empty (" + (field.endsWith("tokens") ? "token_ids" : "k") + " must be >= 1)");
+    }
+    if (n > limits.maxAppendRows()) {
+      throw invalid(field + " carries " + n + " rows; one append may carry at most " + limits.maxAppendRows());
+    }
+    if ((long) length + n > maxLength) {
+      throw invalid(field + ": " + n + " more rows after " + length + " would pass this " + service
+          + "'s limit of " + maxLength + " rows per session");
+    }
+    return n;
   }
 
   /** The request's seq. */

@@ -62,12 +62,11 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
 
   private final class Call extends SessionCall<TriggerRequest, TriggerReply> {
     private InProcessMemory.TriggerSession session;
-    private int length; //        rows (tokens and latents) appended so far
-    private int tokens; //        tokens among them
+    private int tokens; //        tokens among the rows appended
     private boolean lastIsToken; // whether the latest append was tokens
 
     Call(StreamObserver<TriggerReply> out) {
-      super(out, modelThread.executor(), sessions);
+      super(out, modelThread.executor(), sessions, limits, base.config().maxPositions(), "trigger");
     }
 
     @Override
@@ -110,47 +109,26 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
     }
 
     private void append(SessionAppend a) {
-      if (a.getPosition() != length) {
-        throw precondition("append.position " + a.getPosition() + ", but the session holds " + length
-            + " rows: appends must be contiguous");
-      }
+      int n = checkAppend(a);
       switch (a.getContentCase()) {
         case TOKENS -> {
           TokenSpan t = a.getTokens();
-          checkGrowth("append.tokens", t.getTokenIdsCount());
           if (t.hasRows() && t.getRows().getShapeCount() + t.getRows().getData().size() > 0) {
             throw invalid("append.tokens.rows: the trigger reads token ids only; send no rows");
           }
           session.appendTokens(Protocol.tokenIds(t, base.config().vocabSize())); // queued until the next Decide
-          length += t.getTokenIdsCount();
-          tokens += t.getTokenIdsCount();
+          tokens += n;
           lastIsToken = true;
         }
-        case LATENTS -> {
+        default -> { // LATENTS
           LatentSpan l = a.getLatents();
-          checkGrowth("append.latents", l.getK());
           if (l.hasRows() && l.getRows().getShapeCount() + l.getRows().getData().size() > 0) {
             throw invalid("append.latents.rows: the trigger never reads latents; send the count k only");
           }
-          length += l.getK();
           lastIsToken = false;
         }
-        case CONTENT_NOT_SET -> throw invalid("append has no content (set tokens or latents)");
       }
-    }
-
-    private void checkGrowth(String field, int n) {
-      if (n < 1) {
-        throw invalid(field + " is empty (" + (field.endsWith("tokens") ? "token_ids" : "k") + " must be >= 1)");
-      }
-      if (n > limits.maxAppendRows()) {
-        throw invalid(field + " carries " + n + " rows; one append may carry at most " + limits.maxAppendRows());
-      }
-      int max = limits.sessionLength(base.config().maxPositions());
-      if ((long) length + n > max) {
-        throw invalid(field + ": " + n + " more rows would make the session " + (length + n)
-            + " rows long, past this trigger's limit of " + max);
-      }
+      length += n;
     }
 
     private void decide(long seq, Decide d) {

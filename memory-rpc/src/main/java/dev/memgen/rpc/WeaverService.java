@@ -87,12 +87,11 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
   private final class Call extends SessionCall<WeaverRequest, WeaverReply> {
     private InProcessMemory.WeaverSession session;
     private DType dtype;
-    private int length; //        rows appended so far
     private long lastWeaveSeq; // the latest Weave whose latents have not been appended yet, or 0
     private int lastWeaveK;
 
     Call(StreamObserver<WeaverReply> out) {
-      super(out, modelThread.executor(), sessions);
+      super(out, modelThread.executor(), sessions, limits, base.config().maxPositions(), "weaver");
     }
 
     @Override
@@ -152,16 +151,11 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     }
 
     private void append(SessionAppend a) {
-      if (a.getPosition() != length) {
-        throw precondition("append.position " + a.getPosition() + ", but the session holds " + length
-            + " rows: appends must be contiguous");
-      }
+      int n = checkAppend(a);
       int h = base.config().hiddenSize();
       switch (a.getContentCase()) {
         case TOKENS -> {
           TokenSpan t = a.getTokens();
-          int n = t.getTokenIdsCount();
-          checkGrowth("append.tokens", n);
           int[] ids = Protocol.tokenIds(t, base.config().vocabSize());
           if (t.hasRows() && t.getRows().getShapeCount() > 0) {
             session.appendRows(Tensors.toF32(t.getRows(), "append.tokens.rows", n, h));
@@ -170,11 +164,9 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
           } else {
             session.appendTokens(ids);
           }
-          length += n;
         }
-        case LATENTS -> {
+        default -> { // LATENTS
           LatentSpan l = a.getLatents();
-          checkGrowth("append.latents", l.getK());
           if (l.hasRows() && l.getRows().getShapeCount() > 0) {
             session.appendRows(Tensors.toF32(l.getRows(), "append.latents.rows", l.getK(), h));
           } else if (readsHidden) {
@@ -187,24 +179,9 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
                 + (lastWeaveSeq == 0 ? " (there is none)" : " (seq " + lastWeaveSeq + ", k " + lastWeaveK + ")"));
           }
           lastWeaveSeq = 0;
-          length += l.getK();
         }
-        case CONTENT_NOT_SET -> throw invalid("append has no content (set tokens or latents)");
       }
-    }
-
-    private void checkGrowth(String field, int n) {
-      if (n < 1) {
-        throw invalid(field + " is empty (" + (field.endsWith("tokens") ? "token_ids" : "k") + " must be >= 1)");
-      }
-      if (n > limits.maxAppendRows()) {
-        throw invalid(field + " carries " + n + " rows; one append may carry at most " + limits.maxAppendRows());
-      }
-      int max = limits.sessionLength(base.config().maxPositions());
-      if ((long) length + n > max) {
-        throw invalid(field + ": " + n + " more rows would make the session " + (length + n)
-            + " rows long, past this weaver's limit of " + max);
-      }
+      length += n;
     }
 
     private void weave(long seq, dev.memgen.proto.v1.Weave w) {
@@ -220,11 +197,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
       if (length == 0) {
         throw precondition("weave before any append: the weaver needs at least one prefix row");
       }
-      int k = session.k(kind);
-      int max = limits.sessionLength(base.config().maxPositions());
-      if (length + k > max) {
-        throw invalid("weave: " + k + " latent rows after " + length + " would pass this weaver's limit of " + max + " rows");
-      }
+      int k = checkGrowth("weave", session.k(kind));
       float[] latents = session.weave(kind);
       lastWeaveSeq = seq;
       lastWeaveK = k;

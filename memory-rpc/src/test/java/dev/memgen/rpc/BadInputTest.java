@@ -252,7 +252,7 @@ class BadInputTest {
         "append.tokens carries 33 rows; one append may carry at most 32");
     int[] thirty = new int[30];
     assertRefused(weaver(wOpen(open()), wTokens(0, thirty), wTokens(30, thirty), wTokens(60, 1, 2, 3, 4, 5)),
-        Status.Code.INVALID_ARGUMENT, "would make the session 65 rows long, past this weaver's limit of " + SESSION_LIMIT);
+        Status.Code.INVALID_ARGUMENT, "append.tokens: 5 more rows after 60 would pass this weaver's limit of " + SESSION_LIMIT + " rows per session");
     // Past the transport's message limit gRPC itself refuses the stream before any of our code runs: the server
     // answers RESOURCE_EXHAUSTED, which a client still sending sees as the stream's reset (CANCELLED).
     float[] huge = new float[Fixture.MAX_INBOUND_BYTES / 4 + 1];
