@@ -13,6 +13,8 @@ import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.Arrays;
+import java.util.List;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -148,6 +150,67 @@ class CliTest {
     Run wrongBase = memgen("generate", "--model", other.toString(), "--memory", mem.toString(), "--ids", "1,2");
     assertEquals(2, wrongBase.exit());
     assertTrue(wrongBase.err().contains("another base model"), wrongBase.err());
+  }
+
+  @Test
+  void memoryServedInSeparateProcessesGivesTheSameTokensAndItsAbsenceIsSkipped() throws Exception {
+    Path base = tmp.resolve("tiny");
+    assertEquals(0, memgen("make-tiny", "--out", base.toString()).exit());
+    Path mem = tmp.resolve("mem");
+    // Delimiters a random model meets at once: every printable ASCII character but '|', and U+FFFD (a lone byte >= 0x80).
+    StringBuilder every = new StringBuilder("\uFFFD");
+    for (char c = 32; c < 127; c++) {
+      if (c != '|') {
+        every.append('|').append(c);
+      }
+    }
+    assertEquals(0, memgen("init-memory", "--model", base.toString(), "--out", mem.toString(), "--prompt-k", "3",
+        "--inference-k", "2", "--delimiters", every.toString()).exit());
+    String[] prompt = {"--prompt", "Tell me a story", "--max-new-tokens", "24", "--trace", "--trigger", "sample", "--seed", "5"};
+    Run embedded = memgen(concat(new String[] {"generate", "--model", base.toString(), "--memory", mem.toString()}, prompt));
+    assertEquals(0, embedded.exit(), embedded.err());
+    try (ChildServices services = new ChildServices()) {
+      int weaver = services.serve("weaver", "--model", base.toString(), "--memory", mem.toString());
+      int trigger = services.serve("trigger", "--model", base.toString(), "--memory", mem.toString());
+      Run remote = memgen(concat(new String[] {"generate", "--model", base.toString(), "--weaver-at", "127.0.0.1:" + weaver,
+          "--trigger-at", "127.0.0.1:" + trigger}, prompt));
+      assertEquals(0, remote.exit(), remote.err());
+      assertEquals(embedded.out(), remote.out(), "the same text");
+      assertEquals(traceLines(embedded.err()), traceLines(remote.err()), "the same insertions and decisions");
+      assertTrue(traceLines(remote.err()).contains("latents: INFERENCE"), remote.err());
+    }
+    Run gone = memgen("generate", "--model", base.toString(), "--weaver-at", "127.0.0.1:1", "--ids", "1,2,3",
+        "--max-new-tokens", "5", "--trace");
+    assertEquals(0, gone.exit(), "no weaver: the generation still completes");
+    assertTrue(gone.err().contains("WEAVER_UNAVAILABLE"), gone.err());
+    Run orphan = memgen("generate", "--model", base.toString(), "--trigger-at", "127.0.0.1:1", "--ids", "1");
+    assertEquals(2, orphan.exit());
+    assertTrue(orphan.err().contains("--trigger-at needs --weaver-at"), orphan.err());
+  }
+
+  @Test
+  void benchMemgenReportsEveryVariant() throws Exception {
+    Path base = tmp.resolve("tiny");
+    assertEquals(0, memgen("make-tiny", "--out", base.toString()).exit());
+    Run run = memgen("bench", "memgen", "--model", base.toString(), "--new-tokens", "16", "--insertions", "2", "--k", "2",
+        "--runs", "1", "--warmup", "0");
+    assertEquals(0, run.exit(), run.err());
+    JsonNode json = new ObjectMapper().readTree(run.lastLine());
+    for (String key : List.of("vanilla_tps", "memgen_inprocess_tps", "memgen_grpc_tps", "reprefill_tps")) {
+      assertTrue(json.get(key).asDouble() > 0, key + " in " + run.lastLine());
+    }
+  }
+
+  static String[] concat(String[] a, String[] b) {
+    String[] all = Arrays.copyOf(a, a.length + b.length);
+    System.arraycopy(b, 0, all, a.length, b.length);
+    return all;
+  }
+
+  /** The --trace lines (latents, trigger decisions, skips), without timings. */
+  static String traceLines(String err) {
+    return err.lines().filter(l -> l.startsWith("latents:") || l.startsWith("trigger:") || l.startsWith("skipped:"))
+        .collect(java.util.stream.Collectors.joining("\n"));
   }
 
   @Test
