@@ -17,6 +17,7 @@ import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.memory.TriggerLink;
 import dev.memgen.model.memory.WeaverLink;
+import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.ReasonerMemory;
 import dev.memgen.rpc.RemoteTrigger;
 import dev.memgen.rpc.RemoteWeaver;
@@ -90,7 +91,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
           int triggerPort = children.serve("trigger", "--model", model.toString(), "--memory", memDir.toString());
           weaverChannel = ReasonerMemory.channel("127.0.0.1:" + weaverPort);
           triggerChannel = ReasonerMemory.channel("127.0.0.1:" + triggerPort);
-          Duration deadline = Duration.ofSeconds(60);
+          CallDeadline deadline = CallDeadline.of(Duration.ofSeconds(60));
           remoteWeaver = new RemoteWeaver(weaverChannel, fingerprint, decoder.config().hiddenSize(), "", deadline);
           remoteTrigger = new RemoteTrigger(triggerChannel, fingerprint, "", deadline);
         }

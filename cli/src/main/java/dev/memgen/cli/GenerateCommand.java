@@ -8,6 +8,7 @@ import dev.memgen.model.generate.Generator;
 import dev.memgen.model.generate.SamplingParams;
 import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.TextTokenizer;
+import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.ReasonerMemory;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -61,8 +62,12 @@ final class GenerateCommand implements Callable<Integer> {
 
   @Option(names = "--threshold", defaultValue = "0.5", description = "with --trigger threshold (default ${DEFAULT-VALUE})") double threshold;
 
-  @Option(names = "--deadline-ms", defaultValue = "5000", description = "with --weaver-at: longest wait for one answer (default ${DEFAULT-VALUE})")
+  @Option(names = "--deadline-ms", defaultValue = "5000",
+      description = "with --weaver-at: longest wait for one answer, plus --deadline-per-row-ms per row the service must run (default ${DEFAULT-VALUE})")
   long deadlineMs;
+
+  @Option(names = "--deadline-per-row-ms", defaultValue = "20", description = "with --weaver-at (default ${DEFAULT-VALUE})")
+  double deadlinePerRowMs;
 
   @Option(names = "--trace", description = "with memory: show where latents went in and the trigger's probabilities (stderr)")
   boolean trace;
@@ -81,7 +86,7 @@ final class GenerateCommand implements Callable<Integer> {
           names -> DelimiterTable.build(t, decoder.config().vocabSize(), names);
       try (ReasonerMemory mem = memory != null ? ReasonerMemory.embedded(decoder, fingerprint, memory, delimiters)
               : ReasonerMemory.remote(weaverAt, triggerAt, fingerprint, decoder.config().hiddenSize(), "",
-                  Duration.ofMillis(deadlineMs), delimiters);
+                  new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))), delimiters);
           MemGenInterleaver loop = mem.open(List.of("cli"), mode, threshold, request.sampling().seed(), OptionalInt.empty())) {
         Generator.Result r = new Generator(decoder).generate(List.of(request), (row, token, hidden) -> {}, loop).get(0);
         if (trace) {

@@ -27,7 +27,6 @@ import java.util.function.ToLongFunction;
 final class ClientStream<Q, R> {
   private final Map<Long, CompletableFuture<R>> waiting = new ConcurrentHashMap<>();
   private final ClientCallStreamObserver<Q> requests;
-  private final Duration deadline;
   private final String service;
   private volatile Throwable failure;
   private long seq;
@@ -35,10 +34,9 @@ final class ClientStream<Q, R> {
   /**
    * @param start the stub's session method, e.g. {@code WeaverGrpc.newStub(channel)::session}
    * @param seqOf a reply's seq
+   * @param service "weaver" or "trigger", for messages
    */
-  ClientStream(Function<StreamObserver<R>, StreamObserver<Q>> start, ToLongFunction<R> seqOf, Duration deadline,
-      String service) {
-    this.deadline = deadline;
+  ClientStream(Function<StreamObserver<R>, StreamObserver<Q>> start, ToLongFunction<R> seqOf, String service) {
     this.service = service;
     Object[] call = new Object[1];
     start.apply(new ClientResponseObserver<Q, R>() {
@@ -94,8 +92,8 @@ final class ClientStream<Q, R> {
     return s;
   }
 
-  /** Sends a request and waits, at most the deadline, for its reply. */
-  R call(LongFunction<Q> build) {
+  /** Sends a request and waits, at most {@code deadline}, for its reply. */
+  R call(LongFunction<Q> build, Duration deadline) {
     check();
     long s = seq + 1;
     CompletableFuture<R> reply = new CompletableFuture<>();

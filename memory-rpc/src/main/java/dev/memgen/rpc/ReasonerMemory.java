@@ -82,14 +82,14 @@ public final class ReasonerMemory implements AutoCloseable {
    * @param delimiters builds the base vocabulary's delimiter table from the memory's delimiter strings
    */
   public static ReasonerMemory remote(String weaverTarget, String triggerTarget, String baseFingerprint, int hiddenSize,
-      String adapterName, Duration deadline, Function<List<String>, DelimiterTable> delimiters) {
+      String adapterName, CallDeadline deadline, Function<List<String>, DelimiterTable> delimiters) {
     ManagedChannel weaverChannel = channel(weaverTarget);
     ManagedChannel triggerChannel = triggerTarget == null ? null
         : triggerTarget.equals(weaverTarget) ? weaverChannel : channel(triggerTarget);
     return new ReasonerMemory(
         new RemoteWeaver(weaverChannel, baseFingerprint, hiddenSize, adapterName, deadline),
         triggerChannel == null ? null : new RemoteTrigger(triggerChannel, baseFingerprint, adapterName, deadline),
-        new DescribedRule(weaverChannel, adapterName, deadline, delimiters),
+        new DescribedRule(weaverChannel, adapterName, deadline.fixed(), delimiters),
         "weaver-service at " + weaverTarget + (triggerTarget == null ? ", no trigger" : ", trigger-service at " + triggerTarget),
         () -> {
           for (ManagedChannel c : triggerChannel == null || triggerChannel == weaverChannel

@@ -10,6 +10,7 @@ import java.util.ArrayList;
 import java.util.List;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
+import java.util.function.BiFunction;
 import java.util.function.Function;
 import java.util.function.LongFunction;
 import java.util.function.ToLongFunction;
@@ -30,7 +31,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
   private final Channel channel;
   private final Function<StreamObserver<R>, StreamObserver<Q>> start;
   private final ToLongFunction<R> seqOf;
-  private final Duration deadline;
+  private final CallDeadline deadline;
   private final Backoff backoff;
   private final String service;
   protected final String sessionId;
@@ -41,7 +42,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
   protected ClientStream<Q, R> stream;
 
   RemoteSession(Channel channel, Function<StreamObserver<R>, StreamObserver<Q>> start, ToLongFunction<R> seqOf,
-      Duration deadline, Backoff backoff, String service, String sessionId) {
+      CallDeadline deadline, Backoff backoff, String service, String sessionId) {
     this.channel = channel;
     this.start = start;
     this.seqOf = seqOf;
@@ -68,15 +69,17 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
   }
 
   /**
-   * Runs {@code call} on a live stream after sending every append it lacks. Any failure ends the stream and comes
-   * out as {@link MemoryUnavailableException}; the next call reconnects, when the backoff allows.
+   * Runs {@code call} on a live stream after sending every append it lacks, giving it the deadline for the work
+   * those appends (and {@code extraRows}, e.g. the weave's queries) make. Any failure ends the stream and comes out
+   * as {@link MemoryUnavailableException}; the next call reconnects, when the backoff allows.
    */
-  <T> T withStream(Function<ClientStream<Q, R>, T> call) {
+  <T> T withStream(int extraRows, BiFunction<ClientStream<Q, R>, Duration, T> call) {
     ClientStream<Q, R> s = stream;
     try {
       if (s == null || !s.alive()) {
         s = connect();
       }
+      int newRows = length - sentLength;
       for (; sentItems < history.size(); sentItems++) {
         Item item = history.get(sentItems);
         int position = sentLength;
@@ -84,7 +87,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
         s.send(seq -> appendRequest(seq, position, item, item.wovenOn() == on));
         sentLength += item.size();
       }
-      return call.apply(s);
+      return call.apply(s, deadline.forRows(newRows + extraRows));
     } catch (MemoryUnavailableException e) {
       stream = null;
       backoff.failed();
@@ -107,9 +110,9 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
     if (channel instanceof ManagedChannel m) {
       retryConnectionNow(m);
     }
-    ClientStream<Q, R> s = new ClientStream<>(start, seqOf, deadline, service);
+    ClientStream<Q, R> s = new ClientStream<>(start, seqOf, service);
     stream = s;
-    opened(s.call(this::openRequest));
+    opened(s.call(this::openRequest, deadline.fixed()));
     sentItems = 0;
     sentLength = 0;
     backoff.succeeded();
@@ -123,7 +126,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
    * it is back.
    */
   private void retryConnectionNow(ManagedChannel m) {
-    long end = System.nanoTime() + deadline.toNanos();
+    long end = System.nanoTime() + deadline.fixed().toNanos();
     ConnectivityState state = m.getState(true);
     if (state == ConnectivityState.TRANSIENT_FAILURE) {
       m.resetConnectBackoff();

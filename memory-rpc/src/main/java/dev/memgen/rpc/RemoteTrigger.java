@@ -24,10 +24,10 @@ public final class RemoteTrigger implements TriggerLink {
   private final TriggerGrpc.TriggerStub stub;
   private final String baseFingerprint;
   private final String adapterName;
-  private final Duration deadline;
+  private final CallDeadline deadline;
   private final Backoff backoff = new Backoff(Duration.ofMillis(200), Duration.ofSeconds(5));
 
-  public RemoteTrigger(Channel channel, String baseFingerprint, String adapterName, Duration deadline) {
+  public RemoteTrigger(Channel channel, String baseFingerprint, String adapterName, CallDeadline deadline) {
     this.channel = channel;
     this.stub = TriggerGrpc.newStub(channel);
     this.baseFingerprint = baseFingerprint;
@@ -60,10 +60,10 @@ public final class RemoteTrigger implements TriggerLink {
 
     @Override
     public float probability() {
-      return withStream(s -> {
+      return withStream(0, (s, wait) -> {
         int position = length - 1;
         TriggerReply reply = s.call(seq -> TriggerRequest.newBuilder().setSeq(seq)
-            .setDecide(Decide.newBuilder().setPosition(position)).build());
+            .setDecide(Decide.newBuilder().setPosition(position)).build(), wait);
         float p = reply.getDecision().getProbability();
         if (!reply.hasDecision() || !(p >= 0 && p <= 1)) {
           throw new IllegalArgumentException("expected a Decision with a probability in [0, 1], got " + reply);

@@ -31,7 +31,7 @@ public final class RemoteWeaver implements WeaverLink {
   private final String baseFingerprint;
   private final int hiddenSize;
   private final String adapterName;
-  private final Duration deadline;
+  private final CallDeadline deadline;
   private final Backoff backoff = new Backoff(Duration.ofMillis(200), Duration.ofSeconds(5));
 
   /**
@@ -39,7 +39,7 @@ public final class RemoteWeaver implements WeaverLink {
    * @param hiddenSize the reasoner's hidden size (the width of the latents)
    * @param adapterName the memory to use, "" for the service's default
    */
-  public RemoteWeaver(Channel channel, String baseFingerprint, int hiddenSize, String adapterName, Duration deadline) {
+  public RemoteWeaver(Channel channel, String baseFingerprint, int hiddenSize, String adapterName, CallDeadline deadline) {
     this.channel = channel;
     this.stub = WeaverGrpc.newStub(channel);
     this.baseFingerprint = baseFingerprint;
@@ -122,10 +122,11 @@ public final class RemoteWeaver implements WeaverLink {
     @Override
     public float[] weave(Weaver.Kind kind) {
       woven = null;
-      return withStream(s -> {
+      int queries = opened == null ? 16 : k(kind);
+      return withStream(queries, (s, wait) -> {
         int position = length;
         WeaverReply reply = s.call(seq -> WeaverRequest.newBuilder().setSeq(seq)
-            .setWeave(Weave.newBuilder().setKind(Protocol.wire(kind)).setPosition(position)).build());
+            .setWeave(Weave.newBuilder().setKind(Protocol.wire(kind)).setPosition(position)).build(), wait);
         if (!reply.hasLatents()) {
           throw new IllegalArgumentException("expected latents, got " + reply.getBodyCase());
         }

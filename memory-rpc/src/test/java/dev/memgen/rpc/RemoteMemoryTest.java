@@ -99,8 +99,8 @@ class RemoteMemoryTest {
     try (Fixture.Served served = fx.serve(0, ServiceLimits.DEFAULT)) {
       ManagedChannel channel = Fixture.channel(served.port());
       try {
-        RemoteWeaver weaver = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", Duration.ofSeconds(30));
-        RemoteTrigger trigger = new RemoteTrigger(channel, fx.fingerprint, "", Duration.ofSeconds(30));
+        RemoteWeaver weaver = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", CallDeadline.of(Duration.ofSeconds(30)));
+        RemoteTrigger trigger = new RemoteTrigger(channel, fx.fingerprint, "", CallDeadline.of(Duration.ofSeconds(30)));
         for (SamplingParams sampling : List.of(SamplingParams.GREEDY, new SamplingParams(0.9, 40, 0.95, 17L))) {
           List<Generator.Request> reqs = requests(sampling, 40);
           Run inProcess = generate(local.weaver(), local.trigger(), reqs, sampled(5), (row, t, h) -> {});
@@ -127,7 +127,7 @@ class RemoteMemoryTest {
     try (Fixture.Served served = fx.serve(0, ServiceLimits.DEFAULT, fx.hiddenMemory)) {
       ManagedChannel channel = Fixture.channel(served.port());
       try {
-        RemoteWeaver remote = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", Duration.ofSeconds(30));
+        RemoteWeaver remote = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", CallDeadline.of(Duration.ofSeconds(30)));
         WeaverLink hidden = id -> remote.open(id, true);
         InProcessMemory embeddingsLocal = new InProcessMemory(reasoner, fx.memory);
         MemGenInterleaver.Options always = new MemGenInterleaver.Options(true, 3, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0);
@@ -159,8 +159,8 @@ class RemoteMemoryTest {
     int port = served.port();
     ManagedChannel channel = Fixture.channel(port);
     try {
-      RemoteWeaver weaver = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", Duration.ofSeconds(30));
-      RemoteTrigger trigger = new RemoteTrigger(channel, fx.fingerprint, "", Duration.ofSeconds(30));
+      RemoteWeaver weaver = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", CallDeadline.of(Duration.ofSeconds(30)));
+      RemoteTrigger trigger = new RemoteTrigger(channel, fx.fingerprint, "", CallDeadline.of(Duration.ofSeconds(30)));
       MemGenInterleaver.Options always = new MemGenInterleaver.Options(true, 50, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0);
       List<Generator.Request> reqs = requests(SamplingParams.GREEDY, 60).subList(0, 1);
       int[] seen = {0};
@@ -194,7 +194,7 @@ class RemoteMemoryTest {
     int port = served.port();
     ManagedChannel channel = Fixture.channel(port);
     try (WeaverLink.Session here = local.weaver().open("here")) {
-      RemoteWeaver remote = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", Duration.ofSeconds(30));
+      RemoteWeaver remote = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", CallDeadline.of(Duration.ofSeconds(30)));
       WeaverLink.Session there = remote.open("there");
       for (WeaverLink.Session s : List.of(here, there)) {
         s.appendTokens(new int[] {5, 6, 7});
@@ -239,7 +239,7 @@ class RemoteMemoryTest {
         }).build().start();
     ManagedChannel channel = Fixture.channel(stalled.getPort());
     try {
-      RemoteWeaver weaver = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", Duration.ofMillis(300));
+      RemoteWeaver weaver = new RemoteWeaver(channel, fx.fingerprint, reasoner.config().hiddenSize(), "", CallDeadline.of(Duration.ofMillis(300)));
       InProcessMemory local = new InProcessMemory(reasoner, fx.memory);
       MemGenInterleaver.Options always = new MemGenInterleaver.Options(true, 50, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0);
       List<Generator.Request> reqs = requests(SamplingParams.GREEDY, 40).subList(0, 1);

@@ -2,6 +2,7 @@ package dev.memgen.reasoner;
 
 import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.ReasonerMemory;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
@@ -20,7 +21,8 @@ import org.jboss.logging.Logger;
  *   <li>{@code memgen.memory.dir}: embedded — the weaver and trigger of that memory run in this process, on the
  *       reasoner's own copy of the base weights;
  *   <li>else {@code memgen.weaver.target} (and optionally {@code memgen.trigger.target}): remote — weaver-service
- *       and trigger-service over gRPC, each call bounded by {@code memgen.memory.deadline-ms};
+ *       and trigger-service over gRPC, each call bounded by {@code memgen.memory.deadline-ms} plus
+ *       {@code memgen.memory.deadline-per-row-ms} for each row the service must run for it;
  *   <li>neither: no memory; every generation reports its prompt-latent point as WEAVER_UNAVAILABLE.
  * </ul>
  */
@@ -40,6 +42,7 @@ public class ReasonerMemoryConfig {
       @ConfigProperty(name = "memgen.trigger.target") Optional<String> triggerTarget,
       @ConfigProperty(name = "memgen.memory.adapter-name") Optional<String> adapterName,
       @ConfigProperty(name = "memgen.memory.deadline-ms", defaultValue = "5000") long deadlineMs,
+      @ConfigProperty(name = "memgen.memory.deadline-per-row-ms", defaultValue = "20") double deadlinePerRowMs,
       @ConfigProperty(name = "memgen.memory.max-inference-aug") Optional<Integer> maxInferenceAug,
       @ConfigProperty(name = "memgen.trigger.mode", defaultValue = "threshold") String triggerMode,
       @ConfigProperty(name = "memgen.trigger.threshold", defaultValue = "0.5") double threshold) {
@@ -49,9 +52,9 @@ public class ReasonerMemoryConfig {
       case "inactive" -> MemGenInterleaver.TriggerMode.INACTIVE;
       default -> throw new IllegalStateException("memgen.trigger.mode must be threshold, sample or inactive, got '" + triggerMode + "'");
     };
-    if (deadlineMs < 1 || !(threshold >= 0 && threshold <= 1) || maxInferenceAug.orElse(0) < 0) {
-      throw new IllegalStateException("memgen.memory.deadline-ms must be >= 1, memgen.trigger.threshold in [0, 1] and "
-          + "memgen.memory.max-inference-aug >= 0");
+    if (deadlineMs < 1 || !(deadlinePerRowMs >= 0) || !(threshold >= 0 && threshold <= 1) || maxInferenceAug.orElse(0) < 0) {
+      throw new IllegalStateException("memgen.memory.deadline-ms must be >= 1, memgen.memory.deadline-per-row-ms >= 0, "
+          + "memgen.trigger.threshold in [0, 1] and memgen.memory.max-inference-aug >= 0");
     }
     this.threshold = threshold;
     if (memoryDir.isPresent()) {
@@ -63,7 +66,9 @@ public class ReasonerMemoryConfig {
       }
     } else if (weaverTarget.isPresent()) {
       memory = ReasonerMemory.remote(weaverTarget.get(), triggerTarget.orElse(null), model.fingerprint(),
-          model.config().hiddenSize(), adapterName.orElse(""), Duration.ofMillis(deadlineMs), names -> delimiters(model, names));
+          model.config().hiddenSize(), adapterName.orElse(""),
+          new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))),
+          names -> delimiters(model, names));
     } else {
       memory = null;
     }

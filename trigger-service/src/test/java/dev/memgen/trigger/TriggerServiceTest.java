@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.TriggerLink;
+import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.MemoryUnavailableException;
 import dev.memgen.rpc.RemoteTrigger;
 import dev.memgen.rpc.ServedMemory;
@@ -62,7 +63,7 @@ class TriggerServiceTest {
   void decidesWhatTheTriggerComputesInProcess() {
     try (ServedMemory local = ServedMemory.load(Path.of(modelDir), Path.of(memoryDir))) {
       TriggerLink.Session here = new InProcessMemory(local.base(), local.memory()).trigger().open("here");
-      TriggerLink.Session there = new RemoteTrigger(channel, local.fingerprint(), "", Duration.ofSeconds(30)).open("there");
+      TriggerLink.Session there = new RemoteTrigger(channel, local.fingerprint(), "", CallDeadline.of(Duration.ofSeconds(30))).open("there");
       for (TriggerLink.Session s : new TriggerLink.Session[] {here, there}) {
         s.appendTokens(new int[] {72, 105, 44});
         s.appendLatents(3);
@@ -74,7 +75,7 @@ class TriggerServiceTest {
       here.close();
       there.close();
 
-      TriggerLink.Session stranger = new RemoteTrigger(channel, "sha256:another-base", "", Duration.ofSeconds(30)).open("x");
+      TriggerLink.Session stranger = new RemoteTrigger(channel, "sha256:another-base", "", CallDeadline.of(Duration.ofSeconds(30))).open("x");
       stranger.appendTokens(new int[] {1});
       MemoryUnavailableException e = assertThrows(MemoryUnavailableException.class, stranger::probability);
       assertTrue(e.getMessage().contains("FAILED_PRECONDITION") && e.getMessage().contains("another-base"), e.getMessage());

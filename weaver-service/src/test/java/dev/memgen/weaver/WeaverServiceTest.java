@@ -9,6 +9,7 @@ import dev.memgen.model.Decoder;
 import dev.memgen.model.Weaver;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.WeaverLink;
+import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.MemoryUnavailableException;
 import dev.memgen.rpc.RemoteWeaver;
 import dev.memgen.rpc.ServedMemory;
@@ -89,7 +90,7 @@ class WeaverServiceTest {
       Decoder base = local.base();
       WeaverLink.Session here = new InProcessMemory(base, local.memory()).weaver().open("here");
       WeaverLink.Session there = new RemoteWeaver(channel, local.fingerprint(), base.config().hiddenSize(), "",
-          Duration.ofSeconds(30)).open("there");
+          CallDeadline.of(Duration.ofSeconds(30))).open("there");
       for (WeaverLink.Session s : new WeaverLink.Session[] {here, there}) {
         s.appendTokens(new int[] {72, 105, 33});
       }
@@ -100,7 +101,7 @@ class WeaverServiceTest {
       there.close();
 
       WeaverLink.Session stranger = new RemoteWeaver(channel, "sha256:another-base", base.config().hiddenSize(), "",
-          Duration.ofSeconds(30)).open("stranger");
+          CallDeadline.of(Duration.ofSeconds(30))).open("stranger");
       stranger.appendTokens(new int[] {1});
       MemoryUnavailableException e = assertThrows(MemoryUnavailableException.class, () -> stranger.weave(Weaver.Kind.PROMPT));
       assertTrue(e.getMessage().contains("FAILED_PRECONDITION") && e.getMessage().contains("another-base"), e.getMessage());
