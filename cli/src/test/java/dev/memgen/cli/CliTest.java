@@ -214,6 +214,14 @@ class CliTest {
   }
 
   @Test
+  void demoGeneratesWithAndWithoutMemory() {
+    Run demo = memgen("demo", "--dir", tmp.resolve("demo").toString(), "--max-new-tokens", "8");
+    assertEquals(0, demo.exit(), demo.err());
+    assertTrue(demo.out().contains("greedy:") && demo.out().contains("sampled:") && demo.out().contains("memory:"), demo.out());
+    assertTrue(demo.err().matches("(?s).*memory .*: [2-9] latent blocks inserted.*"), "prompt and inference latents: " + demo.err());
+  }
+
+  @Test
   void badInputExitsWithTwoAndANamedError() throws IOException {
     Run missing = memgen("forward", "--model", tmp.resolve("nothing").toString(), "--ids", "1");
     assertEquals(2, missing.exit());
