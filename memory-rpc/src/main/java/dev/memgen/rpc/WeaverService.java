@@ -16,6 +16,7 @@ import dev.memgen.proto.v1.SessionAppend;
 import dev.memgen.proto.v1.SessionOpen;
 import dev.memgen.proto.v1.SessionOpened;
 import dev.memgen.proto.v1.TokenSpan;
+import dev.memgen.proto.v1.Weave;
 import dev.memgen.proto.v1.WeaverGrpc;
 import dev.memgen.proto.v1.WeaverReply;
 import dev.memgen.proto.v1.WeaverRequest;
@@ -184,7 +185,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
       length += n;
     }
 
-    private void weave(long seq, dev.memgen.proto.v1.Weave w) {
+    private void weave(long seq, Weave w) {
       Weaver.Kind kind = switch (w.getKind()) {
         case PROMPT -> Weaver.Kind.PROMPT;
         case INFERENCE -> Weaver.Kind.INFERENCE;
