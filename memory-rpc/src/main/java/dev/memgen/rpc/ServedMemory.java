@@ -37,6 +37,16 @@ public final class ServedMemory implements AutoCloseable {
     }
   }
 
+  /** {@link #load} for a service's startup: any problem becomes an IllegalStateException naming both settings. */
+  public static ServedMemory forService(String modelDir, String memoryDir) {
+    try {
+      return load(Path.of(modelDir), Path.of(memoryDir));
+    } catch (RuntimeException e) {
+      throw new IllegalStateException("cannot serve memgen.memory.dir=" + memoryDir + " on memgen.model.dir=" + modelDir
+          + ": " + e.getMessage(), e);
+    }
+  }
+
   public Decoder base() {
     return base;
   }

@@ -6,7 +6,6 @@ import dev.memgen.rpc.WeaverService;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
-import java.nio.file.Path;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 
@@ -29,12 +28,7 @@ public class WeaverModel {
       @ConfigProperty(name = "memgen.sessions.max", defaultValue = "64") int maxSessions,
       @ConfigProperty(name = "memgen.sessions.max-length", defaultValue = "0") int maxLength,
       @ConfigProperty(name = "memgen.sessions.max-append-rows", defaultValue = "8192") int maxAppendRows) {
-    try {
-      served = ServedMemory.load(Path.of(modelDir), Path.of(memoryDir));
-    } catch (RuntimeException e) {
-      throw new IllegalStateException("cannot serve memgen.memory.dir=" + memoryDir + " on memgen.model.dir=" + modelDir
-          + ": " + e.getMessage(), e);
-    }
+    served = ServedMemory.forService(modelDir, memoryDir);
     service = new WeaverService(served.base(), served.memory(), served.fingerprint(), adapterName,
         new ServiceLimits(maxSessions, maxLength, maxAppendRows));
     LOG.infof("weaving with %s (version %d, K %d/%d) on %s", memoryDir, served.memory().manifest().version(),
