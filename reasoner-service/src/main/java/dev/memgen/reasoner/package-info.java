@@ -5,8 +5,10 @@
  * startup; {@link dev.memgen.reasoner.GenerateRequestMapper} turns a request into a validated
  * {@link dev.memgen.model.generate.Generator.Request} (bad input becomes a gRPC status naming the field);
  * {@link dev.memgen.reasoner.ReasonerGrpcService} runs the model's generate loop on a worker thread and streams
- * one {@code TokenDelta} per token, then {@code Finished}. Latent memory (the trigger and weaver sessions) is
- * not wired in yet: requests that ask for it are decoded with the bare base and say so in
- * {@code Finished.memory_skipped}.
+ * one {@code TokenDelta} per token (with a {@code MemoryEvent} per latent insertion when traced), then
+ * {@code Finished}. {@link dev.memgen.reasoner.ReasonerMemoryConfig} gives the loop its latent memory: embedded
+ * (the weaver and trigger on this process's base weights) or remote (weaver-service and trigger-service over gRPC,
+ * with deadlines); when memory is off, absent or failing, generation goes on with the bare base and
+ * {@code Finished.memory_skipped} says where and why.
  */
 package dev.memgen.reasoner;
