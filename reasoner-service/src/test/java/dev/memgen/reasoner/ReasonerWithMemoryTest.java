@@ -136,6 +136,35 @@ class ReasonerWithMemoryTest {
   }
 
   @Test
+  void concurrentGenerationsWithMemoryEachGetWhatTheyGetAlone() throws Exception {
+    List<GenerateRequest> requests = new ArrayList<>();
+    for (String q : List.of("one, two.", "Hello there, friend.", "a.b.c", "xyz, xyz, xyz")) {
+      requests.add(GenerateRequest.newBuilder()
+          .setChat(ChatMessages.newBuilder().addMessages(ChatMessage.newBuilder().setRole("user").setContent(q)))
+          .setMaxNewTokens(20).setWantTrace(true).build());
+    }
+    List<Streamed> alone = new ArrayList<>();
+    for (GenerateRequest r : requests) {
+      alone.add(generate(r));
+    }
+    java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(requests.size());
+    try {
+      List<java.util.concurrent.Future<Streamed>> together = new ArrayList<>();
+      for (GenerateRequest r : requests) {
+        together.add(pool.submit(() -> generate(r)));
+      }
+      for (int i = 0; i < requests.size(); i++) {
+        Streamed t = together.get(i).get(120, java.util.concurrent.TimeUnit.SECONDS);
+        assertEquals(alone.get(i).tokens(), t.tokens(), "request " + i);
+        assertEquals(alone.get(i).events(), t.events(), "request " + i);
+        assertTrue(t.finished().getLatentRows() > 0);
+      }
+    } finally {
+      pool.shutdownNow();
+    }
+  }
+
+  @Test
   void memoryOffGivesTheBareBase() throws Exception {
     Streamed on = generate(chat(24, true));
     Streamed off = generate(chat(24, false));
