@@ -17,6 +17,7 @@ import picocli.CommandLine.Command;
       GenerateCommand.class,
       MakeTinyCommand.class,
       ServeCommand.class,
+      TasksCommand.class,
       BenchCommand.class,
     })
 public final class Main implements Runnable {

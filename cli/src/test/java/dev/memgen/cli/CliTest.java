@@ -222,6 +222,25 @@ class CliTest {
   }
 
   @Test
+  void tasksWritesJsonlThatTheBoxedScorerAccepts() throws IOException {
+    Path file = tmp.resolve("b.jsonl");
+    Run run = memgen("tasks", "--domain", "B", "--n", "50", "--seed", "3", "--out", file.toString());
+    assertEquals(0, run.exit(), run.err());
+    assertEquals(50, new ObjectMapper().readTree(run.lastLine()).get("examples").asInt());
+    List<String> lines = Files.readAllLines(file);
+    assertEquals(50, lines.size());
+    for (String line : lines) {
+      JsonNode e = new ObjectMapper().readTree(line);
+      assertTrue(e.get("prompt").asText().startsWith("Q%:"), line);
+      assertTrue(dev.memgen.model.data.BoxedAnswer.matches(e.get("answer").asText(), e.get("boxed").asText()), line);
+    }
+    Run toStdout = memgen("tasks", "--domain", "B", "--n", "50", "--seed", "3");
+    assertEquals(String.join("\n", lines), toStdout.out().strip(), "the same problems on stdout");
+    Run bad = memgen("tasks", "--domain", "C");
+    assertEquals(2, bad.exit());
+  }
+
+  @Test
   void badInputExitsWithTwoAndANamedError() throws IOException {
     Run missing = memgen("forward", "--model", tmp.resolve("nothing").toString(), "--ids", "1");
     assertEquals(2, missing.exit());

@@ -1,0 +1,66 @@
+package dev.memgen.model.data;
+
+import java.util.ArrayList;
+import java.util.List;
+import java.util.SplittableRandom;
+
+/**
+ * A seeded synthetic task suite with chain-of-thought answers and a {@code \boxed{}} result, small enough for a base
+ * model trained from scratch on two CPU cores (DESIGN.md section 3c):
+ * <ul>
+ *   <li><b>A</b> (pre-training): multi-step addition and subtraction.
+ *       {@code Q:12+7-5=?} → {@code 12+7=19,19-5=14.\boxed{14}}
+ *   <li><b>B</b> (what the memory should learn): the same problems, announced by {@code Q%:}, whose boxed answer is
+ *       the result mod 10. {@code Q%:12+7-5=?} → {@code 12+7=19,19-5=14.\boxed{4}}. The rule is in the question, so
+ *       it is learnable from context, but a base that only saw A boxes the plain result.
+ * </ul>
+ * Every intermediate result stays in [0, 99], so each step is a two-digit sum or difference.
+ */
+public final class ArithmeticTasks {
+  public enum Domain { A, B }
+
+  /** One problem: the prompt, the answer the model should write, and the boxed result alone. */
+  public record Example(Domain domain, String prompt, String answer, String boxed) {}
+
+  /** Largest operand and intermediate result. */
+  public static final int MAX_VALUE = 99;
+
+  private ArithmeticTasks() {}
+
+  /**
+   * {@code n} problems of {@code domain} with 2 to {@code maxOperations} operations each, the same for the same seed.
+   * The same seed gives the same problems in both domains (only the marker and the boxed answer differ).
+   */
+  public static List<Example> generate(Domain domain, int n, int maxOperations, long seed) {
+    if (n < 0 || maxOperations < 1) {
+      throw new IllegalArgumentException("need n >= 0 and maxOperations >= 1, got " + n + ", " + maxOperations);
+    }
+    SplittableRandom random = new SplittableRandom(seed);
+    List<Example> out = new ArrayList<>(n);
+    for (int i = 0; i < n; i++) {
+      out.add(problem(domain, random, 1 + random.nextInt(maxOperations)));
+    }
+    return out;
+  }
+
+  private static Example problem(Domain domain, SplittableRandom random, int operations) {
+    int value = random.nextInt(MAX_VALUE + 1);
+    StringBuilder question = new StringBuilder().append(value);
+    StringBuilder steps = new StringBuilder();
+    for (int op = 0; op < operations; op++) {
+      boolean add = value == 0 || (value < MAX_VALUE && random.nextBoolean());
+      int operand = add ? random.nextInt(MAX_VALUE - value + 1) : random.nextInt(value + 1);
+      int next = add ? value + operand : value - operand;
+      char sign = add ? '+' : '-';
+      question.append(sign).append(operand);
+      if (op > 0) {
+        steps.append(',');
+      }
+      steps.append(value).append(sign).append(operand).append('=').append(next);
+      value = next;
+    }
+    String boxed = String.valueOf(domain == Domain.A ? value : value % 10);
+    String marker = domain == Domain.A ? "Q:" : "Q%:";
+    return new Example(domain, marker + question + "=?", steps + ".\\boxed{" + boxed + "}", boxed);
+  }
+}
