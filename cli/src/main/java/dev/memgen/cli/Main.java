@@ -18,6 +18,7 @@ import picocli.CommandLine.Command;
       MakeTinyCommand.class,
       ServeCommand.class,
       TasksCommand.class,
+      EvalCommand.class,
       BenchCommand.class,
     })
 public final class Main implements Runnable {

@@ -241,6 +241,35 @@ class CliTest {
   }
 
   @Test
+  void evalScoresVanillaAndMemgenSideBySideAndNamesBadRecords() throws IOException {
+    Path base = tmp.resolve("tiny");
+    assertEquals(0, memgen("make-tiny", "--out", base.toString()).exit());
+    Path mem = tmp.resolve("mem");
+    assertEquals(0, memgen("init-memory", "--model", base.toString(), "--out", mem.toString(), "--prompt-k", "2").exit());
+    Path data = tmp.resolve("a.jsonl");
+    assertEquals(0, memgen("tasks", "--domain", "A", "--n", "6", "--out", data.toString()).exit());
+    Files.writeString(data, "{oops\n", java.nio.file.StandardOpenOption.APPEND);
+
+    Run run = memgen("eval", "--model", base.toString(), "--memory", mem.toString(), "--data", data.toString(),
+        "--on-bad-record", "skip", "--max-new-tokens", "6", "--batch", "4");
+    assertEquals(0, run.exit(), run.err());
+    assertTrue(run.err().contains("skipped " + data + ":7: not JSON"), run.err());
+    JsonNode json = new ObjectMapper().readTree(run.lastLine());
+    assertEquals(6, json.get("examples").asInt());
+    assertEquals(1, json.get("skipped").asInt());
+    for (String variant : List.of("vanilla", "memgen")) {
+      JsonNode v = json.get(variant);
+      assertEquals(6, v.get("examples").asInt(), variant);
+      assertTrue(v.get("accuracy").asDouble() >= 0 && v.get("tokens_per_example").asDouble() > 0, variant);
+    }
+    assertTrue(json.get("memgen").has("invocation_rate") && !json.get("vanilla").has("invocation_rate"));
+
+    Run strict = memgen("eval", "--model", base.toString(), "--data", data.toString());
+    assertEquals(2, strict.exit());
+    assertTrue(strict.err().contains(data + ":7: not JSON"), strict.err());
+  }
+
+  @Test
   void badInputExitsWithTwoAndANamedError() throws IOException {
     Run missing = memgen("forward", "--model", tmp.resolve("nothing").toString(), "--ids", "1");
     assertEquals(2, missing.exit());
