@@ -49,8 +49,6 @@ final class EvalCommand implements Callable<Integer> {
 
   @Option(names = "--threshold", defaultValue = "0.5", description = "with --trigger threshold (default ${DEFAULT-VALUE})") double threshold;
 
-  private MemGenInterleaver.TriggerMode mode;
-
   /** What one variant scored. */
   record Score(int correct, int total, long tokens, long nanos, int inferenceInsertions, int consultations) {
     ObjectNode json() {
@@ -76,12 +74,7 @@ final class EvalCommand implements Callable<Integer> {
       case "fail" -> QaDataset.OnBadRecord.FAIL;
       default -> throw new IllegalArgumentException("--on-bad-record must be skip or fail, got '" + onBadRecord + "'");
     };
-    mode = switch (trigger) {
-      case "threshold" -> MemGenInterleaver.TriggerMode.THRESHOLD;
-      case "sample" -> MemGenInterleaver.TriggerMode.SAMPLE;
-      case "inactive" -> MemGenInterleaver.TriggerMode.INACTIVE;
-      default -> throw new IllegalArgumentException("--trigger must be threshold, sample or inactive, got '" + trigger + "'");
-    };
+    MemGenInterleaver.TriggerMode mode = MemGenInterleaver.TriggerMode.parse(trigger, "--trigger");
     if (batch < 1 || maxNewTokens < 1 || limit < 0) {
       throw new IllegalArgumentException("need --batch >= 1, --max-new-tokens >= 1, --limit >= 0");
     }
@@ -106,13 +99,13 @@ final class EvalCommand implements Callable<Integer> {
       out.put("data", data.toString());
       out.put("examples", examples.size());
       out.put("skipped", loaded.skipped().size());
-      Score vanilla = run("vanilla", decoder, tokenizer, examples, requests, null);
+      Score vanilla = run("vanilla", decoder, tokenizer, examples, requests, null, mode);
       out.set("vanilla", vanilla.json());
       print("vanilla", vanilla);
       if (memory != null) {
         try (ReasonerMemory mem = ReasonerMemory.embedded(decoder, Checkpoint.open(model).fingerprint(), memory,
             names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names))) {
-          Score memgen = run("memgen", decoder, tokenizer, examples, requests, mem);
+          Score memgen = run("memgen", decoder, tokenizer, examples, requests, mem, mode);
           out.set("memgen", memgen.json());
           print("memgen", memgen);
         }
@@ -123,7 +116,7 @@ final class EvalCommand implements Callable<Integer> {
   }
 
   private Score run(String label, Decoder decoder, TextTokenizer tokenizer, List<QaDataset.Example> examples,
-      List<Generator.Request> requests, ReasonerMemory memory) {
+      List<Generator.Request> requests, ReasonerMemory memory, MemGenInterleaver.TriggerMode mode) {
     Generator generator = new Generator(decoder);
     int correct = 0;
     long tokens = 0;

@@ -73,12 +73,7 @@ final class GenerateCommand implements Callable<Integer> {
   boolean trace;
 
   private Generator.Result withMemory(Decoder decoder, Generator.Request request, TextTokenizer tokenizer) {
-    MemGenInterleaver.TriggerMode mode = switch (trigger) {
-      case "threshold" -> MemGenInterleaver.TriggerMode.THRESHOLD;
-      case "sample" -> MemGenInterleaver.TriggerMode.SAMPLE;
-      case "inactive" -> MemGenInterleaver.TriggerMode.INACTIVE;
-      default -> throw new IllegalArgumentException("--trigger must be threshold, sample or inactive, got '" + trigger + "'");
-    };
+    MemGenInterleaver.TriggerMode mode = MemGenInterleaver.TriggerMode.parse(trigger, "--trigger");
     String fingerprint = Checkpoint.open(model).fingerprint();
     try (TextTokenizer delimiterTokenizer = tokenizer != null ? null : TextTokenizer.load(model)) {
       TextTokenizer t = tokenizer != null ? tokenizer : delimiterTokenizer;

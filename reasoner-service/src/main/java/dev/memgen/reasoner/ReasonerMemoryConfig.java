@@ -46,12 +46,11 @@ public class ReasonerMemoryConfig {
       @ConfigProperty(name = "memgen.memory.max-inference-aug") Optional<Integer> maxInferenceAug,
       @ConfigProperty(name = "memgen.trigger.mode", defaultValue = "threshold") String triggerMode,
       @ConfigProperty(name = "memgen.trigger.threshold", defaultValue = "0.5") double threshold) {
-    this.triggerMode = switch (triggerMode) {
-      case "threshold" -> MemGenInterleaver.TriggerMode.THRESHOLD;
-      case "sample" -> MemGenInterleaver.TriggerMode.SAMPLE;
-      case "inactive" -> MemGenInterleaver.TriggerMode.INACTIVE;
-      default -> throw new IllegalStateException("memgen.trigger.mode must be threshold, sample or inactive, got '" + triggerMode + "'");
-    };
+    try {
+      this.triggerMode = MemGenInterleaver.TriggerMode.parse(triggerMode, "memgen.trigger.mode");
+    } catch (IllegalArgumentException e) {
+      throw new IllegalStateException(e.getMessage(), e);
+    }
     if (deadlineMs < 1 || !(deadlinePerRowMs >= 0) || !(threshold >= 0 && threshold <= 1) || maxInferenceAug.orElse(0) < 0) {
       throw new IllegalStateException("memgen.memory.deadline-ms must be >= 1, memgen.memory.deadline-per-row-ms >= 0, "
           + "memgen.trigger.threshold in [0, 1] and memgen.memory.max-inference-aug >= 0");

@@ -31,7 +31,21 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     /** Invoke when P(invoke) >= threshold. */
     THRESHOLD,
     /** Invoke with probability P(invoke), drawn from a seeded generator. */
-    SAMPLE
+    SAMPLE;
+
+    /**
+     * The mode named {@code name} ("threshold", "sample" or "inactive").
+     *
+     * @param setting the flag or property it came from, for the message
+     */
+    public static TriggerMode parse(String name, String setting) {
+      return switch (name) {
+        case "threshold" -> THRESHOLD;
+        case "sample" -> SAMPLE;
+        case "inactive" -> INACTIVE;
+        default -> throw new IllegalArgumentException(setting + " must be threshold, sample or inactive, got '" + name + "'");
+      };
+    }
   }
 
   public enum Skip { TRIGGER_DECLINED, INSERTION_CAP, TRIGGER_UNAVAILABLE, WEAVER_UNAVAILABLE, CONTEXT_FULL }
