@@ -9,8 +9,8 @@ import ai.djl.ndarray.NDManager;
  */
 final class Attention {
   private final ModelConfig c;
-  private final Linear qkv; // [(heads + 2 kvHeads) * headDim, hidden]: q, k, v stacked; bias for Qwen2 only
-  private final Linear out; // [hidden, heads * headDim]
+  final Linear qkv; // [(heads + 2 kvHeads) * headDim, hidden]: q, k, v stacked; bias for Qwen2 only
+  final Linear out; // [hidden, heads * headDim]
   private final NDArray scale; // 1/sqrt(headDim), a tensor made once (see RmsNorm)
 
   Attention(ModelConfig c, Linear qkv, Linear out, NDManager manager) {

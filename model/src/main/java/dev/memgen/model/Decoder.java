@@ -9,6 +9,9 @@ import ai.djl.ndarray.types.Shape;
 import dev.memgen.model.checkpoint.Checkpoint;
 import java.nio.file.Path;
 import java.util.Arrays;
+import java.util.Collections;
+import java.util.LinkedHashMap;
+import java.util.Map;
 
 /**
  * The frozen reasoner: a Qwen2/Llama decoder-only transformer on DJL's PyTorch engine. Inputs are rows of
@@ -23,10 +26,13 @@ public final class Decoder implements AutoCloseable {
   private final RmsNorm finalNorm;
   private final Linear lmHead; //       [vocab, hidden]; the embedding table when tied
   private final Rope rope;
+  private final Map<String, NDArray> parameters; // every weight by name; q/k/v and gate/up fused (see load)
 
   private record Block(RmsNorm inputNorm, Attention attention, RmsNorm postNorm, Mlp mlp) {}
 
-  private Decoder(ModelConfig config, NDManager manager, NDArray embedTokens, Block[] blocks, RmsNorm finalNorm, NDArray lmHead) {
+  private Decoder(ModelConfig config, NDManager manager, NDArray embedTokens, Block[] blocks, RmsNorm finalNorm, NDArray lmHead,
+      Map<String, NDArray> parameters) {
+    this.parameters = parameters;
     this.config = config;
     this.manager = manager;
     this.embedTokens = embedTokens;
@@ -44,6 +50,7 @@ public final class Decoder implements AutoCloseable {
   public static Decoder load(Checkpoint ckpt, NDManager parent) {
     ModelConfig c = ckpt.config();
     NDManager m = parent.newSubManager();
+    Map<String, NDArray> params = new LinkedHashMap<>();
     try {
       long h = c.hiddenSize();
       long qDim = (long) c.numHeads() * c.headDim();
@@ -73,11 +80,45 @@ public final class Decoder implements AutoCloseable {
       NDArray head = c.tieWordEmbeddings() && !ckpt.has("lm_head.weight")
           ? embed
           : ckpt.load(m, "lm_head.weight", c.vocabSize(), h);
-      return new Decoder(c, m, embed, blocks, norm, head);
+      params.put("model.embed_tokens.weight", embed);
+      for (int l = 0; l < c.numLayers(); l++) {
+        String p = "model.layers." + l + ".";
+        Block blk = blocks[l];
+        params.put(p + "input_layernorm.weight", blk.inputNorm().weight);
+        params.put(p + "self_attn.qkv_proj.weight", blk.attention().qkv.weight);
+        putIfPresent(params, p + "self_attn.qkv_proj.bias", blk.attention().qkv.bias);
+        params.put(p + "self_attn.o_proj.weight", blk.attention().out.weight);
+        putIfPresent(params, p + "self_attn.o_proj.bias", blk.attention().out.bias);
+        params.put(p + "post_attention_layernorm.weight", blk.postNorm().weight);
+        params.put(p + "mlp.gate_up_proj.weight", blk.mlp().gateUp.weight);
+        putIfPresent(params, p + "mlp.gate_up_proj.bias", blk.mlp().gateUp.bias);
+        params.put(p + "mlp.down_proj.weight", blk.mlp().down.weight);
+        putIfPresent(params, p + "mlp.down_proj.bias", blk.mlp().down.bias);
+      }
+      params.put("model.norm.weight", norm.weight);
+      if (head != embed) {
+        params.put("lm_head.weight", head);
+      }
+      return new Decoder(c, m, embed, blocks, norm, head, params);
     } catch (RuntimeException e) {
       m.close();
       throw e;
     }
+  }
+
+  private static void putIfPresent(Map<String, NDArray> params, String name, NDArray tensor) {
+    if (tensor != null) {
+      params.put(name, tensor);
+    }
+  }
+
+  /**
+   * Every weight by name, as the decoder holds it: Hugging Face names, except that q/k/v are one
+   * {@code self_attn.qkv_proj} (rows q, k, v) and gate/up one {@code mlp.gate_up_proj} (rows gate, up). A tied
+   * head is the embedding table and appears once. Pre-training updates these tensors in place.
+   */
+  public Map<String, NDArray> parameters() {
+    return Collections.unmodifiableMap(parameters);
   }
 
   /** Stacks row blocks into one weight (one matmul instead of several) and frees the parts. */
@@ -176,12 +217,14 @@ public final class Decoder implements AutoCloseable {
       NDArray[] cosSin = rope.tables(step, positions);
       NDArray mask = !cache.needsMask(n) ? null
           : step.create(cache.mask(n), new Shape(cache.batchSize(), 1, 1, n, cache.length() + n));
-      NDArray x = embeds.duplicate();
+      // A view of the caller's rows owned by this step: no copy (DJL's duplicate() would also cut autograd's graph),
+      // and nothing below writes to it in place.
+      NDArray x = Ops.slice(embeds, 1, 0, n);
       x.attach(step);
       for (int l = 0; l < blocks.length; l++) {
         Block blk = blocks[l];
         x = x.add(blk.attention.forward(blk.inputNorm.forward(x), rope, cosSin[0], cosSin[1], mask, cache, l, lora));
-        x = x.addi(blk.mlp.forward(blk.postNorm.forward(x), l, lora));
+        x = x.add(blk.mlp.forward(blk.postNorm.forward(x), l, lora)); // not addi: postNorm's backward needs x
       }
       cache.advance(n);
       NDArray hidden = finalNorm.forward(x);

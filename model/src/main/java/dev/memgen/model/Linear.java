@@ -21,7 +21,7 @@ final class Linear {
   private static final int THREADS = Engines.THREADS;
 
   final NDArray weight;
-  private final NDArray bias;
+  final NDArray bias;
   private final NDArray[] weightBlocks;
   private final NDArray[] biasBlocks;
 
@@ -41,7 +41,8 @@ final class Linear {
   }
 
   NDArray forward(NDArray x) {
-    if (weightBlocks.length == 1) {
+    // A weight being trained goes whole: its row-block views were taken before it required a gradient.
+    if (weightBlocks.length == 1 || weight.hasGradient()) {
       return Ops.linear(x, weight, bias);
     }
     @SuppressWarnings("unchecked")

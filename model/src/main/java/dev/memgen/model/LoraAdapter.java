@@ -2,6 +2,8 @@ package dev.memgen.model;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
 import java.util.EnumMap;
 import java.util.List;
 import java.util.Map;
@@ -61,6 +63,7 @@ public final class LoraAdapter {
 
   private final List<Map<Target, Pair>> layers;
   private final NDArray scaling; // alpha / r, a tensor made once
+  private final double dropout; //  on the adapter's input, in training only (PEFT's lora_dropout)
 
   /**
    * @param layers per decoder layer, the (A, B) pair of each targeted linear layer
@@ -69,6 +72,26 @@ public final class LoraAdapter {
   public LoraAdapter(List<Map<Target, Pair>> layers, double alpha, int rank, NDManager manager) {
     this.layers = layers.stream().map(m -> m.isEmpty() ? Map.<Target, Pair>of() : new EnumMap<>(m)).toList();
     this.scaling = manager.create((float) (alpha / rank));
+    this.dropout = 0;
+  }
+
+  private LoraAdapter(LoraAdapter of, double dropout) {
+    this.layers = of.layers;
+    this.scaling = of.scaling;
+    this.dropout = dropout;
+  }
+
+  /**
+   * This adapter as training sees it: dropout with probability {@code p} on each adapter's input (the frozen path
+   * sees the input unchanged). Same tensors; masks come from libtorch's generator, so a seeded step repeats.
+   */
+  public LoraAdapter withDropout(double p) {
+    return p == 0 ? this : new LoraAdapter(this, p);
+  }
+
+  /** Every (A, B) pair, per layer: the tensors training updates. */
+  public List<Map<Target, Pair>> layers() {
+    return layers;
   }
 
   /**
@@ -80,7 +103,8 @@ public final class LoraAdapter {
     if (p == null) {
       return;
     }
-    NDArray delta = Ops.linear(Ops.linear(x, p.a(), null), p.b(), null).muli(scaling);
+    NDArray in = dropout > 0 ? JniUtils.dropout((PtNDArray) x, dropout, true) : x;
+    NDArray delta = Ops.linear(Ops.linear(in, p.a(), null), p.b(), null).muli(scaling);
     Ops.slice(y, y.getShape().dimension() - 1, from, to).addi(delta);
   }
 }

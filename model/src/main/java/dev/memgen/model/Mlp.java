@@ -4,8 +4,8 @@ import ai.djl.ndarray.NDArray;
 
 /** SwiGLU feed-forward: {@code down(silu(gate(x)) * up(x))}, with gate and up fused into one matmul. */
 final class Mlp {
-  private final Linear gateUp; // [2 * intermediate, hidden]: gate rows, then up rows
-  private final Linear down; //   [hidden, intermediate]
+  final Linear gateUp; // [2 * intermediate, hidden]: gate rows, then up rows
+  final Linear down; //   [hidden, intermediate]
   private final long intermediate;
 
   Mlp(Linear gateUp, Linear down, long intermediate) {

@@ -10,7 +10,7 @@ import ai.djl.pytorch.jni.JniUtils;
  * operand would make libtorch build and convert a scalar tensor on every call.
  */
 final class RmsNorm {
-  private final NDArray weight;
+  final NDArray weight;
   private final NDArray eps;
 
   RmsNorm(NDArray weight, double eps, NDManager manager) {
@@ -20,6 +20,6 @@ final class RmsNorm {
 
   NDArray forward(NDArray x) {
     NDArray meanSquare = JniUtils.mean((PtNDArray) x.square(), -1, true);
-    return x.div(meanSquare.addi(eps).sqrt()).muli(weight);
+    return x.div(meanSquare.addi(eps).sqrt()).mul(weight); // not muli: autograd needs the product's input
   }
 }

@@ -25,7 +25,8 @@ public final class Weaver {
   private final NDArray inBias;
   private final NDArray outWeight; // weaver_to_reasoner [h_r, h_w]
   private final NDArray outBias;
-  private final NDArray[] queryRows; // per kind: LayerNorm(Q) * scale, [1, K, h_w] (constant: computed once)
+  private final NDArray[][] queries; // per kind: {queries [K, h_w], norm weight, norm bias, scale [1]}
+  private final double layerNormEps;
 
   /**
    * @param queries per kind (PROMPT, INFERENCE): {queries [K, h], norm weight [h], norm bias [h], scale [1]}
@@ -38,27 +39,67 @@ public final class Weaver {
     this.inBias = inBias;
     this.outWeight = outWeight;
     this.outBias = outBias;
-    this.queryRows = new NDArray[Kind.values().length];
-    for (Kind kind : Kind.values()) {
-      NDArray[] q = queries[kind.ordinal()];
-      NDArray rows = layerNorm(q[0], q[1], q[2], layerNormEps).muli(q[3]);
-      queryRows[kind.ordinal()] = rows.reshape(new Shape(1, rows.getShape().get(0), rows.getShape().get(1)));
-    }
+    this.queries = queries;
+    this.layerNormEps = layerNormEps;
+  }
+
+  /**
+   * {@code LayerNorm(Q) * scale} of a kind, {@code [1, K, h_w]}, in {@code into}. Computed at every weave (a few
+   * small operations) rather than once, so that training, which changes Q, the norm and the scale, sees its
+   * updates and its gradients flow through them.
+   */
+  private NDArray queryRows(Kind kind, NDManager into) {
+    NDArray[] q = queries[kind.ordinal()];
+    NDArray rows = layerNorm(q[0], q[1], q[2], layerNormEps).mul(q[3]);
+    rows.attach(into);
+    return rows.reshape(new Shape(1, rows.getShape().get(0), rows.getShape().get(1)));
   }
 
   /** torch.nn.LayerNorm over the last axis (biased variance). */
   static NDArray layerNorm(NDArray x, NDArray weight, NDArray bias, double eps) {
     NDArray centered = x.sub(x.mean(new int[] {-1}, true));
     NDArray variance = centered.square().mean(new int[] {-1}, true);
-    return centered.div(variance.add(eps).sqrt()).muli(weight).addi(bias);
+    return centered.div(variance.add(eps).sqrt()).mul(weight).add(bias);
   }
 
   LoraAdapter lora() {
     return lora;
   }
 
+  /** This weaver as training runs it: dropout {@code p} on its LoRA's inputs (the same parameters). */
+  public Weaver withLoraDropout(double p) {
+    return p == 0 ? this : new Weaver(base, lora.withDropout(p), inWeight, inBias, outWeight, outBias, queries, layerNormEps);
+  }
+
   public int k(Kind kind) {
-    return (int) queryRows[kind.ordinal()].getShape().get(1);
+    return (int) queries[kind.ordinal()][0].getShape().get(0);
+  }
+
+  /**
+   * Weaves for a batch of whole prefixes at once, without a session: the training path, where gradients flow from
+   * the latents back into the LoRA, the projections and the queries. Same math as a {@link Session} that appended
+   * each prefix and wove.
+   *
+   * @param prefixes reasoner rows {@code [batch, n, h_r]}; a row's prefix may be shorter than n, padded on the left
+   * @param valid {@code [batch][n]}: false marks a padding slot
+   * @return the K latent rows per batch row, {@code [batch, K, h_r]}, in the manager of {@code prefixes}
+   */
+  public NDArray weave(Kind kind, NDArray prefixes, boolean[][] valid) {
+    int batch = (int) prefixes.getShape().get(0);
+    int n = (int) prefixes.getShape().get(1);
+    int k = k(kind);
+    NDManager caller = prefixes.getManager();
+    boolean[][] all = new boolean[batch][n + k];
+    for (int b = 0; b < batch; b++) {
+      System.arraycopy(valid[b], 0, all[b], 0, n);
+      Arrays.fill(all[b], n, n + k, true);
+    }
+    try (KvCache cache = base.newCache(batch, n + k)) {
+      NDArray q = queryRows(kind, caller).repeat(0, batch);
+      NDArray input = Ops.linear(prefixes, inWeight, inBias).concat(q, 1);
+      NDArray hidden = base.forward(cache, input, all, lora);
+      return Ops.linear(Ops.slice(hidden, 1, n, n + k), outWeight, outBias);
+    }
   }
 
   public Session newSession(int capacity) {
@@ -106,8 +147,7 @@ public final class Weaver {
       int prefix = cache.length() + n;
       int k = k(kind);
       try (NDManager m = into.newSubManager()) {
-        NDArray q = queryRows[kind.ordinal()].duplicate();
-        q.attach(m);
+        NDArray q = queryRows(kind, m);
         NDArray input = q;
         if (n > 0) {
           NDArray projected = Ops.linear(newRows, inWeight, inBias);

@@ -16,6 +16,13 @@ public final class SafeTensorsWriter {
 
   /** A tensor to write: its name, shape and a source of its f32 values in row-major order. */
   public record Tensor(String name, long[] shape, ValueSource values) {
+    /** A tensor's current values (copied out once, as f32). */
+    public static Tensor of(String name, ai.djl.ndarray.NDArray array) {
+      float[] v = array.toType(ai.djl.ndarray.types.DataType.FLOAT32, false).toFloatArray();
+      int[] at = {0};
+      return new Tensor(name, array.getShape().getShape(), () -> v[at[0]++]);
+    }
+
     long elements() {
       long n = 1;
       for (long d : shape) {

@@ -3,6 +3,7 @@ package dev.memgen.model.data;
 import com.fasterxml.jackson.core.JsonProcessingException;
 import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
+import dev.memgen.model.text.ChatTemplate;
 import java.io.BufferedReader;
 import java.io.IOException;
 import java.nio.charset.StandardCharsets;
@@ -21,8 +22,19 @@ public final class QaDataset {
 
   public enum OnBadRecord { SKIP, FAIL }
 
-  /** One example: the user prompt, the reference answer, the expected boxed result, and where it came from. */
-  public record Example(String prompt, String answer, String expected, int line) {}
+  /**
+   * One example: the conversation before the answer (a single user turn for prompt/answer records), the reference
+   * answer, the expected boxed result (null when the record has none and none was required), and its line.
+   */
+  public record Example(List<ChatTemplate.Message> context, String answer, String expected, int line) {
+    /** The conversation rendered as ChatML, ending with the generation prompt: what the model reads. */
+    public String chatPrompt() {
+      return ChatTemplate.render(context, true);
+    }
+  }
+
+  /** Whether every example must have an expected result (evaluation) or not (training on reference answers). */
+  public enum Expected { REQUIRED, OPTIONAL }
 
   /** A line that was not an example, and why. */
   public record BadRecord(int line, String reason) {}
@@ -36,6 +48,14 @@ public final class QaDataset {
    *     example
    */
   public static Loaded read(Path file, OnBadRecord onBad) throws IOException {
+    return read(file, onBad, Expected.REQUIRED);
+  }
+
+  /**
+   * Reads {@code {"prompt": ..., "answer": ...[, "boxed": ...]}} or {@code {"messages": [{"role", "content"}, ...][,
+   * "boxed": ...]}} records, one per line; in the chat form the last message is the assistant's answer.
+   */
+  public static Loaded read(Path file, OnBadRecord onBad, Expected expected) throws IOException {
     if (!Files.isRegularFile(file)) {
       throw new IllegalArgumentException(file + ": no such file");
     }
@@ -53,10 +73,24 @@ public final class QaDataset {
           JsonNode node = JSON.readTree(line);
           reason = problem(node);
           if (reason == null) {
-            String answer = node.get("answer").asText();
-            String expected = node.hasNonNull("boxed") ? node.get("boxed").asText() : BoxedAnswer.extract(answer);
-            examples.add(new Example(node.get("prompt").asText(), answer, expected, lineNo));
-            continue;
+            List<ChatTemplate.Message> context = new ArrayList<>();
+            String answer;
+            if (node.has("messages")) {
+              JsonNode messages = node.get("messages");
+              for (int i = 0; i < messages.size() - 1; i++) {
+                context.add(new ChatTemplate.Message(messages.get(i).get("role").asText(), messages.get(i).get("content").asText()));
+              }
+              answer = messages.get(messages.size() - 1).get("content").asText();
+            } else {
+              context.add(new ChatTemplate.Message("user", node.get("prompt").asText()));
+              answer = node.get("answer").asText();
+            }
+            String result = node.hasNonNull("boxed") ? node.get("boxed").asText() : BoxedAnswer.extract(answer);
+            if (result != null || expected == Expected.OPTIONAL) {
+              examples.add(new Example(List.copyOf(context), answer, result, lineNo));
+              continue;
+            }
+            reason = "no expected result: the answer has no \\boxed{} and there is no \"boxed\" field";
           }
         } catch (JsonProcessingException e) {
           reason = "not JSON (" + e.getOriginalMessage() + ")";
@@ -78,14 +112,27 @@ public final class QaDataset {
     if (!node.isObject()) {
       return "not a JSON object";
     }
+    if (node.has("messages")) {
+      JsonNode messages = node.get("messages");
+      if (!messages.isArray() || messages.size() < 2) {
+        return "\"messages\" must be an array of at least two messages";
+      }
+      for (int i = 0; i < messages.size(); i++) {
+        JsonNode m = messages.get(i);
+        if (!m.path("role").isTextual() || !m.path("content").isTextual()) {
+          return "messages[" + i + "] needs \"role\" and \"content\" strings";
+        }
+      }
+      if (!messages.get(messages.size() - 1).get("role").asText().equals("assistant")) {
+        return "the last message must be the assistant's answer";
+      }
+      return null;
+    }
     if (!node.path("prompt").isTextual() || node.get("prompt").asText().isEmpty()) {
-      return "no \"prompt\" string";
+      return "no \"prompt\" string (or \"messages\")";
     }
     if (!node.path("answer").isTextual()) {
       return "no \"answer\" string";
-    }
-    if (!node.hasNonNull("boxed") && BoxedAnswer.extract(node.get("answer").asText()) == null) {
-      return "no expected result: \"answer\" has no \\boxed{} and there is no \"boxed\" field";
     }
     return null;
   }

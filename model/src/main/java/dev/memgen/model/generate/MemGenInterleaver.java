@@ -1,6 +1,7 @@
 package dev.memgen.model.generate;
 
 import dev.memgen.model.Weaver;
+import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.TriggerLink;
 import dev.memgen.model.memory.WeaverLink;
 import dev.memgen.model.text.DelimiterTable;
@@ -146,6 +147,17 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     for (int b = 0; b < rows.length; b++) {
       rows[b] = new Row(weavers.get(b), triggers.get(b), options.seed() + b);
     }
+  }
+
+  /** A loop over {@code rows} fresh sessions of an in-process memory (no trigger sessions when it is inactive). */
+  public static MemGenInterleaver inProcess(InProcessMemory memory, int rows, DelimiterTable delimiters, Options options) {
+    List<WeaverLink.Session> weavers = new ArrayList<>();
+    List<TriggerLink.Session> triggers = new ArrayList<>();
+    for (int i = 0; i < rows; i++) {
+      weavers.add(memory.newWeaverSession());
+      triggers.add(options.triggerMode() == TriggerMode.INACTIVE ? null : memory.newTriggerSession());
+    }
+    return new MemGenInterleaver(weavers, triggers, delimiters, options);
   }
 
   @Override

@@ -38,12 +38,42 @@ public final class Memory implements AutoCloseable {
   private final NDManager manager;
   private final Weaver weaver;
   private final Trigger trigger;
+  private final Map<String, NDArray> tensors;
 
-  private Memory(MemoryManifest manifest, NDManager manager, Weaver weaver, Trigger trigger) {
+  private Memory(MemoryManifest manifest, NDManager manager, Weaver weaver, Trigger trigger, Map<String, NDArray> tensors) {
     this.manifest = manifest;
     this.manager = manager;
     this.weaver = weaver;
     this.trigger = trigger;
+    this.tensors = tensors;
+  }
+
+  /**
+   * Every tensor by its file name, in file order: the very tensors the weaver and trigger compute with, so
+   * training updates them in place.
+   */
+  public Map<String, NDArray> tensors() {
+    return java.util.Collections.unmodifiableMap(tensors);
+  }
+
+  /** The tensors of one part, "weaver" or "trigger". */
+  public Map<String, NDArray> tensors(String part) {
+    Map<String, NDArray> m = new LinkedHashMap<>();
+    tensors.forEach((name, t) -> {
+      if (name.startsWith(part + ".")) {
+        m.put(name, t);
+      }
+    });
+    return m;
+  }
+
+  /** Writes this memory's current tensors and {@code manifest} to {@code out} (a new memory directory). */
+  public void save(Path out, MemoryManifest manifest) throws IOException {
+    Files.createDirectories(out);
+    List<SafeTensorsWriter.Tensor> list = new ArrayList<>();
+    tensors.forEach((name, t) -> list.add(SafeTensorsWriter.Tensor.of(name, t)));
+    SafeTensorsWriter.write(out.resolve(TENSORS), list, DType.F32);
+    manifest.write(out);
   }
 
   public MemoryManifest manifest() {
@@ -94,7 +124,7 @@ public final class Memory implements AutoCloseable {
           t.get("weaver.weaver_to_reasoner.weight"), t.get("weaver.weaver_to_reasoner.bias"), queries, LAYER_NORM_EPS);
       Trigger trigger = new Trigger(base, adapter(t, "trigger", c, mf.triggerLora(), m),
           t.get("trigger.head.weight"), t.get("trigger.head.bias"));
-      return new Memory(mf, m, weaver, trigger);
+      return new Memory(mf, m, weaver, trigger, t);
     } catch (RuntimeException e) {
       m.close();
       throw e;

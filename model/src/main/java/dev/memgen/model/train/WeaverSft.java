@@ -1,0 +1,198 @@
+package dev.memgen.model.train;
+
+import ai.djl.engine.Engine;
+import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDManager;
+import ai.djl.training.GradientCollector;
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.memgen.model.Decoder;
+import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.SafeTensorsFile;
+import dev.memgen.model.checkpoint.SafeTensorsWriter;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
+import dev.memgen.model.text.DelimiterTable;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.stream.Stream;
+
+/**
+ * Weaver SFT (MemGen's first stage): the reasoner stays frozen and the trigger inactive; the weaver's LoRA,
+ * projections and queries learn to make latents that raise the likelihood of the reference answers (see
+ * {@link TeacherForcing} for where latents go and which tokens the loss covers).
+ *
+ * <p>AdamW with a cosine schedule after a linear warm-up, gradient accumulation, and a checkpoint every N updates
+ * in {@code out/checkpoint} (the memory, the optimizer's moments and the step, replaced atomically). A run given the
+ * same {@code out} resumes from it and ends where an uninterrupted run ends: batches are addressed by index and
+ * dropout is seeded per micro-batch. The trained memory goes to {@code out} with its version one above the input's.
+ */
+public final class WeaverSft {
+  public static final String CHECKPOINT = "checkpoint";
+  private static final String OPTIMIZER = "optimizer.safetensors";
+  private static final String STATE = "trainer.json";
+  private static final ObjectMapper JSON = new ObjectMapper();
+
+  public record Settings(int steps, int batchSize, int gradAccum, double lr, int warmupSteps, double minLrRatio,
+      AdamW.Settings optimizer, int checkpointEvery, long seed) {
+    public Settings {
+      if (steps < 1 || batchSize < 1 || gradAccum < 1 || checkpointEvery < 0) {
+        throw new IllegalArgumentException("need steps, batch size and gradient accumulation >= 1 and checkpoint "
+            + "interval >= 0; got " + steps + ", " + batchSize + ", " + gradAccum + ", " + checkpointEvery);
+      }
+    }
+  }
+
+  /** Told after every update: its loss (mean over answer tokens), learning rate, gradient norm and throughput. */
+  public interface Listener {
+    void step(int step, int steps, double loss, double lr, double gradNorm, double tokensPerSecond);
+
+    default void resumed(int step) {}
+
+    default void checkpointed(int step) {}
+  }
+
+  public record Result(int steps, int resumedFrom, double lastLoss, long tokens, double seconds, MemoryManifest manifest) {}
+
+  private WeaverSft() {}
+
+  /**
+   * Trains the memory at {@code memoryIn} (made for {@code base}, fingerprint {@code fingerprint}) on {@code data}
+   * and writes the result to {@code out}, resuming from {@code out/checkpoint} when there is one.
+   */
+  public static Result train(Decoder base, String fingerprint, Path memoryIn, Path out, List<TokenizedExample> data,
+      DelimiterTable delimiters, Settings s, Listener listener) throws IOException {
+    Path checkpoint = out.resolve(CHECKPOINT);
+    Path previous = out.resolve(CHECKPOINT + ".old"); // a crash between the two renames of saveCheckpoint left it here
+    if (!Files.exists(checkpoint) && Files.isRegularFile(previous.resolve(STATE))) {
+      Files.move(previous, checkpoint, StandardCopyOption.ATOMIC_MOVE);
+    }
+    boolean resume = Files.isRegularFile(checkpoint.resolve(STATE));
+    int start = 0;
+    try (Memory memory = Memory.load(resume ? checkpoint : memoryIn, base, fingerprint);
+        NDManager manager = base.manager().newSubManager()) {
+      MemoryManifest manifest = memory.manifest();
+      // The output is one version above the input; a checkpoint already carries the output's version.
+      MemoryManifest trained = resume ? manifest : withVersion(manifest, manifest.version() + 1);
+      if (!manifest.weaverInput().equals("embeddings")) {
+        throw new IllegalArgumentException(memoryIn + ": SFT trains weavers that read input embeddings (the reference "
+            + "code's setting); this memory's weaver reads hidden states");
+      }
+      Map<String, NDArray> params = memory.tensors("weaver");
+      params.values().forEach(p -> p.setRequiresGradient(true));
+      AdamW optimizer = new AdamW(params, s.optimizer(), manager);
+      if (resume) {
+        JsonNode state = JSON.readTree(checkpoint.resolve(STATE).toFile());
+        start = state.path("step").asInt();
+        optimizer.restore(read(checkpoint.resolve(OPTIMIZER), manager), state.path("optimizer_steps").asLong());
+        listener.resumed(start);
+      }
+      TeacherForcing forcing = new TeacherForcing(base, delimiters, manifest.maxInferenceAug());
+      TeacherForcing.MemorySource weaver = TeacherForcing.weaver(memory.weaver().withLoraDropout(manifest.weaverLora().dropout()));
+      CosineSchedule schedule = new CosineSchedule(s.lr(), s.warmupSteps(), s.steps(), s.minLrRatio());
+      Batches<TokenizedExample> batches = new Batches<>(data, s.batchSize(), s.seed());
+      Engine engine = base.manager().getEngine();
+      double loss = Double.NaN;
+      long tokens = 0;
+      long t0 = System.nanoTime();
+      for (int step = start; step < s.steps(); step++) {
+        long stepStart = System.nanoTime();
+        double lossSum = 0;
+        int stepTokens = 0;
+        for (int micro = 0; micro < s.gradAccum(); micro++) {
+          List<TokenizedExample> batch = batches.get((long) step * s.gradAccum() + micro);
+          engine.setRandomSeed((int) (s.seed() * 7919 + (long) step * s.gradAccum() + micro)); // dropout masks
+          try (NDManager m = manager.newSubManager(); GradientCollector collector = engine.newGradientCollector()) {
+            TeacherForcing.Loss l = forcing.loss(m, batch, weaver);
+            NDArray mean = l.sum().div(l.tokens() * (double) s.gradAccum());
+            collector.backward(mean);
+            lossSum += l.sum().getFloat();
+            stepTokens += l.tokens();
+            for (TokenizedExample e : batch) {
+              tokens += e.length();
+            }
+          }
+        }
+        double lr = schedule.at(step);
+        double norm = optimizer.step(lr);
+        loss = lossSum / stepTokens;
+        if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
+          throw new TrainingDivergedException("weaver SFT diverged at step " + (step + 1) + " (loss " + loss
+              + ", gradient norm " + norm + "); try a lower --lr. The last checkpoint is kept.");
+        }
+        double seconds = (System.nanoTime() - stepStart) / 1e9;
+        listener.step(step + 1, s.steps(), loss, lr, norm, stepTokens / seconds);
+        if (s.checkpointEvery() > 0 && (step + 1) % s.checkpointEvery() == 0 && step + 1 < s.steps()) {
+          saveCheckpoint(checkpoint, memory, trained, optimizer, step + 1);
+          listener.checkpointed(step + 1);
+        }
+      }
+      memory.save(out, trained);
+      deleteRecursively(checkpoint);
+      return new Result(s.steps(), start, loss, tokens, (System.nanoTime() - t0) / 1e9, trained);
+    }
+  }
+
+  /**
+   * Writes the memory (with the output's manifest), the optimizer's moments and the step to a new directory, then
+   * swaps it in for the previous checkpoint: a crash at any point leaves one complete checkpoint.
+   */
+  private static void saveCheckpoint(Path dir, Memory memory, MemoryManifest manifest, AdamW optimizer, int step)
+      throws IOException {
+    Path tmp = dir.resolveSibling(dir.getFileName() + ".tmp");
+    deleteRecursively(tmp);
+    memory.save(tmp, manifest);
+    List<SafeTensorsWriter.Tensor> state = new ArrayList<>();
+    optimizer.state().forEach((name, t) -> state.add(SafeTensorsWriter.Tensor.of(name, t)));
+    SafeTensorsWriter.write(tmp.resolve(OPTIMIZER), state, DType.F32);
+    ObjectNode json = JSON.createObjectNode();
+    json.put("step", step);
+    json.put("optimizer_steps", optimizer.steps());
+    Files.writeString(tmp.resolve(STATE), json.toString());
+    Path old = dir.resolveSibling(dir.getFileName() + ".old");
+    deleteRecursively(old);
+    if (Files.exists(dir)) {
+      Files.move(dir, old, StandardCopyOption.ATOMIC_MOVE);
+    }
+    Files.move(tmp, dir, StandardCopyOption.ATOMIC_MOVE);
+    deleteRecursively(old);
+  }
+
+  static MemoryManifest withVersion(MemoryManifest m, long version) {
+    return new MemoryManifest(version, m.baseFingerprint(), m.hiddenSize(), m.numLayers(), m.promptK(), m.inferenceK(),
+        m.weaverInput(), m.weaverLora(), m.triggerLora(), m.delimiters(), m.maxInferenceAug());
+  }
+
+  /** Every tensor of a safetensors file, loaded into {@code manager}. */
+  static Map<String, NDArray> read(Path file, NDManager manager) {
+    SafeTensorsFile f = SafeTensorsFile.open(file);
+    Map<String, NDArray> values = new LinkedHashMap<>();
+    f.entries().forEach((name, e) ->
+        values.put(name, f.load(manager, name, SafeTensorsFile.MAX_BLOCK_BYTES, "its header says", e.shape())));
+    return values;
+  }
+
+  static void deleteRecursively(Path dir) throws IOException {
+    if (!Files.exists(dir)) {
+      return;
+    }
+    try (Stream<Path> walk = Files.walk(dir)) {
+      walk.sorted(Comparator.reverseOrder()).forEach(p -> {
+        try {
+          Files.delete(p);
+        } catch (IOException e) {
+          throw new UncheckedIOException(e);
+        }
+      });
+    }
+  }
+}
