@@ -59,11 +59,7 @@ final class EvalCommand implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
-    QaDataset.OnBadRecord policy = switch (onBadRecord) {
-      case "skip" -> QaDataset.OnBadRecord.SKIP;
-      case "fail" -> QaDataset.OnBadRecord.FAIL;
-      default -> throw new IllegalArgumentException("--on-bad-record must be skip or fail, got '" + onBadRecord + "'");
-    };
+    QaDataset.OnBadRecord policy = QaDataset.OnBadRecord.parse(onBadRecord);
     MemGenInterleaver.TriggerMode mode = MemGenInterleaver.TriggerMode.parse(trigger, "--trigger");
     if (batch < 1 || maxNewTokens < 1 || limit < 0) {
       throw new IllegalArgumentException("need --batch >= 1, --max-new-tokens >= 1, --limit >= 0");

@@ -19,6 +19,9 @@ import picocli.CommandLine.Command;
       ServeCommand.class,
       TasksCommand.class,
       EvalCommand.class,
+      PretrainCommand.class,
+      TrainCommand.class,
+      ExperimentCommand.class,
       BenchCommand.class,
     })
 public final class Main implements Runnable {

@@ -25,6 +25,39 @@ public final class Trigger {
     return lora;
   }
 
+  /**
+   * Log-probabilities of the head's two classes (0 skip, 1 invoke), {@code [N, 2]}, after given prefixes of a batch
+   * of token sequences: entry i is for row {@code at[i][0]} having read its tokens up to and including index
+   * {@code at[i][1]}. One stateless forward call over the batch; differentiable (the trigger's RL stage).
+   */
+  public NDArray logProbs(NDManager m, int[][] tokens, int[][] at) {
+    int batch = tokens.length;
+    int longest = 0;
+    for (int[] t : tokens) {
+      longest = Math.max(longest, t.length);
+    }
+    int[][] padded = new int[batch][longest];
+    boolean[][] valid = new boolean[batch][longest];
+    for (int b = 0; b < batch; b++) {
+      java.util.Arrays.fill(padded[b], -1); // embeds as zeros; masked out anyway
+      System.arraycopy(tokens[b], 0, padded[b], 0, tokens[b].length);
+      java.util.Arrays.fill(valid[b], 0, tokens[b].length, true);
+    }
+    long[] rows = new long[at.length];
+    for (int i = 0; i < at.length; i++) {
+      if (at[i][1] < 0 || at[i][1] >= tokens[at[i][0]].length) {
+        throw new IllegalArgumentException("position " + at[i][1] + " outside row " + at[i][0] + " of "
+            + tokens[at[i][0]].length + " tokens");
+      }
+      rows[i] = (long) at[i][0] * longest + at[i][1];
+    }
+    try (KvCache cache = base.newCache(batch, longest)) {
+      NDArray hidden = base.forward(cache, base.embed(m, padded), valid, lora);
+      NDArray picked = hidden.reshape((long) batch * longest, hidden.getShape().get(2)).get(m.create(rows));
+      return Ops.linear(picked, headWeight, headBias).logSoftmax(-1);
+    }
+  }
+
   public Session newSession(int capacity) {
     return new Session(capacity);
   }

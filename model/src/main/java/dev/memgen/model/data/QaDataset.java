@@ -20,7 +20,18 @@ import java.util.List;
 public final class QaDataset {
   private static final ObjectMapper JSON = new ObjectMapper();
 
-  public enum OnBadRecord { SKIP, FAIL }
+  public enum OnBadRecord {
+    SKIP, FAIL;
+
+    /** From the {@code --on-bad-record} flag: "skip" or "fail". */
+    public static OnBadRecord parse(String flag) {
+      return switch (flag) {
+        case "skip" -> SKIP;
+        case "fail" -> FAIL;
+        default -> throw new IllegalArgumentException("--on-bad-record must be skip or fail, got '" + flag + "'");
+      };
+    }
+  }
 
   /**
    * One example: the conversation before the answer (a single user turn for prompt/answer records), the reference

@@ -36,6 +36,12 @@ public final class TeacherForcing {
   /** Summed negative log-likelihood of the answer tokens of a batch, and how many tokens it sums over. */
   public record Loss(NDArray sum, int tokens) {}
 
+  /**
+   * The log-probability of every answer token of a batch, {@code [tokens]}, in example order then answer order, and
+   * the example each belongs to.
+   */
+  public record TokenLogProbs(NDArray values, int[] example) {}
+
   private final Decoder reasoner;
   private final DelimiterTable delimiters;
   private final int maxInferenceAug;
@@ -62,6 +68,12 @@ public final class TeacherForcing {
 
   /** The loss of {@code batch} with memory from {@code memory} (null: no memory rows at all, the plain base). */
   public Loss loss(NDManager m, List<TokenizedExample> batch, MemorySource memory) {
+    TokenLogProbs lp = logProbs(m, batch, memory);
+    return new Loss(lp.values().sum().neg(), lp.example().length);
+  }
+
+  /** Every answer token's log-probability under the reasoner with memory from {@code memory} (null: none). */
+  public TokenLogProbs logProbs(NDManager m, List<TokenizedExample> batch, MemorySource memory) {
     int n = batch.size();
     List<List<NDArray>> rows = new ArrayList<>(); // per example, its row blocks in order
     int[][] slots = new int[n][];
@@ -130,16 +142,19 @@ public final class TeacherForcing {
     try (KvCache cache = reasoner.newCache(n, longest)) {
       hidden = reasoner.forward(cache, NDArrays.stack(padded, 0), valid);
     }
+    targets.sort(java.util.Comparator.comparingLong(t -> t[0])); // example order (stable: answer order within)
     long[] at = new long[targets.size()];
     long[] tokens = new long[targets.size()];
+    int[] example = new int[targets.size()];
     for (int i = 0; i < at.length; i++) {
       at[i] = targets.get(i)[0] * longest + targets.get(i)[1];
       tokens[i] = targets.get(i)[2];
+      example[i] = (int) targets.get(i)[0];
     }
     NDArray picked = hidden.reshape(n * (long) longest, hidden.getShape().get(2)).get(m.create(at));
     NDArray logProbs = reasoner.logits(picked).logSoftmax(-1);
-    NDArray nll = logProbs.gather(m.create(tokens, new Shape(tokens.length, 1)), 1).sum().neg();
-    return new Loss(nll, at.length);
+    NDArray values = logProbs.gather(m.create(tokens, new Shape(tokens.length, 1)), 1).reshape(tokens.length);
+    return new TokenLogProbs(values, example);
   }
 
   private NDArray embed(NDManager m, int[] ids) {

@@ -37,10 +37,7 @@ import java.util.stream.Stream;
  * dropout is seeded per micro-batch. The trained memory goes to {@code out} with its version one above the input's.
  */
 public final class WeaverSft {
-  public static final String CHECKPOINT = "checkpoint";
-  private static final String OPTIMIZER = "optimizer.safetensors";
-  private static final String STATE = "trainer.json";
-  private static final ObjectMapper JSON = new ObjectMapper();
+  public static final String CHECKPOINT = MemoryCheckpoint.DIR;
 
   public record Settings(int steps, int batchSize, int gradAccum, double lr, int warmupSteps, double minLrRatio,
       AdamW.Settings optimizer, int checkpointEvery, long seed) {
@@ -71,29 +68,23 @@ public final class WeaverSft {
    */
   public static Result train(Decoder base, String fingerprint, Path memoryIn, Path out, List<TokenizedExample> data,
       DelimiterTable delimiters, Settings s, Listener listener) throws IOException {
-    Path checkpoint = out.resolve(CHECKPOINT);
-    Path previous = out.resolve(CHECKPOINT + ".old"); // a crash between the two renames of saveCheckpoint left it here
-    if (!Files.exists(checkpoint) && Files.isRegularFile(previous.resolve(STATE))) {
-      Files.move(previous, checkpoint, StandardCopyOption.ATOMIC_MOVE);
-    }
-    boolean resume = Files.isRegularFile(checkpoint.resolve(STATE));
+    MemoryCheckpoint checkpoint = new MemoryCheckpoint(out);
+    boolean resume = checkpoint.exists();
     int start = 0;
-    try (Memory memory = Memory.load(resume ? checkpoint : memoryIn, base, fingerprint);
+    try (Memory memory = Memory.load(checkpoint.memoryOr(memoryIn), base, fingerprint);
         NDManager manager = base.manager().newSubManager()) {
       MemoryManifest manifest = memory.manifest();
-      // The output is one version above the input; a checkpoint already carries the output's version.
-      MemoryManifest trained = resume ? manifest : withVersion(manifest, manifest.version() + 1);
       if (!manifest.weaverInput().equals("embeddings")) {
-        throw new IllegalArgumentException(memoryIn + ": SFT trains weavers that read input embeddings (the reference "
-            + "code's setting); this memory's weaver reads hidden states");
+        throw new IllegalArgumentException(memoryIn + ": training supports weavers that read input embeddings (the "
+            + "reference code's setting); this memory's weaver reads hidden states");
       }
+      // The output is one version above the input; a checkpoint already carries the output's version.
+      MemoryManifest trained = resume ? manifest : MemoryCheckpoint.withVersion(manifest, manifest.version() + 1);
       Map<String, NDArray> params = memory.tensors("weaver");
       params.values().forEach(p -> p.setRequiresGradient(true));
       AdamW optimizer = new AdamW(params, s.optimizer(), manager);
       if (resume) {
-        JsonNode state = JSON.readTree(checkpoint.resolve(STATE).toFile());
-        start = state.path("step").asInt();
-        optimizer.restore(read(checkpoint.resolve(OPTIMIZER), manager), state.path("optimizer_steps").asLong());
+        start = checkpoint.restore(optimizer, manager);
         listener.resumed(start);
       }
       TeacherForcing forcing = new TeacherForcing(base, delimiters, manifest.maxInferenceAug());
@@ -132,67 +123,13 @@ public final class WeaverSft {
         double seconds = (System.nanoTime() - stepStart) / 1e9;
         listener.step(step + 1, s.steps(), loss, lr, norm, stepTokens / seconds);
         if (s.checkpointEvery() > 0 && (step + 1) % s.checkpointEvery() == 0 && step + 1 < s.steps()) {
-          saveCheckpoint(checkpoint, memory, trained, optimizer, step + 1);
+          checkpoint.save(memory, trained, optimizer, step + 1);
           listener.checkpointed(step + 1);
         }
       }
       memory.save(out, trained);
-      deleteRecursively(checkpoint);
+      checkpoint.delete();
       return new Result(s.steps(), start, loss, tokens, (System.nanoTime() - t0) / 1e9, trained);
-    }
-  }
-
-  /**
-   * Writes the memory (with the output's manifest), the optimizer's moments and the step to a new directory, then
-   * swaps it in for the previous checkpoint: a crash at any point leaves one complete checkpoint.
-   */
-  private static void saveCheckpoint(Path dir, Memory memory, MemoryManifest manifest, AdamW optimizer, int step)
-      throws IOException {
-    Path tmp = dir.resolveSibling(dir.getFileName() + ".tmp");
-    deleteRecursively(tmp);
-    memory.save(tmp, manifest);
-    List<SafeTensorsWriter.Tensor> state = new ArrayList<>();
-    optimizer.state().forEach((name, t) -> state.add(SafeTensorsWriter.Tensor.of(name, t)));
-    SafeTensorsWriter.write(tmp.resolve(OPTIMIZER), state, DType.F32);
-    ObjectNode json = JSON.createObjectNode();
-    json.put("step", step);
-    json.put("optimizer_steps", optimizer.steps());
-    Files.writeString(tmp.resolve(STATE), json.toString());
-    Path old = dir.resolveSibling(dir.getFileName() + ".old");
-    deleteRecursively(old);
-    if (Files.exists(dir)) {
-      Files.move(dir, old, StandardCopyOption.ATOMIC_MOVE);
-    }
-    Files.move(tmp, dir, StandardCopyOption.ATOMIC_MOVE);
-    deleteRecursively(old);
-  }
-
-  static MemoryManifest withVersion(MemoryManifest m, long version) {
-    return new MemoryManifest(version, m.baseFingerprint(), m.hiddenSize(), m.numLayers(), m.promptK(), m.inferenceK(),
-        m.weaverInput(), m.weaverLora(), m.triggerLora(), m.delimiters(), m.maxInferenceAug());
-  }
-
-  /** Every tensor of a safetensors file, loaded into {@code manager}. */
-  static Map<String, NDArray> read(Path file, NDManager manager) {
-    SafeTensorsFile f = SafeTensorsFile.open(file);
-    Map<String, NDArray> values = new LinkedHashMap<>();
-    f.entries().forEach((name, e) ->
-        values.put(name, f.load(manager, name, SafeTensorsFile.MAX_BLOCK_BYTES, "its header says", e.shape())));
-    return values;
-  }
-
-  static void deleteRecursively(Path dir) throws IOException {
-    if (!Files.exists(dir)) {
-      return;
-    }
-    try (Stream<Path> walk = Files.walk(dir)) {
-      walk.sorted(Comparator.reverseOrder()).forEach(p -> {
-        try {
-          Files.delete(p);
-        } catch (IOException e) {
-          throw new UncheckedIOException(e);
-        }
-      });
     }
   }
 }

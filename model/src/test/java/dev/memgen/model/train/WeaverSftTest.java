@@ -69,8 +69,12 @@ class WeaverSftTest {
 
   /** sha256 over every base weight's values: the frozen base must come out of training bit-identical. */
   static String baseDigest() throws Exception {
+    return digest(base);
+  }
+
+  static String digest(Decoder model) throws Exception {
     MessageDigest sha = MessageDigest.getInstance("SHA-256");
-    for (Map.Entry<String, NDArray> e : base.parameters().entrySet()) {
+    for (Map.Entry<String, NDArray> e : model.parameters().entrySet()) {
       sha.update(e.getKey().getBytes());
       sha.update(e.getValue().toByteArray());
     }

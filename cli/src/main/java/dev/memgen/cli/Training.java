@@ -1,0 +1,74 @@
+package dev.memgen.cli;
+
+import dev.memgen.model.Engines;
+import dev.memgen.model.train.WeaverSft;
+import java.io.IOException;
+import java.io.UncheckedIOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.util.Comparator;
+import java.util.stream.Stream;
+
+/** What the training commands share: libtorch's threads and the progress bar. */
+final class Training {
+  private Training() {}
+
+  /**
+   * Training is compute-bound (batched matrix products, their gradients): let libtorch use every core. Decoding
+   * keeps one libtorch thread and splits its matrix-vector products itself (see Engines); a training command
+   * calls this before the engine starts.
+   */
+  static void useAllCores() {
+    if (System.getProperty("ai.djl.pytorch.num_threads") == null) {
+      System.setProperty("ai.djl.pytorch.num_threads", String.valueOf(Engines.THREADS));
+    }
+  }
+
+  /** A progress bar fed by a trainer: step, loss, learning rate and tokens/s. */
+  static final class Bar implements WeaverSft.Listener, AutoCloseable {
+    private final Progress progress;
+
+    Bar(String label, int steps) {
+      progress = new Progress(label, steps);
+    }
+
+    @Override
+    public void step(int step, int steps, double loss, double lr, double gradNorm, double tokensPerSecond) {
+      progress.step(String.format("loss %.4f lr %.2e |g| %.2f %.0f tok/s", loss, lr, gradNorm, tokensPerSecond));
+    }
+
+    @Override
+    public void resumed(int step) {
+      System.err.println("resuming from the checkpoint at step " + step);
+      for (int i = 0; i < step; i++) {
+        progress.step("");
+      }
+    }
+
+    @Override
+    public void checkpointed(int step) {}
+
+    @Override
+    public void close() {
+      progress.close();
+    }
+  }
+
+  static void deleteIfExists(Path dir) throws IOException {
+    if (Files.exists(dir)) {
+      deleteRecursively(dir);
+    }
+  }
+
+  static void deleteRecursively(Path dir) throws IOException {
+    try (Stream<Path> walk = Files.walk(dir)) {
+      walk.sorted(Comparator.reverseOrder()).forEach(p -> {
+        try {
+          Files.delete(p);
+        } catch (IOException e) {
+          throw new UncheckedIOException(e);
+        }
+      });
+    }
+  }
+}
