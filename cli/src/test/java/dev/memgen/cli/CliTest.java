@@ -288,4 +288,61 @@ class CliTest {
     assertEquals(2, badTopP.exit());
     assertTrue(badTopP.err().contains("top_p"), badTopP.err());
   }
+
+  /**
+   * The training commands chained on a base `pretrain` made: each writes a memory the next one starts from, one
+   * version up, and says so in its JSON line; a bad training line is named and skipped.
+   */
+  @Test
+  void pretrainThenSftGrpoAndTriggerRlChain() throws IOException {
+    Path base = tmp.resolve("base");
+    Run pre = memgen("pretrain", "--out", base.toString(), "--steps", "3", "--batch", "4", "--eval", "0");
+    assertEquals(0, pre.exit(), pre.err());
+    assertEquals(3, JSON.readTree(pre.lastLine()).get("steps").asInt());
+    assertEquals(0, memgen("forward", "--model", base.toString(), "--ids", "1,2,3").exit(), "a loadable HF checkpoint");
+    assertTrue(Files.isRegularFile(base.resolve("tokenizer.json")));
+
+    Path mem = tmp.resolve("mem");
+    assertEquals(0, memgen("init-memory", "--model", base.toString(), "--out", mem.toString(), "--prompt-k", "2",
+        "--inference-k", "2", "--lora-r", "4").exit());
+    Path data = tmp.resolve("train.jsonl");
+    assertEquals(0, memgen("tasks", "--domain", "B", "--n", "8", "--out", data.toString()).exit());
+    Files.writeString(data, "{\"messages\": [{\"role\": \"user\", \"content\": \"Q%:1+2=?\"}, "
+        + "{\"role\": \"assistant\", \"content\": \"1+2=3.\\\\boxed{3}\"}]}\n[]\n", java.nio.file.StandardOpenOption.APPEND);
+
+    Path sft = tmp.resolve("sft");
+    Run sftRun = memgen("train", "sft", "--model", base.toString(), "--memory", mem.toString(), "--data", data.toString(),
+        "--out", sft.toString(), "--steps", "3", "--batch", "4", "--checkpoint-every", "2", "--on-bad-record", "skip");
+    assertEquals(0, sftRun.exit(), sftRun.err());
+    assertTrue(sftRun.err().contains("skipped " + data + ":10: "), sftRun.err());
+    JsonNode sftJson = JSON.readTree(sftRun.lastLine());
+    assertEquals(9, sftJson.get("examples").asInt());
+    assertEquals(2, sftJson.get("version").asInt());
+    assertFalse(Files.exists(sft.resolve("checkpoint")));
+
+    Path grpo = tmp.resolve("grpo");
+    Run grpoRun = memgen("train", "grpo", "--model", base.toString(), "--memory", sft.toString(), "--data", data.toString(),
+        "--out", grpo.toString(), "--steps", "2", "--problems", "2", "--group", "2", "--max-new-tokens", "4",
+        "--on-bad-record", "skip");
+    assertEquals(0, grpoRun.exit(), grpoRun.err());
+    assertEquals(3, JSON.readTree(grpoRun.lastLine()).get("version").asInt());
+
+    Path trigger = tmp.resolve("trigger");
+    Run triggerRun = memgen("train", "trigger", "--model", base.toString(), "--memory", grpo.toString(), "--data",
+        data.toString(), "--out", trigger.toString(), "--steps", "2", "--problems", "2", "--group", "2",
+        "--max-new-tokens", "4", "--on-bad-record", "skip");
+    assertEquals(0, triggerRun.exit(), triggerRun.err());
+    JsonNode t = JSON.readTree(triggerRun.lastLine());
+    assertEquals(4, t.get("version").asInt());
+    assertTrue(t.has("final_invocation_rate"));
+
+    Run eval = memgen("eval", "--model", base.toString(), "--memory", trigger.toString(), "--data", data.toString(),
+        "--on-bad-record", "skip", "--max-new-tokens", "4");
+    assertEquals(0, eval.exit(), eval.err());
+
+    Run noData = memgen("train", "sft", "--model", base.toString(), "--memory", mem.toString(), "--data",
+        tmp.resolve("none.jsonl").toString(), "--out", tmp.resolve("x").toString());
+    assertEquals(2, noData.exit());
+    assertTrue(noData.err().contains("none.jsonl"), noData.err());
+  }
 }

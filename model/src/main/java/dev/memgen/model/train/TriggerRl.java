@@ -17,7 +17,6 @@ import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
-import java.util.Map;
 
 /**
  * Trigger RL (MemGen's second stage): the weaver is frozen; the policy is the trigger's invoke-or-skip decision at
@@ -53,20 +52,10 @@ public final class TriggerRl {
   public static Result train(Decoder base, String fingerprint, TextTokenizer tokenizer, Path memoryIn, Path out,
       List<Evaluator.Problem> problems, Reward reward, DelimiterTable delimiters, Settings s, Listener listener)
       throws IOException {
-    MemoryCheckpoint checkpoint = new MemoryCheckpoint(out);
-    boolean resume = checkpoint.exists();
-    int start = 0;
-    try (Memory memory = Memory.load(checkpoint.memoryOr(memoryIn), base, fingerprint);
-        NDManager manager = base.manager().newSubManager()) {
+    try (MemoryTrainingRun run = new MemoryTrainingRun(base, fingerprint, memoryIn, out, "trigger", s.optimizer(), listener::resumed)) {
+      Memory memory = run.memory;
       MemoryManifest manifest = memory.manifest();
-      MemoryManifest trained = resume ? manifest : MemoryCheckpoint.withVersion(manifest, manifest.version() + 1);
-      Map<String, NDArray> params = memory.tensors("trigger");
-      params.values().forEach(p -> p.setRequiresGradient(true));
-      AdamW optimizer = new AdamW(params, s.optimizer(), manager);
-      if (resume) {
-        start = checkpoint.restore(optimizer, manager);
-        listener.resumed(start);
-      }
+      NDManager manager = run.manager;
       CosineSchedule schedule = new CosineSchedule(s.lr(), s.warmupSteps(), s.steps(), 1.0);
       Batches<Evaluator.Problem> batches = new Batches<>(problems, s.problemsPerStep(), s.seed());
       InProcessMemory sampler = new InProcessMemory(base, memory);
@@ -74,7 +63,7 @@ public final class TriggerRl {
       double rate = Double.NaN;
       double meanReward = Double.NaN;
       long t0 = System.nanoTime();
-      for (int step = start; step < s.steps(); step++) {
+      for (int step = run.start; step < s.steps(); step++) {
         long seed = s.seed() * 1_000_003L + (long) step * s.problemsPerStep() * s.groupSize();
         MemGenInterleaver.Options sampling = new MemGenInterleaver.Options(true, manifest.maxInferenceAug(),
             MemGenInterleaver.TriggerMode.SAMPLE, 0.5, seed);
@@ -99,19 +88,15 @@ public final class TriggerRl {
           try (NDManager m = manager.newSubManager(); GradientCollector collector = engine.newGradientCollector()) {
             collector.backward(objective(m, memory, shaped, informative, advantages).neg());
           }
-          double norm = optimizer.step(schedule.at(step));
+          double norm = run.optimizer.step(schedule.at(step));
           if (!Double.isFinite(norm)) {
             throw new TrainingDivergedException("trigger RL diverged at step " + (step + 1) + "; try a lower --lr");
           }
         }
         listener.step(step + 1, s.steps(), meanReward, rate, reference);
-        if (s.checkpointEvery() > 0 && (step + 1) % s.checkpointEvery() == 0 && step + 1 < s.steps()) {
-          checkpoint.save(memory, trained, optimizer, step + 1);
-        }
+        run.maybeCheckpoint(step + 1, s.checkpointEvery(), s.steps());
       }
-      memory.save(out, trained);
-      checkpoint.delete();
-      return new Result(s.steps(), rate, meanReward, (System.nanoTime() - t0) / 1e9, trained);
+      return new Result(s.steps(), rate, meanReward, (System.nanoTime() - t0) / 1e9, run.finish());
     }
   }
 

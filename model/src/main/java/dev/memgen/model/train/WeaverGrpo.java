@@ -21,7 +21,6 @@ import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
-import java.util.Map;
 import java.util.Set;
 
 /**
@@ -59,21 +58,11 @@ public final class WeaverGrpo {
   public static Result train(Decoder base, String fingerprint, TextTokenizer tokenizer, Path memoryIn, Path out,
       List<Evaluator.Problem> problems, Reward reward, DelimiterTable delimiters, Settings s, Listener listener)
       throws IOException {
-    MemoryCheckpoint checkpoint = new MemoryCheckpoint(out);
-    boolean resume = checkpoint.exists();
-    int start = 0;
-    try (Memory memory = Memory.load(checkpoint.memoryOr(memoryIn), base, fingerprint);
-        Memory reference = s.klCoef() > 0 ? Memory.load(memoryIn, base, fingerprint) : null;
-        NDManager manager = base.manager().newSubManager()) {
+    try (MemoryTrainingRun run = new MemoryTrainingRun(base, fingerprint, memoryIn, out, "weaver", s.optimizer(), listener::resumed);
+        Memory reference = s.klCoef() > 0 ? Memory.load(memoryIn, base, fingerprint) : null) {
+      Memory memory = run.memory;
       MemoryManifest manifest = memory.manifest();
-      MemoryManifest trained = resume ? manifest : MemoryCheckpoint.withVersion(manifest, manifest.version() + 1);
-      Map<String, NDArray> params = memory.tensors("weaver");
-      params.values().forEach(p -> p.setRequiresGradient(true));
-      AdamW optimizer = new AdamW(params, s.optimizer(), manager);
-      if (resume) {
-        start = checkpoint.restore(optimizer, manager);
-        listener.resumed(start);
-      }
+      NDManager manager = run.manager;
       TeacherForcing forcing = new TeacherForcing(base, delimiters, manifest.maxInferenceAug());
       TeacherForcing.MemorySource weaver = TeacherForcing.weaver(memory.weaver());
       TeacherForcing.MemorySource frozen = reference == null ? null : TeacherForcing.weaver(reference.weaver());
@@ -85,7 +74,7 @@ public final class WeaverGrpo {
       Engine engine = base.manager().getEngine();
       double meanReward = Double.NaN;
       long t0 = System.nanoTime();
-      for (int step = start; step < s.steps(); step++) {
+      for (int step = run.start; step < s.steps(); step++) {
         List<Evaluator.Problem> batch = batches.get(step);
         List<Rollout> rollouts = rollouts(base, tokenizer, batch, reward, s.groupSize(), s.maxNewTokens(), s.temperature(),
             s.seed() * 1_000_003L + (long) step * s.problemsPerStep() * s.groupSize(),
@@ -118,7 +107,7 @@ public final class WeaverGrpo {
                 }
               }
             }
-            double norm = optimizer.step(schedule.at(step));
+            double norm = run.optimizer.step(schedule.at(step));
             if (!Double.isFinite(norm)) {
               throw new TrainingDivergedException("weaver GRPO diverged at step " + (step + 1) + "; try a lower --lr");
             }
@@ -126,13 +115,9 @@ public final class WeaverGrpo {
           loss /= s.updatesPerBatch();
         }
         listener.step(step + 1, s.steps(), meanReward, loss, (double) informative.size() / rollouts.size());
-        if (s.checkpointEvery() > 0 && (step + 1) % s.checkpointEvery() == 0 && step + 1 < s.steps()) {
-          checkpoint.save(memory, trained, optimizer, step + 1);
-        }
+        run.maybeCheckpoint(step + 1, s.checkpointEvery(), s.steps());
       }
-      memory.save(out, trained);
-      checkpoint.delete();
-      return new Result(s.steps(), meanReward, (System.nanoTime() - t0) / 1e9, trained);
+      return new Result(s.steps(), meanReward, (System.nanoTime() - t0) / 1e9, run.finish());
     }
   }
 

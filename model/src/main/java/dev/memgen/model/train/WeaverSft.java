@@ -4,27 +4,13 @@ import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.training.GradientCollector;
-import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.model.Decoder;
-import dev.memgen.model.checkpoint.DType;
-import dev.memgen.model.checkpoint.SafeTensorsFile;
-import dev.memgen.model.checkpoint.SafeTensorsWriter;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.DelimiterTable;
 import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
-import java.util.ArrayList;
-import java.util.Comparator;
-import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Map;
-import java.util.stream.Stream;
 
 /**
  * Weaver SFT (MemGen's first stage): the reasoner stays frozen and the trigger inactive; the weaver's LoRA,
@@ -68,25 +54,10 @@ public final class WeaverSft {
    */
   public static Result train(Decoder base, String fingerprint, Path memoryIn, Path out, List<TokenizedExample> data,
       DelimiterTable delimiters, Settings s, Listener listener) throws IOException {
-    MemoryCheckpoint checkpoint = new MemoryCheckpoint(out);
-    boolean resume = checkpoint.exists();
-    int start = 0;
-    try (Memory memory = Memory.load(checkpoint.memoryOr(memoryIn), base, fingerprint);
-        NDManager manager = base.manager().newSubManager()) {
-      MemoryManifest manifest = memory.manifest();
-      if (!manifest.weaverInput().equals("embeddings")) {
-        throw new IllegalArgumentException(memoryIn + ": training supports weavers that read input embeddings (the "
-            + "reference code's setting); this memory's weaver reads hidden states");
-      }
-      // The output is one version above the input; a checkpoint already carries the output's version.
-      MemoryManifest trained = resume ? manifest : MemoryCheckpoint.withVersion(manifest, manifest.version() + 1);
-      Map<String, NDArray> params = memory.tensors("weaver");
-      params.values().forEach(p -> p.setRequiresGradient(true));
-      AdamW optimizer = new AdamW(params, s.optimizer(), manager);
-      if (resume) {
-        start = checkpoint.restore(optimizer, manager);
-        listener.resumed(start);
-      }
+    try (MemoryTrainingRun run = new MemoryTrainingRun(base, fingerprint, memoryIn, out, "weaver", s.optimizer(), listener::resumed)) {
+      MemoryManifest manifest = run.memory.manifest();
+      Memory memory = run.memory;
+      NDManager manager = run.manager;
       TeacherForcing forcing = new TeacherForcing(base, delimiters, manifest.maxInferenceAug());
       TeacherForcing.MemorySource weaver = TeacherForcing.weaver(memory.weaver().withLoraDropout(manifest.weaverLora().dropout()));
       CosineSchedule schedule = new CosineSchedule(s.lr(), s.warmupSteps(), s.steps(), s.minLrRatio());
@@ -95,7 +66,7 @@ public final class WeaverSft {
       double loss = Double.NaN;
       long tokens = 0;
       long t0 = System.nanoTime();
-      for (int step = start; step < s.steps(); step++) {
+      for (int step = run.start; step < s.steps(); step++) {
         long stepStart = System.nanoTime();
         double lossSum = 0;
         int stepTokens = 0;
@@ -114,7 +85,7 @@ public final class WeaverSft {
           }
         }
         double lr = schedule.at(step);
-        double norm = optimizer.step(lr);
+        double norm = run.optimizer.step(lr);
         loss = lossSum / stepTokens;
         if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
           throw new TrainingDivergedException("weaver SFT diverged at step " + (step + 1) + " (loss " + loss
@@ -122,14 +93,11 @@ public final class WeaverSft {
         }
         double seconds = (System.nanoTime() - stepStart) / 1e9;
         listener.step(step + 1, s.steps(), loss, lr, norm, stepTokens / seconds);
-        if (s.checkpointEvery() > 0 && (step + 1) % s.checkpointEvery() == 0 && step + 1 < s.steps()) {
-          checkpoint.save(memory, trained, optimizer, step + 1);
+        if (run.maybeCheckpoint(step + 1, s.checkpointEvery(), s.steps())) {
           listener.checkpointed(step + 1);
         }
       }
-      memory.save(out, trained);
-      checkpoint.delete();
-      return new Result(s.steps(), start, loss, tokens, (System.nanoTime() - t0) / 1e9, trained);
+      return new Result(s.steps(), run.start, loss, tokens, (System.nanoTime() - t0) / 1e9, run.finish());
     }
   }
 }
