@@ -49,6 +49,7 @@ final class EvalCommand implements Callable<Integer> {
     o.put("examples", s.total());
     o.put("tokens_per_example", (double) s.tokens() / s.total());
     o.put("seconds", s.nanos() / 1e9);
+    o.put("ms_per_example", s.nanos() / 1e6 / s.total()); // wall time over examples, batched as --batch says
     o.put("tokens_per_second", s.tokens() / (s.nanos() / 1e9));
     if (s.consultations() >= 0) {
       o.put("inference_insertions_per_example", (double) s.inferenceInsertions() / s.total());

@@ -1,6 +1,7 @@
 package dev.memgen.cli;
 
 import dev.memgen.model.checkpoint.CheckpointException;
+import dev.memgen.model.train.TrainingDivergedException;
 import picocli.CommandLine;
 import picocli.CommandLine.Command;
 
@@ -43,6 +44,10 @@ public final class Main implements Runnable {
       if (e instanceof CheckpointException || e instanceof IllegalArgumentException) {
         commandLine.getErr().println("memgen: " + e.getMessage());
         return 2;
+      }
+      if (e instanceof TrainingDivergedException) {
+        commandLine.getErr().println("memgen: " + e.getMessage());
+        return 1;
       }
       throw e;
     });

@@ -79,6 +79,7 @@ final class TrainSftCommand implements Callable<Integer> {
       json.put("steps", r.steps());
       json.put("resumed_from", r.resumedFrom());
       json.put("final_loss", r.lastLoss());
+      json.put("skipped_updates", r.skippedSteps());
       json.put("seconds", r.seconds());
       json.put("tokens_per_second", r.tokens() / r.seconds());
       System.out.println(Json.line(json));

@@ -2,7 +2,11 @@ package dev.memgen.model.train;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import ai.djl.pytorch.engine.PtNDArray;
+import ai.djl.pytorch.jni.JniUtils;
+import java.util.ArrayList;
 import java.util.LinkedHashMap;
+import java.util.List;
 import java.util.Map;
 
 /**
@@ -23,6 +27,10 @@ public final class AdamW {
   private final Map<String, NDArray> firstMoment = new LinkedHashMap<>();
   private final Map<String, NDArray> secondMoment = new LinkedHashMap<>();
   private long steps;
+  private int skipped;
+  private int skippedInARow;
+  /** Updates in a row whose gradients may be non-finite before training counts as diverged. */
+  static final int MAX_SKIPPED_IN_A_ROW = 10;
 
   /** @param params the tensors to train, by name; each must already require a gradient */
   public AdamW(Map<String, NDArray> params, Settings settings, NDManager manager) {
@@ -35,6 +43,11 @@ public final class AdamW {
       firstMoment.put(name, manager.zeros(p.getShape()));
       secondMoment.put(name, manager.zeros(p.getShape()));
     });
+  }
+
+  /** Updates skipped because their gradients were not finite. */
+  public int skippedSteps() {
+    return skipped;
   }
 
   public long steps() {
@@ -64,22 +77,39 @@ public final class AdamW {
   /**
    * One update at learning rate {@code lr} from the gradients accumulated since the last one.
    *
-   * @return the gradients' global L2 norm before clipping (NaN or infinite when training diverged: then no
-   *     parameter changes, and the caller decides)
+   * <p>A batch whose gradients are not finite (one pathological batch) is skipped: no parameter changes. Ten such
+   * batches in a row mean training diverged.
+   *
+   * @return the gradients' global L2 norm before clipping (not finite for a skipped update)
+   * @throws TrainingDivergedException after ten non-finite updates in a row, naming the tensors
    */
   public double step(double lr) {
     double sumSquares = 0;
     Map<String, NDArray> grads = new LinkedHashMap<>();
+    List<String> bad = new ArrayList<>();
     for (Map.Entry<String, NDArray> e : params.entrySet()) {
       NDArray g = e.getValue().getGradient();
       grads.put(e.getKey(), g);
-      sumSquares += g.square().sum().getFloat();
+      double squares; // in f64: squaring a large but finite f32 gradient would overflow to infinity, and the clip would not see it
+      try (NDArray wide = g.toType(ai.djl.ndarray.types.DataType.FLOAT64, false)) {
+        squares = wide.square().sum().getDouble();
+      }
+      if (!Double.isFinite(squares)) {
+        bad.add(e.getKey());
+      }
+      sumSquares += squares;
     }
     double norm = Math.sqrt(sumSquares);
     if (!Double.isFinite(norm)) {
-      zero(grads);
+      zero(grads, params);
+      skipped++;
+      if (++skippedInARow >= MAX_SKIPPED_IN_A_ROW) {
+        throw new TrainingDivergedException("training diverged: " + skippedInARow + " updates in a row had non-finite "
+            + "gradients (the last in " + bad + "); try a lower learning rate");
+      }
       return norm;
     }
+    skippedInARow = 0;
     steps++;
     double clip = settings.clipNorm() > 0 && norm > settings.clipNorm() ? settings.clipNorm() / norm : 1.0;
     double b1 = settings.beta1();
@@ -104,21 +134,18 @@ public final class AdamW {
       denom.close();
       update.close();
     }
-    zero(grads);
+    zero(grads, params);
     return norm;
   }
 
   /** Zeroes the accumulated gradients without updating (after a diverged step, or to start clean). */
   public void zeroGradients() {
-    Map<String, NDArray> grads = new LinkedHashMap<>();
-    params.forEach((n, p) -> grads.put(n, p.getGradient()));
-    zero(grads);
+    zero(Map.of(), params);
   }
 
-  private static void zero(Map<String, NDArray> grads) {
-    for (NDArray g : grads.values()) {
-      g.muli(0);
-      g.close();
-    }
+  /** Zeroes every parameter's gradient (zero_(), not a multiply: 0 * NaN stays NaN) and frees the handles. */
+  private static void zero(Map<String, NDArray> handles, Map<String, NDArray> params) {
+    params.values().forEach(p -> JniUtils.zeroGrad((PtNDArray) p));
+    handles.values().forEach(NDArray::close);
   }
 }

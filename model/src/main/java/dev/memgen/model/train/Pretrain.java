@@ -110,10 +110,6 @@ public final class Pretrain {
         tokens += stepTokens;
         double rate = schedule.at(step);
         double norm = optimizer.step(rate);
-        if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
-          throw new TrainingDivergedException("training the base diverged at step " + (step + 1) + " (loss " + loss
-              + ", gradient norm " + norm + "); try a lower --lr");
-        }
         listener.step(step + 1, steps, loss, rate, norm, stepTokens / ((System.nanoTime() - stepStart) / 1e9));
       }
       writeCheckpoint(dir, model);

@@ -24,8 +24,9 @@ import java.util.List;
  * reward minus the paper's reward-adaptive penalty {@code lambda * sum_t max(0, d_t - p)}, with {@code d_t = 1} for
  * an invocation and {@code p} the mean invocation rate of the batch's trajectories whose task reward beats the batch
  * median (all trajectories when none does): invoking costs more the less the successful trajectories needed to. (The
- * reference code leaves the penalty out.) Rewards are normalised within each problem's group into advantages, and
- * the decisions' log-probabilities are raised in proportion (policy gradient with a group baseline).
+ * reference code leaves the penalty out.) Each trajectory's advantage is its reward minus its group's mean (not
+ * divided by the group's spread, see below), and the decisions' log-probabilities are raised in proportion (policy
+ * gradient with a group baseline).
  */
 public final class TriggerRl {
   public record Settings(int steps, int problemsPerStep, int groupSize, double lr, int warmupSteps, double penalty,
@@ -77,7 +78,9 @@ public final class TriggerRl {
           double cost = r.decisions().stream().mapToDouble(d -> Math.max(0, (d.invoke() ? 1 : 0) - reference)).sum();
           shaped.add(new Rollout(r.problem(), r.example(), r.text(), r.reward() - s.penalty() * cost, r.decisions()));
         }
-        double[] advantages = WeaverGrpo.groupAdvantages(shaped, s.groupSize());
+        // Not divided by the group's spread: in a group whose task rewards are all equal, only the small penalty
+        // differs, and dividing by its spread would blow it up into a signal as strong as a solved problem's.
+        double[] advantages = WeaverGrpo.groupAdvantages(shaped, s.groupSize(), false);
         List<Integer> informative = new ArrayList<>();
         for (int i = 0; i < shaped.size(); i++) {
           if (advantages[i] != 0 && !shaped.get(i).decisions().isEmpty()) {
@@ -88,10 +91,7 @@ public final class TriggerRl {
           try (NDManager m = manager.newSubManager(); GradientCollector collector = engine.newGradientCollector()) {
             collector.backward(objective(m, memory, shaped, informative, advantages).neg());
           }
-          double norm = run.optimizer.step(schedule.at(step));
-          if (!Double.isFinite(norm)) {
-            throw new TrainingDivergedException("trigger RL diverged at step " + (step + 1) + "; try a lower --lr");
-          }
+          run.optimizer.step(schedule.at(step)); // skips a non-finite update; throws when training diverged
         }
         listener.step(step + 1, s.steps(), meanReward, rate, reference);
         run.maybeCheckpoint(step + 1, s.checkpointEvery(), s.steps());

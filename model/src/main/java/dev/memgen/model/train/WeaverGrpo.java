@@ -107,10 +107,7 @@ public final class WeaverGrpo {
                 }
               }
             }
-            double norm = run.optimizer.step(schedule.at(step));
-            if (!Double.isFinite(norm)) {
-              throw new TrainingDivergedException("weaver GRPO diverged at step " + (step + 1) + "; try a lower --lr");
-            }
+            run.optimizer.step(schedule.at(step)); // skips a non-finite update; throws when training diverged
           }
           loss /= s.updatesPerBatch();
         }
@@ -171,6 +168,11 @@ public final class WeaverGrpo {
 
   /** (r - mean) / std within each group of {@code groupSize} consecutive rollouts; 0 for a group without spread. */
   static double[] groupAdvantages(List<Rollout> rollouts, int groupSize) {
+    return groupAdvantages(rollouts, groupSize, true);
+  }
+
+  /** r - mean within each group, divided by the group's standard deviation when {@code byStd}. */
+  static double[] groupAdvantages(List<Rollout> rollouts, int groupSize, boolean byStd) {
     double[] a = new double[rollouts.size()];
     for (int from = 0; from < rollouts.size(); from += groupSize) {
       double mean = 0;
@@ -184,7 +186,7 @@ public final class WeaverGrpo {
       }
       double std = Math.sqrt(var / (groupSize - 1));
       for (int i = from; i < from + groupSize; i++) {
-        a[i] = std < 1e-8 ? 0 : (rollouts.get(i).reward() - mean) / std;
+        a[i] = std < 1e-8 ? 0 : (rollouts.get(i).reward() - mean) / (byStd ? std : 1);
       }
     }
     return a;

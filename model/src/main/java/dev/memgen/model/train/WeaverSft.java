@@ -44,7 +44,9 @@ public final class WeaverSft {
     default void checkpointed(int step) {}
   }
 
-  public record Result(int steps, int resumedFrom, double lastLoss, long tokens, double seconds, MemoryManifest manifest) {}
+  /** {@code skippedSteps}: updates skipped because their gradients were not finite (see {@link AdamW#step}). */
+  public record Result(int steps, int resumedFrom, double lastLoss, long tokens, double seconds, int skippedSteps,
+      MemoryManifest manifest) {}
 
   private WeaverSft() {}
 
@@ -87,17 +89,14 @@ public final class WeaverSft {
         double lr = schedule.at(step);
         double norm = run.optimizer.step(lr);
         loss = lossSum / stepTokens;
-        if (!Double.isFinite(norm) || !Double.isFinite(loss)) {
-          throw new TrainingDivergedException("weaver SFT diverged at step " + (step + 1) + " (loss " + loss
-              + ", gradient norm " + norm + "); try a lower --lr. The last checkpoint is kept.");
-        }
         double seconds = (System.nanoTime() - stepStart) / 1e9;
         listener.step(step + 1, s.steps(), loss, lr, norm, stepTokens / seconds);
         if (run.maybeCheckpoint(step + 1, s.checkpointEvery(), s.steps())) {
           listener.checkpointed(step + 1);
         }
       }
-      return new Result(s.steps(), run.start, loss, tokens, (System.nanoTime() - t0) / 1e9, run.finish());
+      return new Result(s.steps(), run.start, loss, tokens, (System.nanoTime() - t0) / 1e9, run.optimizer.skippedSteps(),
+          run.finish());
     }
   }
 }
