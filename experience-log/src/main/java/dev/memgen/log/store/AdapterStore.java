@@ -1,0 +1,244 @@
+package dev.memgen.log.store;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import java.io.IOException;
+import java.io.InputStream;
+import java.nio.file.DirectoryStream;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.security.DigestInputStream;
+import java.security.MessageDigest;
+import java.security.NoSuchAlgorithmException;
+import java.time.Instant;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.HexFormat;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.TreeMap;
+import java.util.regex.Pattern;
+import java.util.stream.Stream;
+
+/**
+ * Where trained adapters (memory directories) live: a directory, content-addressed. Every file of a published
+ * version is stored once under {@code blobs/sha256/<hex>}; each version is a small JSON record
+ * {@code adapters/<name>/<version>.json} naming its files' hashes, its parent version, the base model's fingerprint,
+ * its evaluation metrics and the input offsets it was trained on (so a trainer restarted after a crash resumes from
+ * the last published version's offsets). Writes are atomic (temporary file, then rename), so a reader never sees half
+ * a version; reading a version back verifies every hash and refuses a corrupted file by name.
+ */
+public final class AdapterStore {
+  private static final ObjectMapper JSON = new ObjectMapper();
+  private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,127}");
+
+  /** One published version. {@code parent} is 0 for a first version. */
+  public record Version(String name, long version, long parent, String baseFingerprint, Map<String, String> files,
+      Map<String, Double> metrics, Map<String, Long> offsets, Instant created) {}
+
+  private final Path root;
+
+  private AdapterStore(Path root) {
+    this.root = root;
+  }
+
+  public static AdapterStore open(Path root) throws IOException {
+    Files.createDirectories(root.resolve("blobs").resolve("sha256"));
+    Files.createDirectories(root.resolve("adapters"));
+    return new AdapterStore(root);
+  }
+
+  public Path root() {
+    return root;
+  }
+
+  /**
+   * Publishes the regular files of {@code dir} as the next version of adapter {@code name} (1 for the first).
+   *
+   * @param offsets input offsets the adapter was trained on, e.g. {@code "memgen.trajectories-0" -> 1234}
+   */
+  public synchronized Version publish(String name, Path dir, long parent, String baseFingerprint, Map<String, Double> metrics,
+      Map<String, Long> offsets) throws IOException {
+    checkName(name);
+    Map<String, String> files = new TreeMap<>();
+    try (DirectoryStream<Path> entries = Files.newDirectoryStream(dir, Files::isRegularFile)) {
+      for (Path file : entries) {
+        files.put(file.getFileName().toString(), storeBlob(file));
+      }
+    }
+    if (files.isEmpty()) {
+      throw new IllegalArgumentException(dir + ": no files to publish");
+    }
+    long version = latest(name).map(v -> v.version() + 1).orElse(1L);
+    Version v = new Version(name, version, parent, baseFingerprint, files, Map.copyOf(metrics), Map.copyOf(offsets), Instant.now());
+    Path record = recordPath(name, version);
+    Files.createDirectories(record.getParent());
+    writeAtomically(record, JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(toJson(v)));
+    return v;
+  }
+
+  /** Every version of {@code name}, oldest first. */
+  public List<Version> versions(String name) throws IOException {
+    checkName(name);
+    Path dir = root.resolve("adapters").resolve(name);
+    List<Version> out = new ArrayList<>();
+    if (!Files.isDirectory(dir)) {
+      return out;
+    }
+    try (Stream<Path> files = Files.list(dir)) {
+      for (Path f : files.filter(p -> p.getFileName().toString().matches("\\d+\\.json")).toList()) {
+        out.add(read(f));
+      }
+    }
+    out.sort(Comparator.comparingLong(Version::version));
+    return out;
+  }
+
+  public Optional<Version> latest(String name) throws IOException {
+    List<Version> all = versions(name);
+    return all.isEmpty() ? Optional.empty() : Optional.of(all.get(all.size() - 1));
+  }
+
+  public Version get(String name, long version) throws IOException {
+    checkName(name);
+    Path record = recordPath(name, version);
+    if (!Files.isRegularFile(record)) {
+      throw new IllegalArgumentException("adapter " + name + " has no version " + version + " in " + root);
+    }
+    return read(record);
+  }
+
+  /** The names of every adapter in the store. */
+  public List<String> names() throws IOException {
+    try (Stream<Path> dirs = Files.list(root.resolve("adapters"))) {
+      return dirs.filter(Files::isDirectory).map(p -> p.getFileName().toString()).sorted().toList();
+    }
+  }
+
+  /**
+   * Writes version {@code version} of {@code name} into {@code into} (a new directory), checking every file's sha256
+   * as it copies.
+   *
+   * @throws CorruptedAdapterException naming the file whose content does not match its hash
+   */
+  public Path materialize(String name, long version, Path into) throws IOException {
+    Version v = get(name, version);
+    Files.createDirectories(into);
+    for (Map.Entry<String, String> f : v.files().entrySet()) {
+      Path blob = blobPath(f.getValue());
+      if (!Files.isRegularFile(blob)) {
+        throw new CorruptedAdapterException(name + " v" + version + ": file " + f.getKey() + " is missing from the store ("
+            + blob + ")");
+      }
+      Path tmp = into.resolve(f.getKey() + ".tmp");
+      String actual = copyHashing(blob, tmp);
+      if (!actual.equals(f.getValue())) {
+        Files.deleteIfExists(tmp);
+        throw new CorruptedAdapterException(name + " v" + version + ": file " + f.getKey() + " is corrupted (sha256 "
+            + actual + ", published as " + f.getValue() + ")");
+      }
+      Files.move(tmp, into.resolve(f.getKey()), StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+    }
+    return into;
+  }
+
+  /** A version whose stored bytes no longer match their hashes. */
+  public static final class CorruptedAdapterException extends IOException {
+    public CorruptedAdapterException(String message) {
+      super(message);
+    }
+  }
+
+  private String storeBlob(Path file) throws IOException {
+    Path tmp = Files.createTempFile(root.resolve("blobs"), "incoming", ".tmp");
+    try {
+      String hash = copyHashing(file, tmp);
+      Path blob = blobPath(hash);
+      if (Files.exists(blob)) {
+        Files.delete(tmp); // already stored: content addressing keeps one copy
+      } else {
+        Files.move(tmp, blob, StandardCopyOption.ATOMIC_MOVE);
+      }
+      return hash;
+    } finally {
+      Files.deleteIfExists(tmp);
+    }
+  }
+
+  private static String copyHashing(Path from, Path to) throws IOException {
+    MessageDigest sha = sha256();
+    try (InputStream in = new DigestInputStream(Files.newInputStream(from), sha)) {
+      Files.copy(in, to, StandardCopyOption.REPLACE_EXISTING);
+    }
+    return HexFormat.of().formatHex(sha.digest());
+  }
+
+  private Path blobPath(String hash) {
+    if (!hash.matches("[0-9a-f]{64}")) {
+      throw new IllegalArgumentException("not a sha256: '" + hash + "'");
+    }
+    return root.resolve("blobs").resolve("sha256").resolve(hash);
+  }
+
+  private Path recordPath(String name, long version) {
+    return root.resolve("adapters").resolve(name).resolve(version + ".json");
+  }
+
+  private static void checkName(String name) {
+    if (name == null || !NAME.matcher(name).matches()) {
+      throw new IllegalArgumentException("adapter name '" + name + "' must be 1-128 letters, digits, '.', '_' or '-', "
+          + "starting with a letter or digit");
+    }
+  }
+
+  private static void writeAtomically(Path file, byte[] bytes) throws IOException {
+    Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
+    Files.write(tmp, bytes);
+    Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+  }
+
+  private static ObjectNode toJson(Version v) {
+    ObjectNode n = JSON.createObjectNode();
+    n.put("name", v.name());
+    n.put("version", v.version());
+    n.put("parent", v.parent());
+    n.put("base_fingerprint", v.baseFingerprint());
+    ObjectNode files = n.putObject("files");
+    v.files().forEach(files::put);
+    ObjectNode metrics = n.putObject("metrics");
+    new TreeMap<>(v.metrics()).forEach(metrics::put);
+    ObjectNode offsets = n.putObject("offsets");
+    new TreeMap<>(v.offsets()).forEach(offsets::put);
+    n.put("created", v.created().toString());
+    return n;
+  }
+
+  private static Version read(Path file) throws IOException {
+    JsonNode n;
+    try {
+      n = JSON.readTree(file.toFile());
+    } catch (IOException e) {
+      throw new IOException(file + ": unreadable version record: " + e.getMessage(), e);
+    }
+    Map<String, String> files = new LinkedHashMap<>();
+    n.path("files").fields().forEachRemaining(e -> files.put(e.getKey(), e.getValue().asText()));
+    Map<String, Double> metrics = new LinkedHashMap<>();
+    n.path("metrics").fields().forEachRemaining(e -> metrics.put(e.getKey(), e.getValue().asDouble()));
+    Map<String, Long> offsets = new LinkedHashMap<>();
+    n.path("offsets").fields().forEachRemaining(e -> offsets.put(e.getKey(), e.getValue().asLong()));
+    return new Version(n.path("name").asText(), n.path("version").asLong(), n.path("parent").asLong(),
+        n.path("base_fingerprint").asText(), files, metrics, offsets, Instant.parse(n.path("created").asText()));
+  }
+
+  private static MessageDigest sha256() {
+    try {
+      return MessageDigest.getInstance("SHA-256");
+    } catch (NoSuchAlgorithmException e) {
+      throw new IllegalStateException(e);
+    }
+  }
+}
