@@ -23,6 +23,7 @@ import picocli.CommandLine.Command;
       PretrainCommand.class,
       TrainCommand.class,
       ExperimentCommand.class,
+      LogCommand.class,
       BenchCommand.class,
     })
 public final class Main implements Runnable {
