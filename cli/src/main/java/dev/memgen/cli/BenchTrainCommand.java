@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.LoraAdapter;
 import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.data.ArithmeticTasks;
 import dev.memgen.model.memory.LoraConfig;
 import dev.memgen.model.memory.Memory;
@@ -94,7 +95,7 @@ final class BenchTrainCommand implements Callable<Integer> {
       json.set("machine", Machine.describe());
       System.out.println(Json.line(json));
     } finally {
-      Training.deleteRecursively(work);
+      Directories.deleteRecursively(work);
     }
     return 0;
   }

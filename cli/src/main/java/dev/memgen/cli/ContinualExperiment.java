@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.LoraAdapter;
 import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.data.ArithmeticTasks;
 import dev.memgen.model.eval.Evaluator;
 import dev.memgen.model.generate.MemGenInterleaver;
@@ -234,7 +235,7 @@ final class ContinualExperiment implements Callable<Integer> {
       System.err.println("reusing " + stage);
       return true;
     }
-    Training.deleteIfExists(stage);
+    Directories.deleteRecursively(stage);
     return false;
   }
 

@@ -4,6 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.LoraAdapter;
 import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.data.ArithmeticTasks;
 import dev.memgen.model.eval.Evaluator;
 import dev.memgen.model.generate.MemGenInterleaver;
@@ -101,7 +102,7 @@ final class PretrainCommand implements Callable<Integer> {
           System.err.printf("base on A with a fresh memory inserting latents: %.1f%%%n", score.accuracy());
         }
       } finally {
-        Training.deleteRecursively(fresh);
+        Directories.deleteRecursively(fresh);
       }
     }
   }

@@ -2,12 +2,6 @@ package dev.memgen.cli;
 
 import dev.memgen.model.Engines;
 import dev.memgen.model.train.WeaverSft;
-import java.io.IOException;
-import java.io.UncheckedIOException;
-import java.nio.file.Files;
-import java.nio.file.Path;
-import java.util.Comparator;
-import java.util.stream.Stream;
 
 /** What the training commands share: libtorch's threads and the progress bar. */
 final class Training {
@@ -51,24 +45,6 @@ final class Training {
     @Override
     public void close() {
       progress.close();
-    }
-  }
-
-  static void deleteIfExists(Path dir) throws IOException {
-    if (Files.exists(dir)) {
-      deleteRecursively(dir);
-    }
-  }
-
-  static void deleteRecursively(Path dir) throws IOException {
-    try (Stream<Path> walk = Files.walk(dir)) {
-      walk.sorted(Comparator.reverseOrder()).forEach(p -> {
-        try {
-          Files.delete(p);
-        } catch (IOException e) {
-          throw new UncheckedIOException(e);
-        }
-      });
     }
   }
 }

@@ -6,21 +6,19 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.checkpoint.SafeTensorsFile;
 import dev.memgen.model.checkpoint.SafeTensorsWriter;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import java.io.IOException;
-import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
-import java.util.stream.Stream;
 
 /**
  * A memory trainer's checkpoint in {@code out/checkpoint}: the memory (with the manifest it will be published with),
@@ -65,7 +63,7 @@ final class MemoryCheckpoint {
 
   void save(Memory memory, MemoryManifest manifest, AdamW optimizer, int step) throws IOException {
     Path tmp = dir.resolveSibling(DIR + ".tmp");
-    deleteRecursively(tmp);
+    Directories.deleteRecursively(tmp);
     memory.save(tmp, manifest);
     List<SafeTensorsWriter.Tensor> state = new ArrayList<>();
     optimizer.state().forEach((name, t) -> state.add(SafeTensorsWriter.Tensor.of(name, t)));
@@ -75,36 +73,21 @@ final class MemoryCheckpoint {
     json.put("optimizer_steps", optimizer.steps());
     Files.writeString(tmp.resolve(STATE), json.toString());
     Path old = dir.resolveSibling(DIR + ".old");
-    deleteRecursively(old);
+    Directories.deleteRecursively(old);
     if (Files.exists(dir)) {
       Files.move(dir, old, StandardCopyOption.ATOMIC_MOVE);
     }
     Files.move(tmp, dir, StandardCopyOption.ATOMIC_MOVE);
-    deleteRecursively(old);
+    Directories.deleteRecursively(old);
   }
 
   /** Training finished and its result is written: the checkpoint is no longer needed. */
   void delete() throws IOException {
-    deleteRecursively(dir);
+    Directories.deleteRecursively(dir);
   }
 
   static MemoryManifest withVersion(MemoryManifest m, long version) {
     return new MemoryManifest(version, m.baseFingerprint(), m.hiddenSize(), m.numLayers(), m.promptK(), m.inferenceK(),
         m.weaverInput(), m.weaverLora(), m.triggerLora(), m.delimiters(), m.maxInferenceAug());
-  }
-
-  static void deleteRecursively(Path dir) throws IOException {
-    if (!Files.exists(dir)) {
-      return;
-    }
-    try (Stream<Path> walk = Files.walk(dir)) {
-      walk.sorted(Comparator.reverseOrder()).forEach(p -> {
-        try {
-          Files.delete(p);
-        } catch (IOException e) {
-          throw new UncheckedIOException(e);
-        }
-      });
-    }
   }
 }

@@ -10,6 +10,7 @@ import dev.memgen.model.ModelConfig;
 import dev.memgen.model.Weaver;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.checkpoint.SafeTensorsWriter;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.model.data.ArithmeticTasks;
@@ -166,6 +167,6 @@ public final class Pretrain {
     TinyCheckpoint.writeShards(staging, tensors, DType.F32, 1);
     Files.move(staging.resolve("model.safetensors"), out.resolve("model.safetensors"), StandardCopyOption.REPLACE_EXISTING,
         StandardCopyOption.ATOMIC_MOVE);
-    MemoryCheckpoint.deleteRecursively(staging);
+    Directories.deleteRecursively(staging);
   }
 }
