@@ -113,6 +113,10 @@ class ExperienceLogTest {
   }
 
   static List<ConsumerRecord<String, byte[]>> readAll(String topic) {
+    return readAll(broker, topic);
+  }
+
+  static List<ConsumerRecord<String, byte[]>> readAll(KafkaBroker broker, String topic) {
     Properties p = new Properties();
     p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, broker.bootstrapServers());
     p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
