@@ -14,6 +14,11 @@ import dev.memgen.proto.v1.MemorySkip;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.SkipReason;
 import dev.memgen.proto.v1.TokenDelta;
+import dev.memgen.proto.v1.InsertionPoint;
+import dev.memgen.proto.v1.Trajectory;
+import dev.memgen.proto.v1.TriggerDecision;
+import com.google.protobuf.util.Timestamps;
+import java.util.Arrays;
 import io.grpc.Context;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -39,16 +44,18 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
 
   private final ReasonerModel model; // a proxy: not touched here, so the checkpoint loads at startup, not now
   private final ReasonerMemoryConfig memory; // a proxy too
+  private final TrajectoryLog trajectories;
   private final int defaultMaxNewTokens;
   private volatile GenerateRequestMapper mapper;
 
-  ReasonerGrpcService(ReasonerModel model, ReasonerMemoryConfig memory,
+  ReasonerGrpcService(ReasonerModel model, ReasonerMemoryConfig memory, TrajectoryLog trajectories,
       @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
     if (defaultMaxNewTokens < 1) {
       throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
     }
     this.model = model;
     this.memory = memory;
+    this.trajectories = trajectories;
     this.defaultMaxNewTokens = defaultMaxNewTokens;
   }
 
@@ -136,12 +143,15 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
       }
     }
 
+    long latencyMs = (System.nanoTime() - start) / 1_000_000;
+    FinishReason reason = result.reason() == Generator.FinishReason.STOP_TOKEN ? FinishReason.STOP_TOKEN : FinishReason.LENGTH;
+    String trajectoryId = trajectories.record(trajectory(plan, req, result, trace, reason, latencyMs));
     Finished.Builder finished = Finished.newBuilder()
-        .setReason(result.reason() == Generator.FinishReason.STOP_TOKEN ? FinishReason.STOP_TOKEN : FinishReason.LENGTH)
+        .setReason(reason)
         .setPromptTokens(req.prompt().length)
         .setCompletionTokens(result.tokens().length)
-        .setLatencyMs((System.nanoTime() - start) / 1_000_000)
-        .setTrajectoryId("") // trajectory recording (Kafka) is not wired in yet
+        .setLatencyMs(latencyMs)
+        .setTrajectoryId(trajectoryId)
         .setSessionId(plan.sessionId());
     if (trace != null) {
       finished.setLatentRows(trace.insertions().stream().mapToInt(MemGenInterleaver.Insertion::k).sum());
@@ -162,6 +172,41 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
     } catch (StatusRuntimeException e) { // the client left just as we finished
       LOG.debugf("Generate finished after the client left: %s", e.getStatus());
     }
+  }
+
+  /** What the trainer needs to replay this generation: tokens, where latents went, the trigger's decisions. */
+  private Trajectory.Builder trajectory(GenerateRequestMapper.Plan plan, Generator.Request req, Generator.Result result,
+      MemGenInterleaver.Trace trace, FinishReason reason, long latencyMs) {
+    Trajectory.Builder t = Trajectory.newBuilder()
+        .setSessionId(plan.sessionId())
+        .setAdapterName(memory.adapterName())
+        .setBaseFingerprint(model.fingerprint())
+        .addAllPromptTokenIds(Arrays.stream(req.prompt()).boxed().toList())
+        .addAllCompletionTokenIds(Arrays.stream(result.tokens()).boxed().toList())
+        .setSampling(dev.memgen.proto.v1.SamplingParams.newBuilder()
+            .setTemperature((float) req.sampling().temperature()).setTopK(req.sampling().topK())
+            .setTopP((float) req.sampling().topP()).setSeed(req.sampling().seed()))
+        .setLatencyMs(latencyMs)
+        .setCreatedAt(Timestamps.fromMillis(System.currentTimeMillis()))
+        .setFinishReason(reason)
+        .setSchemaVersion(1)
+        .setMemoryEnabled(plan.memoryRequested());
+    if (trace != null) {
+      for (MemGenInterleaver.Insertion i : trace.insertions()) {
+        InsertionPoint.Builder p = InsertionPoint.newBuilder().setPosition(i.position()).setTokenIndex(i.tokenIndex())
+            .setKind(i.kind() == Weaver.Kind.PROMPT ? LatentKind.PROMPT : LatentKind.INFERENCE).setK(i.k());
+        if (!Float.isNaN(i.probability())) {
+          p.setTriggerProbability(i.probability());
+        }
+        t.addInsertions(p);
+        t.setWeaverVersion(i.weaverVersion());
+      }
+      for (MemGenInterleaver.Decision d : trace.decisions()) {
+        t.addTriggerDecisions(TriggerDecision.newBuilder().setPosition(d.position()).setTokenIndex(d.tokenIndex())
+            .setProbability(d.probability()).setInvoke(d.invoke()));
+      }
+    }
+    return t;
   }
 
   /** Sends a MemoryEvent for each insertion made since the last call, so they interleave with the tokens in order. */

@@ -35,6 +35,7 @@ public class ReasonerMemoryConfig {
   private final MemGenInterleaver.TriggerMode triggerMode;
   private final double threshold;
   private final OptionalInt maxInferenceAug;
+  private final String adapterName;
 
   ReasonerMemoryConfig(ReasonerModel model,
       @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
@@ -56,6 +57,7 @@ public class ReasonerMemoryConfig {
           + "memgen.trigger.threshold in [0, 1] and memgen.memory.max-inference-aug >= 0");
     }
     this.threshold = threshold;
+    this.adapterName = adapterName.filter(n -> !n.isEmpty()).orElse("default");
     if (memoryDir.isPresent()) {
       try {
         memory = ReasonerMemory.embedded(model.decoder(), model.fingerprint(), Path.of(memoryDir.get()),
@@ -85,6 +87,11 @@ public class ReasonerMemoryConfig {
       return DelimiterTable.ofTokenIds(vocab, id -> false);
     }
     return DelimiterTable.build(model.tokenizer(), vocab, names);
+  }
+
+  /** The named memory this reasoner uses ("default" unless memgen.memory.adapter-name says otherwise). */
+  public String adapterName() {
+    return adapterName;
   }
 
   /** Memory sessions for one generation, or null when no memory is configured (its seed drives a sampling trigger). */
