@@ -41,12 +41,21 @@ public final class ExperienceLog implements AutoCloseable {
 
   public ExperienceLog(String bootstrapServers) {
     this.bootstrapServers = bootstrapServers;
+    producer = reliableProducer(bootstrapServers, new Properties());
+  }
+
+  /**
+   * A producer that loses and duplicates nothing the broker acknowledged: {@code acks=all}, idempotent. Every
+   * MemGen producer is one of these; {@code overrides} adds timeouts and the like.
+   */
+  public static KafkaProducer<String, byte[]> reliableProducer(String bootstrapServers, Properties overrides) {
     Properties p = new Properties();
     p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
     p.put(ProducerConfig.ACKS_CONFIG, "all");
     p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
     p.put(ProducerConfig.LINGER_MS_CONFIG, "5");
-    producer = new KafkaProducer<>(p, new StringSerializer(), new ByteArraySerializer());
+    p.putAll(overrides);
+    return new KafkaProducer<>(p, new StringSerializer(), new ByteArraySerializer());
   }
 
   public String bootstrapServers() {
