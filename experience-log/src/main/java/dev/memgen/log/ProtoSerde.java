@@ -39,6 +39,15 @@ public final class ProtoSerde<T extends Message> implements Serde<T>, Serializer
     }
   }
 
+  /** The record in {@code data}, or null for a tombstone or bytes that are not one (for readers that skip those). */
+  public T deserializeOrNull(byte[] data) {
+    try {
+      return data == null ? null : parser.parseFrom(data);
+    } catch (InvalidProtocolBufferException e) {
+      return null;
+    }
+  }
+
   @Override
   public Serializer<T> serializer() {
     return this;

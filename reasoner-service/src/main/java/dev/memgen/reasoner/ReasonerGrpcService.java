@@ -44,18 +44,18 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
 
   private final ReasonerModel model; // a proxy: not touched here, so the checkpoint loads at startup, not now
   private final ReasonerMemoryConfig memory; // a proxy too
-  private final TrajectoryLog trajectories;
+  private final ExperienceRecorder experience;
   private final int defaultMaxNewTokens;
   private volatile GenerateRequestMapper mapper;
 
-  ReasonerGrpcService(ReasonerModel model, ReasonerMemoryConfig memory, TrajectoryLog trajectories,
+  ReasonerGrpcService(ReasonerModel model, ReasonerMemoryConfig memory, ExperienceRecorder experience,
       @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
     if (defaultMaxNewTokens < 1) {
       throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
     }
     this.model = model;
     this.memory = memory;
-    this.trajectories = trajectories;
+    this.experience = experience;
     this.defaultMaxNewTokens = defaultMaxNewTokens;
   }
 
@@ -145,7 +145,7 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
 
     long latencyMs = (System.nanoTime() - start) / 1_000_000;
     FinishReason reason = result.reason() == Generator.FinishReason.STOP_TOKEN ? FinishReason.STOP_TOKEN : FinishReason.LENGTH;
-    String trajectoryId = trajectories.record(trajectory(plan, req, result, trace, reason, latencyMs));
+    String trajectoryId = experience.recordTrajectory(trajectory(plan, req, result, trace, reason, latencyMs));
     Finished.Builder finished = Finished.newBuilder()
         .setReason(reason)
         .setPromptTokens(req.prompt().length)

@@ -1,5 +1,6 @@
 /**
- * The reasoner service: the frozen base LM of MemGen behind {@code memgen.v1.Reasoner/Generate}.
+ * The reasoner service: the frozen base LM of MemGen behind {@code memgen.v1.Reasoner/Generate}, and the intake of
+ * late rewards for what it generated.
  *
  * <p>{@link dev.memgen.reasoner.ReasonerModel} loads the checkpoint named by {@code memgen.model.dir} once at
  * startup; {@link dev.memgen.reasoner.GenerateRequestMapper} turns a request into a validated
@@ -10,5 +11,11 @@
  * (the weaver and trigger on this process's base weights) or remote (weaver-service and trigger-service over gRPC,
  * with deadlines); when memory is off, absent or failing, generation goes on with the bare base and
  * {@code Finished.memory_skipped} says where and why.
+ *
+ * <p>The experience log: {@link dev.memgen.reasoner.ExperienceRecorder} owns the service's one spooled Kafka
+ * publisher; every finished generation becomes a {@code Trajectory} on it. Rewards that arrive later come in through
+ * {@link dev.memgen.reasoner.FeedbackIntake} (validation and the {@code Feedback} record, in one place), served as
+ * {@code memgen.v1.FeedbackIntake/Submit} by {@link dev.memgen.reasoner.FeedbackGrpcService} and as
+ * {@code POST /v1/feedback} by {@link dev.memgen.reasoner.FeedbackResource}.
  */
 package dev.memgen.reasoner;

@@ -146,6 +146,34 @@ public final class AdapterStore {
     return into;
   }
 
+  /**
+   * The sha256 of version {@code version}'s record, the hash {@code AdapterPublished.sha256} carries: the record names
+   * every file's hash, so this one hash pins the whole version.
+   */
+  public String recordSha256(String name, long version) throws IOException {
+    get(name, version);
+    return HexFormat.of().formatHex(sha256().digest(Files.readAllBytes(recordPath(name, version))));
+  }
+
+  /** The record's path relative to the store's root ({@code AdapterPublished.uri}), e.g. {@code adapters/default/7.json}. */
+  public String recordUri(String name, long version) {
+    checkName(name);
+    return root.relativize(recordPath(name, version)).toString().replace('\\', '/');
+  }
+
+  /**
+   * {@link #materialize(String, long, Path)} for a version announced with record hash {@code recordSha256}: the record
+   * itself is checked first, so a record edited or swapped after publication is refused as well as a corrupted file.
+   */
+  public Path materialize(String name, long version, String recordSha256, Path into) throws IOException {
+    String actual = recordSha256(name, version);
+    if (!actual.equals(recordSha256)) {
+      throw new CorruptedAdapterException(name + " v" + version + ": record " + recordPath(name, version)
+          + " is corrupted (sha256 " + actual + ", published as " + recordSha256 + ")");
+    }
+    return materialize(name, version, into);
+  }
+
   /** A version whose stored bytes no longer match their hashes. */
   public static final class CorruptedAdapterException extends IOException {
     public CorruptedAdapterException(String message) {

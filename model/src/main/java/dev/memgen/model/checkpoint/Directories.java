@@ -4,6 +4,7 @@ import java.io.IOException;
 import java.io.UncheckedIOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
 import java.util.Comparator;
 import java.util.stream.Stream;
 
@@ -26,6 +27,16 @@ public final class Directories {
       });
     } catch (UncheckedIOException e) {
       throw e.getCause();
+    }
+  }
+
+  /** Copies the regular files directly in {@code from} (a memory or checkpoint directory is flat) into {@code to}. */
+  public static void copyFiles(Path from, Path to) throws IOException {
+    Files.createDirectories(to);
+    try (Stream<Path> files = Files.list(from)) {
+      for (Path f : files.filter(Files::isRegularFile).toList()) {
+        Files.copy(f, to.resolve(f.getFileName()), StandardCopyOption.REPLACE_EXISTING);
+      }
     }
   }
 }

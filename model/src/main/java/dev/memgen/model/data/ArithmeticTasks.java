@@ -2,7 +2,10 @@ package dev.memgen.model.data;
 
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.SplittableRandom;
+import java.util.regex.Matcher;
+import java.util.regex.Pattern;
 
 /**
  * A seeded synthetic task suite with chain-of-thought answers and a {@code \boxed{}} result, small enough for a base
@@ -21,6 +24,9 @@ public final class ArithmeticTasks {
 
   /** One problem: the prompt, the answer the model should write, and the boxed result alone. */
   public record Example(Domain domain, String prompt, String answer, String boxed) {}
+
+  /** A question as {@link #generate} writes it: the marker, then the operands and signs, then {@code =?}. */
+  private static final Pattern QUESTION = Pattern.compile("Q(%?):(\\d{1,9}(?:[+-]\\d{1,9})*)=\\?");
 
   /** Largest operand and intermediate result. */
   public static final int MAX_VALUE = 99;
@@ -41,6 +47,31 @@ public final class ArithmeticTasks {
       out.add(problem(domain, random, 1 + random.nextInt(maxOperations)));
     }
     return out;
+  }
+
+  /**
+   * The boxed result a correct answer to the last question in {@code text} has (domain B's marker {@code Q%:} takes
+   * it mod 10), or empty when {@code text} holds no question of this suite. This is what lets a verifier score
+   * logged traffic on these tasks without a reference answer.
+   */
+  public static Optional<String> solve(String text) {
+    Matcher m = QUESTION.matcher(text);
+    String marker = null;
+    String expression = null;
+    while (m.find()) {
+      marker = m.group(1);
+      expression = m.group(2);
+    }
+    if (expression == null) {
+      return Optional.empty();
+    }
+    Matcher term = Pattern.compile("([+-]?)(\\d+)").matcher(expression);
+    long value = 0;
+    while (term.find()) {
+      long operand = Long.parseLong(term.group(2));
+      value += term.group(1).equals("-") ? -operand : operand;
+    }
+    return Optional.of(String.valueOf(marker.isEmpty() ? value : Math.floorMod(value, 10)));
   }
 
   private static Example problem(Domain domain, SplittableRandom random, int operations) {

@@ -49,6 +49,12 @@ public record MemoryManifest(
     delimiters = List.copyOf(delimiters);
   }
 
+  /** This manifest with another version number (a trained memory is its input's version plus one). */
+  public MemoryManifest withVersion(long newVersion) {
+    return new MemoryManifest(newVersion, baseFingerprint, hiddenSize, numLayers, promptK, inferenceK, weaverInput,
+        weaverLora, triggerLora, delimiters, maxInferenceAug);
+  }
+
   public static MemoryManifest read(Path dir) {
     Path file = dir.resolve(FILE);
     JsonNode m;

@@ -84,6 +84,18 @@ public final class AdamW {
    * @throws TrainingDivergedException after ten non-finite updates in a row, naming the tensors
    */
   public double step(double lr) {
+    // Autograd's grad mode is per thread, and only the thread that started the engine has it off: on any other
+    // thread the in-place updates below would be refused on leaf tensors that require gradients.
+    boolean gradMode = JniUtils.isGradMode();
+    JniUtils.setGradMode(false);
+    try {
+      return update(lr);
+    } finally {
+      JniUtils.setGradMode(gradMode);
+    }
+  }
+
+  private double update(double lr) {
     double sumSquares = 0;
     Map<String, NDArray> grads = new LinkedHashMap<>();
     List<String> bad = new ArrayList<>();

@@ -85,9 +85,4 @@ final class MemoryCheckpoint {
   void delete() throws IOException {
     Directories.deleteRecursively(dir);
   }
-
-  static MemoryManifest withVersion(MemoryManifest m, long version) {
-    return new MemoryManifest(version, m.baseFingerprint(), m.hiddenSize(), m.numLayers(), m.promptK(), m.inferenceK(),
-        m.weaverInput(), m.weaverLora(), m.triggerLora(), m.delimiters(), m.maxInferenceAug());
-  }
 }

@@ -39,7 +39,7 @@ final class MemoryTrainingRun implements AutoCloseable {
         throw new IllegalArgumentException(memoryIn + ": training supports weavers that read input embeddings (the "
             + "reference code's setting); this memory's weaver reads hidden states");
       }
-      this.trained = resume ? manifest : MemoryCheckpoint.withVersion(manifest, manifest.version() + 1);
+      this.trained = resume ? manifest : manifest.withVersion(manifest.version() + 1);
       Map<String, NDArray> params = memory.tensors(part);
       params.values().forEach(p -> p.setRequiresGradient(true));
       this.optimizer = new AdamW(params, optimizer, manager);

@@ -115,4 +115,16 @@ class ArithmeticTasksTest {
     assertFalse(BoxedAnswer.matches("...\\boxed{14}", "4"));
     assertFalse(BoxedAnswer.matches("4", "4"), "no box, no credit");
   }
+
+  @Test
+  void solvingAQuestionFromItsTextGivesTheGeneratorsBoxedAnswer() {
+    for (Domain d : Domain.values()) {
+      for (Example e : ArithmeticTasks.generate(d, 300, 4, 7)) {
+        String chat = "<|im_start|>user\n" + e.prompt() + "<|im_end|>\n<|im_start|>assistant\n";
+        assertEquals(e.boxed(), ArithmeticTasks.solve(chat).orElseThrow(), chat);
+      }
+    }
+    assertEquals("3", ArithmeticTasks.solve("Q:1+2=? then Q%:50+3=?").orElseThrow(), "the last question counts");
+    assertEquals(java.util.Optional.empty(), ArithmeticTasks.solve("What is 2+2?"));
+  }
 }

@@ -1,0 +1,146 @@
+package dev.memgen.trainer;
+
+import dev.memgen.model.data.ArithmeticTasks;
+import dev.memgen.model.data.QaDataset;
+import dev.memgen.model.eval.Evaluator;
+import dev.memgen.model.text.ChatTemplate;
+import io.quarkus.runtime.ShutdownEvent;
+import io.quarkus.runtime.Startup;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.event.Observes;
+import java.io.IOException;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.List;
+import java.util.Optional;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+import org.jboss.logging.Logger;
+
+/**
+ * Runs the {@link ContinualTrainer} on its own thread when {@code memgen.log.bootstrap} is set (otherwise the
+ * service only answers health checks). Settings are checked at startup, so a bad one stops the start with its name;
+ * trouble at run time (the broker away, the store unwritable) is logged and retried with a back-off, and a restarted
+ * trainer resumes from the adapter store, so nothing is trained twice.
+ */
+@Startup
+@ApplicationScoped
+public class TrainerLoop {
+  private static final Logger LOG = Logger.getLogger(TrainerLoop.class);
+
+  private final ContinualTrainer.Settings settings; // null: no experience log configured
+  private final Thread thread;
+  private volatile ContinualTrainer trainer;
+  private volatile boolean stopping;
+
+  TrainerLoop(@ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
+      @ConfigProperty(name = "memgen.log.partitions", defaultValue = "3") int partitions,
+      @ConfigProperty(name = "memgen.model.dir") Optional<String> modelDir,
+      @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
+      @ConfigProperty(name = "memgen.memory.adapter-name", defaultValue = "default") String adapterName,
+      @ConfigProperty(name = "memgen.adapters.store") Optional<String> store,
+      @ConfigProperty(name = "memgen.trainer.work-dir", defaultValue = ".memgen/trainer") String workDir,
+      @ConfigProperty(name = "memgen.trainer.eval-set", defaultValue = "arithmetic:100") String evalSet,
+      @ConfigProperty(name = "memgen.trainer.gate-tolerance", defaultValue = "1.0") double gateTolerance,
+      @ConfigProperty(name = "memgen.trainer.window", defaultValue = "64") int window,
+      @ConfigProperty(name = "memgen.trainer.max-window-wait", defaultValue = "PT10M") Duration maxWindowWait,
+      @ConfigProperty(name = "memgen.trainer.sft-min-reward", defaultValue = "1.0") double sftMinReward,
+      @ConfigProperty(name = "memgen.trainer.sft-steps", defaultValue = "50") int sftSteps,
+      @ConfigProperty(name = "memgen.trainer.sft-batch", defaultValue = "8") int sftBatch,
+      @ConfigProperty(name = "memgen.trainer.lr", defaultValue = "3e-3") double lr,
+      @ConfigProperty(name = "memgen.trainer.grpo-steps", defaultValue = "0") int grpoSteps,
+      @ConfigProperty(name = "memgen.trainer.verifier", defaultValue = "none") String verifier,
+      @ConfigProperty(name = "memgen.trainer.eval-max-new-tokens", defaultValue = "48") int evalMaxNewTokens,
+      @ConfigProperty(name = "memgen.trainer.seed", defaultValue = "0") long seed) {
+    if (bootstrap.isEmpty()) {
+      settings = null;
+      thread = null;
+      LOG.info("trainer idle: no experience log (set memgen.log.bootstrap)");
+      return;
+    }
+    String missing = modelDir.isEmpty() ? "memgen.model.dir" : memoryDir.isEmpty() ? "memgen.memory.dir"
+        : store.isEmpty() ? "memgen.adapters.store" : null;
+    if (missing != null) {
+      throw new IllegalStateException(missing + " must be set when memgen.log.bootstrap is (the trainer needs the base, "
+          + "the starting memory and the adapter store)");
+    }
+    try {
+      settings = new ContinualTrainer.Settings(bootstrap.get(), adapterName, Path.of(modelDir.get()), Path.of(memoryDir.get()),
+          Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, sftMinReward,
+          sftSteps, sftBatch, lr, grpoSteps, verifier.equals("none") ? Optional.empty() : Optional.of(Verifier.named(verifier)),
+          evalMaxNewTokens, partitions, seed);
+    } catch (IOException | RuntimeException e) {
+      throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
+    }
+    thread = new Thread(this::runWithRetries, "memgen-trainer");
+    thread.start();
+  }
+
+  /**
+   * The held-out problems: {@code arithmetic:N} is N problems of each of the task suite's domains (a seed no
+   * traffic generator uses), anything else a JSONL file of chat problems with expected answers.
+   */
+  static List<Evaluator.Problem> heldOut(String spec) throws IOException {
+    List<Evaluator.Problem> out = new ArrayList<>();
+    if (spec.startsWith("arithmetic:")) {
+      int n = Integer.parseInt(spec.substring("arithmetic:".length()));
+      for (ArithmeticTasks.Domain d : ArithmeticTasks.Domain.values()) {
+        for (ArithmeticTasks.Example e : ArithmeticTasks.generate(d, n, 3, 0x5EED_0E7A1L)) {
+          out.add(new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed()));
+        }
+      }
+      return out;
+    }
+    QaDataset.Loaded loaded = QaDataset.read(Path.of(spec), QaDataset.OnBadRecord.FAIL, QaDataset.Expected.REQUIRED);
+    for (QaDataset.Example e : loaded.examples()) {
+      out.add(new Evaluator.Problem(e.chatPrompt(), e.expected()));
+    }
+    return out;
+  }
+
+  public Optional<ContinualTrainer.Status> status() {
+    return Optional.ofNullable(trainer).map(ContinualTrainer::status);
+  }
+
+  private void runWithRetries() {
+    long backoffMs = 1000;
+    while (!stopping) {
+      try {
+        trainer = new ContinualTrainer(settings);
+        backoffMs = 1000;
+        if (stopping) { // shut down while it was starting
+          trainer.release();
+          return;
+        }
+        try {
+          trainer.run();
+        } finally {
+          trainer.release();
+        }
+      } catch (Exception e) {
+        if (stopping) {
+          return;
+        }
+        LOG.errorf(e, "trainer failed (retrying in %d s): %s", backoffMs / 1000, e.getMessage());
+        try {
+          Thread.sleep(backoffMs);
+        } catch (InterruptedException ie) {
+          return;
+        }
+        backoffMs = Math.min(60_000, backoffMs * 2);
+      }
+    }
+  }
+
+  void onShutdown(@Observes ShutdownEvent event) throws InterruptedException {
+    stopping = true;
+    if (thread != null) {
+      ContinualTrainer t = trainer;
+      if (t != null) {
+        t.close();
+      }
+      thread.interrupt();
+      thread.join(30_000);
+    }
+  }
+}

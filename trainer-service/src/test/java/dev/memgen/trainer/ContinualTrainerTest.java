@@ -1,0 +1,353 @@
+package dev.memgen.trainer;
+
+import static org.junit.jupiter.api.Assertions.assertArrayEquals;
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertFalse;
+import static org.junit.jupiter.api.Assertions.assertNotNull;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.memgen.log.AdapterLog;
+import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.Topics;
+import dev.memgen.log.broker.KafkaBroker;
+import dev.memgen.log.store.AdapterStore;
+import dev.memgen.model.ModelConfig;
+import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.TinyCheckpoint;
+import dev.memgen.model.data.ArithmeticTasks;
+import dev.memgen.model.eval.Evaluator;
+import dev.memgen.model.memory.LoraConfig;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
+import dev.memgen.model.text.ChatTemplate;
+import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.model.text.TextTokenizer;
+import dev.memgen.model.train.TokenizedExample;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.proto.v1.AdapterPublished;
+import dev.memgen.proto.v1.Feedback;
+import dev.memgen.proto.v1.FinishReason;
+import dev.memgen.proto.v1.OffsetRange;
+import dev.memgen.proto.v1.Trajectory;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.Optional;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+import java.util.function.BooleanSupplier;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.consumer.OffsetAndMetadata;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.common.TopicPartition;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * The trainer against a real broker and a tiny random checkpoint: windows of trajectories become stored and
+ * announced adapter versions whose {@code trained_on} ranges tile the log exactly once, across restarts, a crash
+ * between storing and announcing, rejected candidates and bad records (which go to the dead-letter topic).
+ */
+class ContinualTrainerTest {
+  static final String NAME = "default";
+  static KafkaBroker broker;
+  static Path model;
+  static Path memory;
+  static String fingerprint;
+
+  @TempDir Path tmp;
+
+  @BeforeAll
+  static void start(@TempDir Path shared) throws Exception {
+    broker = KafkaBroker.start(shared.resolve("kafka"), 0);
+    model = shared.resolve("model");
+    memory = shared.resolve("memory");
+    ModelConfig c = TinyCheckpoint.tiny("qwen2");
+    TinyCheckpoint.write(model, c, DType.F32, 1, 11);
+    fingerprint = Checkpoint.open(model).fingerprint();
+    Memory.init(memory, c, new MemoryManifest(1, fingerprint, c.hiddenSize(), c.numLayers(), 2, 2, "embeddings",
+        LoraConfig.REFERENCE, LoraConfig.REFERENCE, DelimiterTable.DEFAULT, 2), 3);
+    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers())) {
+      log.ensureTopics(2);
+    }
+  }
+
+  @AfterAll
+  static void stop() {
+    broker.stop();
+  }
+
+  /** Each test gets its own adapter store and its own topics' worth of traffic by using a fresh adapter name. */
+  ContinualTrainer.Settings settings(String name, int window, double tolerance, Optional<Verifier> verifier) {
+    List<Evaluator.Problem> heldOut = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, 4, 1, 99).stream()
+        .map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList();
+    return new ContinualTrainer.Settings(broker.bootstrapServers(), name, model, memory, tmp.resolve("store"),
+        tmp.resolve("work"), heldOut, tolerance, window, Duration.ofHours(1), 1.0, 4, 4, 1e-2, 0, verifier, 6, 2, 0);
+  }
+
+  @Test
+  void windowsBecomeVersionsAndEveryTrajectoryIsAccountedForOnceAcrossRestarts() throws Exception {
+    String name = "acct-" + UUID.randomUUID().toString().substring(0, 8);
+    byte[] baseBefore = digest(model);
+    long deadLettersBefore = countRecords(Topics.deadLetter(Topics.TRAJECTORIES)) + countRecords(Topics.deadLetter(Topics.FEEDBACK));
+    List<String> ids = new ArrayList<>();
+    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers()); TextTokenizer tok = TextTokenizer.load(model)) {
+      // Window 1: 6 trajectories, 4 rewarded through feedback (1 with reward 0), plus garbage.
+      ids.addAll(publishTrajectories(log, tok, name, 6, 1));
+      for (int i = 0; i < 4; i++) {
+        feedback(log, ids.get(i), i == 3 ? 0.0 : 1.0);
+      }
+      log.publish(Topics.FEEDBACK, "x", Feedback.newBuilder().setTrajectoryId("x").setReward(Double.NaN).setSource("h")
+          .setSchemaVersion(1).build()).get();
+      garbage(log, Topics.TRAJECTORIES);
+      log.flush();
+
+      ContinualTrainer.Settings s = settings(name, 3, 100, Optional.empty());
+      try (Running t = new Running(new ContinualTrainer(s))) {
+        AdapterStore store = AdapterStore.open(s.storeDir());
+        await(() -> versions(store, name) == 2, "v2 trained from the first window");
+        await(() -> t.trainer.status().published() == 1, "v2 announced and the window closed");
+        await(() -> t.trainer.status().deadLettered() == 2, "the garbage trajectory and the NaN feedback dead-lettered");
+      }
+
+      // A crash between storing and announcing: v3 is in the store (as a trainer writes it) but was never announced.
+      AdapterStore store = AdapterStore.open(tmp.resolve("store"));
+      AdapterStore.Version v2 = store.latest(name).orElseThrow();
+      ids.addAll(publishTrajectories(log, tok, name, 2, 2));
+      log.flush();
+      Map<String, Long> advanced = new java.util.HashMap<>(v2.offsets());
+      for (var e : endOffsets().entrySet()) {
+        advanced.put(e.getKey().toString(), e.getValue());
+      }
+      Path v2dir = store.materialize(name, 2, tmp.resolve("v2"));
+      MemoryManifest.read(v2dir).withVersion(3).write(v2dir);
+      store.publish(name, v2dir, 2, fingerprint, Map.of(), advanced);
+
+      // Restart: v3 gets announced, and training resumes after it; 3 more trajectories make window 3.
+      ids.addAll(publishTrajectories(log, tok, name, 3, 3));
+      for (int i = ids.size() - 3; i < ids.size(); i++) {
+        feedback(log, ids.get(i), 1.0);
+      }
+      log.flush();
+      try (Running t = new Running(new ContinualTrainer(settings(name, 3, 100, Optional.empty())))) {
+        await(() -> versions(store, name) == 4, "v4 trained from the window after the restart");
+      }
+    }
+
+    List<AdapterPublished> announced = AdapterLog.readAll(broker.bootstrapServers(), Duration.ofSeconds(30)).stream()
+        .filter(a -> a.getAdapterName().equals(name)).toList();
+    assertEquals(List.of(1L, 2L, 3L, 4L), announced.stream().map(AdapterPublished::getVersion).toList());
+    assertEquals("initial", announced.get(0).getReason());
+    assertEquals("window (announced at restart)", announced.get(2).getReason());
+    AdapterStore store = AdapterStore.open(tmp.resolve("store"));
+    for (AdapterPublished a : announced) {
+      assertEquals(store.recordSha256(name, a.getVersion()), a.getSha256());
+      assertEquals(a.getVersion() - 1, a.getParentVersion());
+      assertEquals(fingerprint, a.getBaseFingerprint());
+      assertEquals(AdapterComponent.WEAVER, a.getComponent());
+    }
+    // Exactly once: the ranges tile each partition from 0 to its end, and hold every trajectory of this test.
+    List<String> trained = new ArrayList<>();
+    Map<TopicPartition, Long> end = endOffsets();
+    for (TopicPartition tp : end.keySet()) {
+      long next = 0;
+      for (AdapterPublished a : announced) {
+        for (OffsetRange r : a.getTrainedOnList()) {
+          if (r.getPartition() == tp.partition()) {
+            assertEquals(next, r.getFromOffset(), "no gap and no overlap in " + tp + ": " + announced);
+            next = r.getToOffset();
+          }
+        }
+      }
+      assertEquals(end.get(tp), next, tp + " consumed to its end");
+      trained.addAll(trajectoryIds(tp, 0, next));
+    }
+    assertTrue(trained.containsAll(ids), "every trajectory of this adapter is inside a published range");
+    assertEquals(trained.size(), trained.stream().distinct().count());
+    // The trainer's group position follows the last publish; the weights changed; the base did not.
+    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(broker.bootstrapServers(), "check", "memgen-trainer-" + name)) {
+      Map<TopicPartition, OffsetAndMetadata> committed = c.committed(end.keySet(), Duration.ofSeconds(10));
+      for (TopicPartition tp : end.keySet()) {
+        assertEquals(end.get(tp), committed.get(tp).offset());
+      }
+    }
+    assertFalse(java.util.Arrays.equals(Files.readAllBytes(store.materialize(name, 1, tmp.resolve("m1")).resolve(Memory.TENSORS)),
+        Files.readAllBytes(store.materialize(name, 2, tmp.resolve("m2")).resolve(Memory.TENSORS))), "v2 was trained");
+    assertEquals(2, MemoryManifest.read(tmp.resolve("m2")).version(), "the memory's own version is the store's");
+    assertArrayEquals(baseBefore, digest(model), "the frozen base is untouched");
+    assertEquals(2, countRecords(Topics.deadLetter(Topics.TRAJECTORIES)) + countRecords(Topics.deadLetter(Topics.FEEDBACK))
+        - deadLettersBefore, "both bad records are in the dead-letter topics");
+  }
+
+  @Test
+  void aCandidateThatRegressesIsNotPublishedAndItsRangeCarriesOver() throws Exception {
+    String name = "gate-" + UUID.randomUUID().toString().substring(0, 8);
+    List<String> ids;
+    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers()); TextTokenizer tok = TextTokenizer.load(model)) {
+      ids = publishTrajectories(log, tok, name, 3, 5); // rewarded by the verifier: the answers are right
+      log.flush();
+      // Demanding 1 point of improvement a random model cannot make: the candidate is refused.
+      try (Running t = new Running(new ContinualTrainer(settings(name, 3, -1, Optional.of(Verifier.named("arithmetic")))))) {
+        await(() -> t.trainer.status().rejected() == 1, "the candidate was evaluated and refused");
+        assertEquals(1, AdapterStore.open(tmp.resolve("store")).versions(name).size(), "nothing but the initial version");
+      }
+      ids.addAll(publishTrajectories(log, tok, name, 3, 6));
+      log.flush();
+      AdapterStore store = AdapterStore.open(tmp.resolve("store"));
+      try (Running t = new Running(new ContinualTrainer(settings(name, 3, 100, Optional.of(Verifier.named("arithmetic")))))) {
+        await(() -> versions(store, name) == 2, "v2 from the second window");
+      }
+    }
+    AdapterPublished v2 = AdapterLog.current(broker.bootstrapServers(), Duration.ofSeconds(30))
+        .get(AdapterLog.key(name, AdapterComponent.WEAVER));
+    assertEquals(2, v2.getVersion());
+    List<String> covered = new ArrayList<>();
+    for (OffsetRange r : v2.getTrainedOnList()) {
+      covered.addAll(trajectoryIds(new TopicPartition(r.getTopic(), r.getPartition()), r.getFromOffset(), r.getToOffset()));
+    }
+    assertTrue(covered.containsAll(ids), "v2's range includes the refused window's trajectories: " + v2.getTrainedOnList());
+    assertEquals(6.0, v2.getEvalMetricsOrThrow("window_rewarded"),
+        "the refused window was never published, so the restarted trainer read it again with the second");
+  }
+
+  // ---- helpers
+
+  /** Trajectories of {@code n} correct arithmetic answers (so the verifier rewards them), as a reasoner records them. */
+  List<String> publishTrajectories(ExperienceLog log, TextTokenizer tok, String name, int n, long seed) throws Exception {
+    List<String> ids = new ArrayList<>();
+    for (ArithmeticTasks.Example e : ArithmeticTasks.generate(ArithmeticTasks.Domain.B, n, 2, seed)) {
+      TokenizedExample x = TokenizedExample.of(tok, ChatTemplate.userPrompt(e.prompt()), e.answer());
+      String id = UUID.randomUUID().toString();
+      Trajectory.Builder t = Trajectory.newBuilder().setTrajectoryId(id).setSessionId("s-" + id).setAdapterName(name)
+          .setWeaverVersion(1).setBaseFingerprint(fingerprint).setFinishReason(FinishReason.STOP_TOKEN).setSchemaVersion(1)
+          .setMemoryEnabled(true);
+      for (int p : x.prompt()) {
+        t.addPromptTokenIds(p);
+      }
+      for (int a : x.answer()) {
+        t.addCompletionTokenIds(a);
+      }
+      log.publish(Topics.TRAJECTORIES, t.getSessionId(), t.build()).get();
+      ids.add(id);
+    }
+    return ids;
+  }
+
+  static void feedback(ExperienceLog log, String trajectoryId, double reward) throws Exception {
+    log.publish(Topics.FEEDBACK, trajectoryId, Feedback.newBuilder().setTrajectoryId(trajectoryId).setReward(reward)
+        .setSource("human").setFeedbackId(UUID.randomUUID().toString()).setSchemaVersion(1).build()).get();
+  }
+
+  static void garbage(ExperienceLog log, String topic) throws Exception {
+    try (var producer = ExperienceLog.reliableProducer(broker.bootstrapServers(), new java.util.Properties())) {
+      producer.send(new ProducerRecord<>(topic, "bad", "not a protobuf \u0000\u00ff".getBytes(StandardCharsets.ISO_8859_1))).get();
+    }
+  }
+
+  static Map<TopicPartition, Long> endOffsets() {
+    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(broker.bootstrapServers(), "check", null)) {
+      List<TopicPartition> parts = c.partitionsFor(Topics.TRAJECTORIES).stream()
+          .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
+      return c.endOffsets(parts, Duration.ofSeconds(10));
+    }
+  }
+
+  /** Ids of the valid trajectories at offsets [from, to) of {@code tp}. */
+  static List<String> trajectoryIds(TopicPartition tp, long from, long to) {
+    List<String> out = new ArrayList<>();
+    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(broker.bootstrapServers(), "check", null)) {
+      c.assign(List.of(tp));
+      c.seek(tp, from);
+      while (c.position(tp) < to) {
+        for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
+          if (r.offset() < to) {
+            try {
+              out.add(Trajectory.parseFrom(r.value()).getTrajectoryId());
+            } catch (com.google.protobuf.InvalidProtocolBufferException e) {
+              // garbage records are accounted for by range, not by id
+            }
+          }
+        }
+      }
+    }
+    return out;
+  }
+
+  static long countRecords(String topic) {
+    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(broker.bootstrapServers(), "check", null)) {
+      List<TopicPartition> parts = c.partitionsFor(topic).stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
+      return c.endOffsets(parts, Duration.ofSeconds(10)).values().stream().mapToLong(Long::longValue).sum();
+    }
+  }
+
+  static int versions(AdapterStore store, String name) {
+    try {
+      return store.versions(name).size();
+    } catch (java.io.IOException e) {
+      return -1;
+    }
+  }
+
+  static void await(BooleanSupplier condition, String what) throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(180);
+    while (!condition.getAsBoolean()) {
+      assertTrue(System.nanoTime() < deadline, "timed out waiting: " + what);
+      Thread.sleep(100);
+    }
+  }
+
+  static byte[] digest(Path dir) throws Exception {
+    MessageDigest sha = MessageDigest.getInstance("SHA-256");
+    try (var files = Files.list(dir)) {
+      for (Path f : files.sorted().toList()) {
+        sha.update(Files.readAllBytes(f));
+      }
+    }
+    return sha.digest();
+  }
+
+  /** A trainer on its own thread, stopped and released at close. */
+  static final class Running implements AutoCloseable {
+    final ContinualTrainer trainer;
+    final Thread thread;
+    volatile Throwable failure;
+
+    Running(ContinualTrainer trainer) {
+      this.trainer = trainer;
+      thread = new Thread(() -> {
+        try {
+          trainer.run();
+        } catch (Throwable t) {
+          failure = t;
+        }
+      });
+      thread.start();
+    }
+
+    @Override
+    public void close() throws Exception {
+      trainer.close();
+      thread.join(60_000);
+      trainer.release();
+      assertFalse(thread.isAlive());
+      if (failure != null) {
+        throw new AssertionError("the trainer failed", failure);
+      }
+      assertNotNull(trainer.status());
+    }
+  }
+
+  static String hex(byte[] b) {
+    return HexFormat.of().formatHex(b);
+  }
+}
