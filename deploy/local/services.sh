@@ -2,9 +2,12 @@
 # Runs MemGen's four services as separate local processes (one JVM each, gRPC on loopback), the way a
 # microservice deployment runs them. Builds the services on first use.
 #
-#   deploy/local/services.sh start --model DIR --memory DIR
+#   deploy/local/services.sh start --model DIR --memory DIR [--log HOST:PORT --store DIR]
 #                                  start reasoner, trigger, weaver and trainer services (any already
-#                                  running are left alone, so this also restarts one that died)
+#                                  running are left alone, so this also restarts one that died). With
+#                                  --log (a Kafka bootstrap) and --store (the adapter store directory) the
+#                                  loop is on: the reasoner records trajectories and takes feedback, the
+#                                  trainer trains windows into the store, the weaver swaps new versions in.
 #   deploy/local/services.sh status    which are running, on which ports
 #   deploy/local/services.sh stop      stop them all
 #
@@ -37,11 +40,13 @@ pid_of() {
 }
 
 start() {
-  local model="" memory=""
+  local model="" memory="" log="" store=""
   while [ $# -gt 0 ]; do
     case "$1" in
       --model) model="$2"; shift 2 ;;
       --memory) memory="$2"; shift 2 ;;
+      --log) log="$2"; shift 2 ;;
+      --store) store="$2"; shift 2 ;;
       *) usage ;;
     esac
   done
@@ -51,6 +56,11 @@ start() {
   [ -f "$memory/manifest.json" ] || { echo "services.sh start: $memory has no manifest.json" >&2; exit 2; }
   model="$(cd "$model" && pwd)"
   memory="$(cd "$memory" && pwd)"
+  if [ -n "$log" ] || [ -n "$store" ]; then
+    [ -n "$log" ] && [ -n "$store" ] || { echo "services.sh start: --log and --store go together" >&2; exit 2; }
+    mkdir -p "$store"
+    store="$(cd "$store" && pwd)"
+  fi
   local missing=()
   for s in "${services[@]}"; do
     [ -f "$root/$s/target/quarkus-app/quarkus-run.jar" ] || missing+=("$s")
@@ -69,8 +79,17 @@ start() {
       case "$s" in
         reasoner-service) args+=(-Dmemgen.model.dir="$model" -Dmemgen.trigger.target="127.0.0.1:$((grpc_base + 1))"
                                  -Dmemgen.weaver.target="127.0.0.1:$((grpc_base + 2))") ;;
-        trigger-service|weaver-service) args+=(-Dmemgen.model.dir="$model" -Dmemgen.memory.dir="$memory") ;;
+        *) args+=(-Dmemgen.model.dir="$model" -Dmemgen.memory.dir="$memory") ;;
       esac
+      if [ -n "$log" ]; then
+        case "$s" in
+          reasoner-service) args+=(-Dmemgen.log.bootstrap="$log") ;;
+          weaver-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.adapters.store="$store"
+                                 -Dmemgen.adapters.cache-dir="$run_dir/weaver-adapters") ;;
+          trainer-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.adapters.store="$store"
+                                  -Dmemgen.trainer.work-dir="$run_dir/trainer-work") ;;
+        esac
+      fi
       "$java" "${args[@]}" ${MEMGEN_JAVA_OPTS:-} -jar "$root/$s/target/quarkus-app/quarkus-run.jar" \
         > "$run_dir/$s.log" 2>&1 &
       echo $! > "$run_dir/$s.pid"

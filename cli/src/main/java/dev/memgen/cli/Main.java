@@ -24,6 +24,7 @@ import picocli.CommandLine.Command;
       TrainCommand.class,
       ExperimentCommand.class,
       LogCommand.class,
+      AdaptersCommand.class,
       BenchCommand.class,
     })
 public final class Main implements Runnable {
@@ -36,6 +37,28 @@ public final class Main implements Runnable {
 
   public static void main(String[] args) {
     System.exit(run(args));
+  }
+
+  /**
+   * The project checkout this tool runs from ({@code memgen.home}, set by the ./memgen launcher; else found from
+   * this jar's place, cli/target/memgen-cli.jar): where deploy/local/services.sh and the built services are.
+   */
+  static java.nio.file.Path home() {
+    String set = System.getProperty("memgen.home");
+    if (set != null) {
+      return java.nio.file.Path.of(set);
+    }
+    try {
+      java.nio.file.Path at = java.nio.file.Path.of(Main.class.getProtectionDomain().getCodeSource().getLocation().toURI());
+      for (java.nio.file.Path p = at; p != null; p = p.getParent()) {
+        if (java.nio.file.Files.isRegularFile(p.resolve("deploy/local/services.sh"))) {
+          return p;
+        }
+      }
+    } catch (java.net.URISyntaxException | SecurityException e) {
+      // fall through
+    }
+    throw new IllegalArgumentException("cannot find the project checkout (deploy/local/services.sh): set -Dmemgen.home");
   }
 
   /** Runs a command line and returns its exit code (tests call this instead of main). */

@@ -76,6 +76,9 @@ public final class ExperienceLog implements AutoCloseable {
     p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
     p.put(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG, "earliest");
     p.put(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed");
+    // Topics come from ensureTopics with their settings; a consumer must never create one with broker defaults
+    // (an adapters topic without compaction).
+    p.put(ConsumerConfig.ALLOW_AUTO_CREATE_TOPICS_CONFIG, "false");
     return new KafkaConsumer<>(p, new StringDeserializer(), new ByteArrayDeserializer());
   }
 

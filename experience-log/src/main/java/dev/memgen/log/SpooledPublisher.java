@@ -125,6 +125,8 @@ public final class SpooledPublisher implements AutoCloseable {
     closing = true;
     try {
       sender.join(timeout.toMillis());
+      sender.interrupt(); // still retrying against an unreachable broker: give up (what is left is counted below)
+      sender.join(1000);
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }

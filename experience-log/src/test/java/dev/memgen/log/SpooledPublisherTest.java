@@ -9,6 +9,7 @@ import dev.memgen.proto.v1.Trajectory;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashSet;
+import java.util.List;
 import java.util.Set;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
@@ -52,6 +53,39 @@ class SpooledPublisherTest {
         }
         assertEquals(40, ids.size(), "every trajectory is in the topic: " + ids);
       }
+    }
+  }
+
+  @Test
+  void aBrokerKilledAndRestartedInTheMiddleOfAStreamLosesAndDuplicatesNothing() throws Exception {
+    int port = freePort();
+    try (KafkaBroker broker = KafkaBroker.start(tmp.resolve("kafka"), port);
+        SpooledPublisher publisher = new SpooledPublisher(broker.bootstrapServers(), 1000)) {
+      try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers())) {
+        log.ensureTopics(2);
+      }
+      int n = 300;
+      for (int i = 0; i < n; i++) {
+        assertTrue(publisher.offer(Topics.TRAJECTORIES, "s" + i, trajectory(i)));
+        if (i == n / 3) {
+          broker.kill(); // SIGKILL, with records in flight
+        }
+        if (i == 2 * n / 3) {
+          broker.restart();
+        }
+        Thread.sleep(5); // a stream, not a burst
+      }
+      long deadline = System.nanoTime() + Duration.ofSeconds(120).toNanos();
+      while (publisher.stats().delivered() < n && System.nanoTime() < deadline) {
+        Thread.sleep(200);
+      }
+      assertEquals(n, publisher.stats().delivered(), publisher.stats().toString());
+      List<String> ids = new java.util.ArrayList<>();
+      for (var r : ExperienceLogTest.readAll(broker, Topics.TRAJECTORIES)) {
+        ids.add(Trajectory.parseFrom(r.value()).getTrajectoryId());
+      }
+      assertEquals(n, new HashSet<>(ids).size(), "every record arrived");
+      assertEquals(n, ids.size(), "none twice (idempotent producer across the broker's restart)");
     }
   }
 

@@ -12,16 +12,21 @@ final class Protocol {
 
   /** The part of SessionOpen every service checks: a session id, the same base, a known adapter. */
   static void check(SessionOpen o, String baseFingerprint, String adapterName, String service) {
+    checkBase(o, baseFingerprint, service);
+    if (!o.getAdapterName().isEmpty() && !o.getAdapterName().equals(adapterName)) {
+      throw new SessionCall.Refusal(Status.Code.NOT_FOUND,
+          "open.adapter_name '" + o.getAdapterName() + "' is unknown to this " + service + " (it serves '" + adapterName + "')");
+    }
+  }
+
+  /** A session id and the same base (a service that serves several adapters resolves the name itself). */
+  static void checkBase(SessionOpen o, String baseFingerprint, String service) {
     if (o.getSessionId().isEmpty()) {
       throw SessionCall.invalid("open.session_id is empty");
     }
     if (!o.getBaseFingerprint().equals(baseFingerprint)) {
       throw SessionCall.precondition("open.base_fingerprint '" + o.getBaseFingerprint() + "' is not this " + service
           + "'s base model ('" + baseFingerprint + "'): its memory was trained for another base");
-    }
-    if (!o.getAdapterName().isEmpty() && !o.getAdapterName().equals(adapterName)) {
-      throw new SessionCall.Refusal(Status.Code.NOT_FOUND,
-          "open.adapter_name '" + o.getAdapterName() + "' is unknown to this " + service + " (it serves '" + adapterName + "')");
     }
   }
 

@@ -14,6 +14,7 @@ public final class ServedMemory implements AutoCloseable {
   private final Decoder base;
   private final Memory memory;
   private final String fingerprint;
+  private boolean memoryHandedOver;
 
   private ServedMemory(Decoder base, Memory memory, String fingerprint) {
     this.base = base;
@@ -59,9 +60,20 @@ public final class ServedMemory implements AutoCloseable {
     return fingerprint;
   }
 
+  /**
+   * Gives the memory to a new owner, which frees it (a {@link WeaverService} frees a version once a newer one has
+   * replaced it and its sessions have ended); {@link #close} then frees the base only.
+   */
+  public Memory handOverMemory() {
+    memoryHandedOver = true;
+    return memory;
+  }
+
   @Override
   public void close() {
-    memory.close();
+    if (!memoryHandedOver) {
+      memory.close();
+    }
     base.close();
   }
 }

@@ -22,31 +22,63 @@ import dev.memgen.proto.v1.WeaverReply;
 import dev.memgen.proto.v1.WeaverRequest;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
+import java.nio.file.Path;
+import java.util.List;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.Future;
+import java.util.concurrent.RejectedExecutionException;
 
 /**
  * {@code memgen.v1.Weaver/Session}: the memory weaver over gRPC, one session per generation (memory.proto has the
  * protocol). Each session is an {@link InProcessMemory.WeaverSession} — the same code the embedded default runs —
  * so a remote weave computes exactly what an in-process one does. Token rows may be left out: with input
  * embeddings the service embeds the ids itself, with the base it shares with the reasoner.
+ *
+ * <p>It serves several named adapters and swaps their versions while serving ({@link #install}); a session keeps the
+ * version current when it opened to its end. {@link AdapterRegistry} holds the rules (pinning, deferred frees, the
+ * least-recently-used bound).
  */
 public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoCloseable {
+  /** Named adapters loaded at once unless configured otherwise. */
+  public static final int DEFAULT_MAX_RESIDENT = 4;
+
   private final Decoder base;
-  private final InProcessMemory memory;
   private final String baseFingerprint;
-  private final String adapterName;
   private final ServiceLimits limits;
   private final SessionRegistry sessions;
-  private final boolean readsHidden; // the memory's weaver reads the reasoner's hidden states, not its embeddings
   private final ModelThread modelThread = new ModelThread("memgen-weaver-model");
+  final AdapterRegistry adapters; // package-private: tests watch versions being freed
 
+  /**
+   * Serves {@code memory} as adapter {@code adapterName}. The memory is lent: the caller closes it, after this
+   * service. Versions {@link #install}ed later are the service's own.
+   */
   public WeaverService(Decoder base, Memory memory, String baseFingerprint, String adapterName, ServiceLimits limits) {
+    this(base, baseFingerprint, limits, DEFAULT_MAX_RESIDENT, new AdapterRegistry.Source(adapterName,
+        memory.manifest().version(), "", null, memory), null);
+  }
+
+  /**
+   * Serves {@code memory}, loaded from {@code memoryDir}, as the starting version of adapter {@code adapterName}
+   * (the default: sessions that name no adapter get it), and whatever {@link #install} adds. The service owns the
+   * memory: it frees it once a newer version has replaced it and its last session has closed, and loads it again
+   * from {@code memoryDir} if it was unloaded to make room.
+   *
+   * @param maxResident named adapters loaded at once (least recently used unloaded past it), >= 1
+   */
+  public WeaverService(Decoder base, String baseFingerprint, ServiceLimits limits, int maxResident, String adapterName,
+      Memory memory, Path memoryDir) {
+    this(base, baseFingerprint, limits, maxResident, new AdapterRegistry.Source(adapterName, memory.manifest().version(),
+        "", memoryDir, null), memory);
+  }
+
+  private WeaverService(Decoder base, String baseFingerprint, ServiceLimits limits, int maxResident,
+      AdapterRegistry.Source initial, Memory initialMemory) {
     this.base = base;
-    this.memory = new InProcessMemory(base, memory);
     this.baseFingerprint = baseFingerprint;
-    this.adapterName = adapterName;
     this.limits = limits;
     this.sessions = new SessionRegistry(limits.maxSessions());
-    this.readsHidden = memory.manifest().weaverInput().equals("hidden");
+    this.adapters = new AdapterRegistry(base, baseFingerprint, maxResident, initial, initialMemory);
   }
 
   /** Sessions open now. */
@@ -54,40 +86,120 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     return sessions.size();
   }
 
+  /** The fingerprint of the base model this weaver runs on; it loads only adapters made for it. */
+  public String baseFingerprint() {
+    return baseFingerprint;
+  }
+
+  /** The adapter sessions that name none get. */
+  public String defaultAdapterName() {
+    return adapters.defaultName();
+  }
+
+  /**
+   * One version of a named adapter, as {@link #adapters()} reports it.
+   *
+   * @param sha256 the hash of its adapter-store record; "" for the directory the service started with
+   * @param dir where it is loaded from (null for a memory lent by the caller)
+   * @param loaded its memory is in native memory now
+   * @param current sessions opened now get it (false: replaced or unloaded, still held by {@code sessions})
+   * @param sessions open sessions weaving with it
+   */
+  public record Adapter(String name, long version, String sha256, Path dir, boolean loaded, boolean current,
+      int sessions) {}
+
+  /** Every adapter this weaver knows, current versions first (by name), then replaced ones still held by sessions. */
+  public List<Adapter> adapters() {
+    return adapters.snapshot();
+  }
+
+  /**
+   * What {@link #install} did: {@code swapped} the name was loaded and the new version replaced it for new sessions
+   * (false: the name was not loaded, so the version was loaded only to check it, and is loaded again when a session
+   * asks); {@code alreadyCurrent} this very version (same record hash) was current, nothing was done.
+   * {@code previous} is the version current before (0: the name was new).
+   */
+  public record Installed(String name, long version, long previous, boolean swapped, boolean alreadyCurrent) {}
+
+  /**
+   * Makes version {@code version} of adapter {@code name}, a memory directory already verified against the adapter
+   * store record with hash {@code sha256}, the current one: sessions opened from now on get it, open sessions keep
+   * the version they have. It is loaded on the model thread first; if that fails nothing changes and the exception
+   * says why. A name no session uses now is loaded once to check it and freed again, then loaded on demand. Blocks
+   * until done, so it must not be called on the model thread itself (the adapter follower has its own).
+   *
+   * @throws IllegalArgumentException the version cannot be loaded (its message names it and what is wrong)
+   */
+  public Installed install(String name, long version, String sha256, Path dir) throws InterruptedException {
+    if (name.isEmpty() || version < 1 || sha256.isEmpty()) {
+      throw new IllegalArgumentException("install needs a name, a version >= 1 and the record's sha256; got '" + name
+          + "' v" + version + " sha256 '" + sha256 + "'");
+    }
+    AdapterRegistry.Source s = new AdapterRegistry.Source(name, version, sha256, dir, null);
+    Future<Installed> done = modelThread.executor().submit(() -> adapters.install(s));
+    try {
+      return done.get();
+    } catch (ExecutionException e) {
+      throw new IllegalArgumentException(s.describe() + " cannot be loaded: " + e.getCause().getMessage(), e.getCause());
+    } catch (InterruptedException e) {
+      done.cancel(false);
+      throw e;
+    }
+  }
+
   @Override
   public StreamObserver<WeaverRequest> session(StreamObserver<WeaverReply> out) {
     return new Call(out);
   }
 
+  /** Answered on the model thread: describing a name that is not loaded loads it, which only that thread may do. */
   @Override
   public void describe(DescribeRequest request, StreamObserver<MemoryDescription> out) {
-    if (!request.getAdapterName().isEmpty() && !request.getAdapterName().equals(adapterName)) {
-      out.onError(Status.NOT_FOUND.withDescription("adapter_name '" + request.getAdapterName()
-          + "' is unknown to this weaver (it serves '" + adapterName + "')").asRuntimeException());
+    try {
+      modelThread.executor().execute(() -> describeNow(request, out));
+    } catch (RejectedExecutionException e) {
+      out.onError(Status.UNAVAILABLE.withDescription("the weaver is shutting down").asRuntimeException());
+    }
+  }
+
+  private void describeNow(DescribeRequest request, StreamObserver<MemoryDescription> out) {
+    AdapterRegistry.Loaded v;
+    try {
+      v = adapters.describe(request.getAdapterName(), "adapter_name");
+    } catch (SessionCall.Refusal r) {
+      out.onError(r.status.asRuntimeException());
+      return;
+    } catch (RuntimeException e) { // on the model thread nobody else would see it: the client would wait for nothing
+      out.onError(Status.INTERNAL.withDescription("describing adapter '" + request.getAdapterName() + "' failed: " + e)
+          .asRuntimeException());
       return;
     }
-    MemoryManifest m = memory.memory().manifest();
+    MemoryManifest m = v.memory.manifest();
     out.onNext(MemoryDescription.newBuilder()
-        .setAdapterName(adapterName)
-        .setAdapterVersion(m.version())
+        .setAdapterName(v.name())
+        .setAdapterVersion(v.version())
         .setBaseFingerprint(baseFingerprint)
         .setPromptK(m.promptK())
         .setInferenceK(m.inferenceK())
         .addAllDelimiters(m.delimiters())
         .setMaxInferenceAug(m.maxInferenceAug())
-        .setRowSource(readsHidden ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS)
+        .setRowSource(v.readsHidden() ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS)
         .build());
     out.onCompleted();
   }
 
+  /** Stops the model thread, then frees every version this service loaded. */
   @Override
   public void close() {
     modelThread.close();
+    adapters.close();
   }
 
   private final class Call extends SessionCall<WeaverRequest, WeaverReply> {
+    private AdapterRegistry.Loaded adapter; // the version pinned at open, for the whole session
     private InProcessMemory.WeaverSession session;
     private DType dtype;
+    private boolean readsHidden; // the pinned version's weaver reads the reasoner's hidden states, not its embeddings
     private long lastWeaveSeq; // the latest Weave whose latents have not been appended yet, or 0
     private int lastWeaveK;
 
@@ -115,7 +227,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     void open(WeaverRequest r) {
       SessionOpen o = r.getOpen();
       sessionId = o.getSessionId().isEmpty() ? "?" : o.getSessionId();
-      Protocol.check(o, baseFingerprint, adapterName, "weaver");
+      Protocol.checkBase(o, baseFingerprint, "weaver");
       int h = base.config().hiddenSize();
       if (o.getHiddenSize() != h) {
         throw precondition("open.hidden_size " + o.getHiddenSize() + " does not match this weaver's reasoner width " + h);
@@ -129,15 +241,24 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
       if (source == RowSource.UNRECOGNIZED) {
         throw invalid("open.row_source " + o.getRowSourceValue() + " is not a known row source");
       }
-      RowSource mine = readsHidden ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS;
-      if (source != mine) {
-        throw precondition("open.row_source " + source + ": this weaver reads " + (readsHidden
-            ? "the reasoner's last-layer hidden states (LAST_HIDDEN_STATES)" : "input embeddings (INPUT_EMBEDDINGS)"));
+      AdapterRegistry.Loaded pinned = adapters.pin(o.getAdapterName(), "open.adapter_name");
+      try {
+        RowSource mine = pinned.readsHidden() ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS;
+        if (source != mine) {
+          throw precondition("open.row_source " + source + ": this weaver's adapter '" + pinned.name() + "' v"
+              + pinned.version() + " reads " + (pinned.readsHidden()
+              ? "the reasoner's last-layer hidden states (LAST_HIDDEN_STATES)" : "input embeddings (INPUT_EMBEDDINGS)"));
+        }
+        session = pinned.weaving.newWeaverSession();
+      } catch (RuntimeException e) {
+        adapters.unpin(pinned);
+        throw e;
       }
-      session = memory.newWeaverSession();
+      adapter = pinned;
+      readsHidden = pinned.readsHidden();
       reply(WeaverReply.newBuilder().setSeq(r.getSeq()).setOpened(SessionOpened.newBuilder()
-          .setAdapterName(adapterName)
-          .setAdapterVersion(memory.memory().manifest().version())
+          .setAdapterName(adapter.name())
+          .setAdapterVersion(adapter.version())
           .setPromptK(session.k(Weaver.Kind.PROMPT))
           .setInferenceK(session.k(Weaver.Kind.INFERENCE))).build());
     }
@@ -205,13 +326,14 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
       reply(WeaverReply.newBuilder().setSeq(seq).setLatents(Latents.newBuilder()
           .setRows(Tensors.of(latents, dtype, k, base.config().hiddenSize()))
           .setKind(w.getKind())
-          .setAdapterName(adapterName)
-          .setAdapterVersion(memory.memory().manifest().version())).build());
+          .setAdapterName(adapter.name())
+          .setAdapterVersion(adapter.version())).build());
     }
 
     @Override
     void release() {
       session.close();
+      adapters.unpin(adapter);
     }
   }
 

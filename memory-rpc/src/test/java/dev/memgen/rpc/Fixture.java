@@ -7,6 +7,7 @@ import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.DelimiterTable;
+import io.grpc.BindableService;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
 import io.grpc.netty.shaded.io.grpc.netty.NettyChannelBuilder;
@@ -77,14 +78,18 @@ final class Fixture implements AutoCloseable {
   Served serve(int port, ServiceLimits limits, Memory memory) throws IOException {
     WeaverService weaver = new WeaverService(base, memory, fingerprint, "default", limits);
     TriggerService trigger = new TriggerService(base, memory, fingerprint, "default", 0.5, limits);
-    Server server = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", port))
+    return new Served(server(port, weaver, trigger), weaver, trigger);
+  }
+
+  /** A started server on {@code port} (0: any free port) with {@code services}, as this fixture's servers are. */
+  static Server server(int port, BindableService... services) throws IOException {
+    NettyServerBuilder b = NettyServerBuilder.forAddress(new InetSocketAddress("127.0.0.1", port))
         .directExecutor()
-        .addService(weaver)
-        .addService(trigger)
-        .maxInboundMessageSize(MAX_INBOUND_BYTES)
-        .build()
-        .start();
-    return new Served(server, weaver, trigger);
+        .maxInboundMessageSize(MAX_INBOUND_BYTES);
+    for (BindableService s : services) {
+      b.addService(s);
+    }
+    return b.build().start();
   }
 
   static ManagedChannel channel(int port) {

@@ -21,9 +21,14 @@ public final class TinyMemory {
 
   /** A fresh memory for the tiny checkpoint in {@code model} (K and cap as above, the reference LoRA). */
   public static void write(Path model, Path out, List<String> delimiters) throws IOException {
+    write(model, out, delimiters, VERSION, 5);
+  }
+
+  /** The same with another manifest version and weights drawn from {@code seed}: versions of one adapter. */
+  public static void write(Path model, Path out, List<String> delimiters, long version, long seed) throws IOException {
     ModelConfig c = ModelConfig.load(model);
-    Memory.init(out, c, new MemoryManifest(VERSION, Checkpoint.open(model).fingerprint(), c.hiddenSize(), c.numLayers(),
-        PROMPT_K, INFERENCE_K, "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE, delimiters, MAX_INFERENCE_AUG), 5);
+    Memory.init(out, c, new MemoryManifest(version, Checkpoint.open(model).fingerprint(), c.hiddenSize(), c.numLayers(),
+        PROMPT_K, INFERENCE_K, "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE, delimiters, MAX_INFERENCE_AUG), seed);
   }
 
   /** Delimiters a random model's output meets at once: every ASCII character and U+FFFD. */

@@ -212,10 +212,14 @@ public final class ContinualTrainer implements AutoCloseable {
     return n;
   }
 
-  /** Trajectories the weaver can learn from: memory on, this adapter, this base, ended by the stop token. */
+  /**
+   * Trajectories the weaver can learn from: memory on, this adapter, this base, finished normally (by the stop token,
+   * or at the length limit: a rewarded answer cut short still teaches its tokens, just not where to stop).
+   */
   private boolean eligible(Trajectory t) {
     return t.getMemoryEnabled() && t.getAdapterName().equals(s.adapterName()) && t.getBaseFingerprint().equals(fingerprint)
-        && t.getFinishReason() == FinishReason.STOP_TOKEN && t.getCompletionTokenIdsCount() > 0;
+        && (t.getFinishReason() == FinishReason.STOP_TOKEN || t.getFinishReason() == FinishReason.LENGTH)
+        && t.getCompletionTokenIdsCount() > 0;
   }
 
   /** The mean of the trajectory's feedback; without any, the verifier's score; else empty. */
@@ -257,6 +261,9 @@ public final class ContinualTrainer implements AutoCloseable {
       LOG.info("window of {} trajectories ({} rewarded) has nothing to learn from; its range carries over", windowSize, rewarded);
       return;
     }
+    long started = System.nanoTime();
+    LOG.info("training window of {} trajectories ({} rewarded, {} SFT examples) from v{}", windowSize, rewarded,
+        examples.size(), current.version());
     Path candidate = s.workDir().resolve("candidate");
     Directories.deleteRecursively(candidate);
     Map<String, Double> metrics = new LinkedHashMap<>();
@@ -306,6 +313,7 @@ public final class ContinualTrainer implements AutoCloseable {
     double after = score(candidate);
     metrics.put("eval_accuracy", after);
     metrics.put("eval_accuracy_parent", before);
+    metrics.put("window_seconds", (System.nanoTime() - started) / 1e9);
     if (!(after >= before - s.gateTolerance())) {
       rejected++;
       LOG.info("candidate from {} trajectories scores {} on the held-out set against {} for v{}: not published; its range "

@@ -1,18 +1,25 @@
 package dev.memgen.weaver;
 
+import dev.memgen.log.store.AdapterStore;
 import dev.memgen.rpc.ServedMemory;
 import dev.memgen.rpc.ServiceLimits;
 import dev.memgen.rpc.WeaverService;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.Optional;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 
 /**
  * The base checkpoint and the memory this service weaves with, loaded once at startup on the main thread (a bad
- * directory stops the start, naming it). {@link ApplicationScoped} so the gRPC endpoint, built on an event-loop
- * thread, gets a proxy and never loads a checkpoint there.
+ * directory stops the start, naming it), and, when an experience log and an adapter store are configured, the
+ * {@link AdapterFollower} that swaps in the versions the trainer announces. {@link ApplicationScoped} so the gRPC
+ * endpoint, built on an event-loop thread, gets a proxy and never loads a checkpoint there.
  */
 @Startup
 @ApplicationScoped
@@ -21,27 +28,94 @@ public class WeaverModel {
 
   private final ServedMemory served;
   private final WeaverService service;
+  private final AdapterFollower follower; // null when announcements are not followed
+  private final Path temporaryCache; // the follower's cache when none is configured, removed at shutdown
 
   WeaverModel(@ConfigProperty(name = "memgen.model.dir") String modelDir,
       @ConfigProperty(name = "memgen.memory.dir") String memoryDir,
       @ConfigProperty(name = "memgen.memory.adapter-name", defaultValue = "default") String adapterName,
       @ConfigProperty(name = "memgen.sessions.max", defaultValue = "64") int maxSessions,
       @ConfigProperty(name = "memgen.sessions.max-length", defaultValue = "0") int maxLength,
-      @ConfigProperty(name = "memgen.sessions.max-append-rows", defaultValue = "8192") int maxAppendRows) {
+      @ConfigProperty(name = "memgen.sessions.max-append-rows", defaultValue = "8192") int maxAppendRows,
+      @ConfigProperty(name = "memgen.adapters.max-resident", defaultValue = "4") int maxResident,
+      @ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
+      @ConfigProperty(name = "memgen.adapters.store") Optional<String> storeDir,
+      @ConfigProperty(name = "memgen.adapters.cache-dir") Optional<String> cacheDir,
+      @ConfigProperty(name = "memgen.adapters.catch-up-timeout", defaultValue = "30s") Duration catchUpTimeout)
+      throws InterruptedException {
+    if (maxResident < 1) {
+      throw new IllegalStateException("memgen.adapters.max-resident=" + maxResident + ": at least one adapter must fit");
+    }
+    ServiceLimits limits = new ServiceLimits(maxSessions, maxLength, maxAppendRows);
     served = ServedMemory.forService(modelDir, memoryDir);
-    service = new WeaverService(served.base(), served.memory(), served.fingerprint(), adapterName,
-        new ServiceLimits(maxSessions, maxLength, maxAppendRows));
-    LOG.infof("weaving with %s (version %d, K %d/%d) on %s", memoryDir, served.memory().manifest().version(),
-        served.memory().manifest().promptK(), served.memory().manifest().inferenceK(), modelDir);
+    // The service owns the starting memory, so it can free it once a newer version has replaced it.
+    service = new WeaverService(served.base(), served.fingerprint(), limits, maxResident, adapterName,
+        served.handOverMemory(), Path.of(memoryDir));
+    LOG.infof("weaving with %s as '%s' (version %d, K %d/%d) on %s", memoryDir, adapterName,
+        served.memory().manifest().version(), served.memory().manifest().promptK(),
+        served.memory().manifest().inferenceK(), modelDir);
+
+    if (bootstrap.isPresent() && storeDir.isPresent()) {
+      temporaryCache = cacheDir.isPresent() ? null : createTemporaryCache();
+      Path cache = cacheDir.map(Path::of).orElse(temporaryCache);
+      AdapterStore store;
+      try {
+        store = AdapterStore.open(Path.of(storeDir.get()));
+        Files.createDirectories(cache);
+      } catch (IOException e) {
+        close(); // what is loaded so far
+        throw new IllegalStateException("cannot open memgen.adapters.store=" + storeDir.get() + " (cache " + cache + "): "
+            + e.getMessage(), e);
+      }
+      follower = new AdapterFollower(bootstrap.get(), store, cache, service);
+      follower.start();
+      // A restarted weaver should serve the announced versions from its first session on; a broker that is down
+      // must not keep it from serving at all, though: past the timeout it serves what it has and swaps later.
+      if (!follower.awaitCatchUp(catchUpTimeout)) {
+        LOG.warnf("the adapter announcements on %s are not read after %s; serving the versions loaded so far and "
+            + "swapping when they are", bootstrap.get(), catchUpTimeout);
+      }
+    } else {
+      follower = null;
+      temporaryCache = null;
+      if (storeDir.isPresent() || bootstrap.isPresent()) {
+        LOG.warnf("adapter announcements are not followed: that needs both memgen.log.bootstrap and "
+            + "memgen.adapters.store (only %s is set)", storeDir.isPresent() ? "memgen.adapters.store" : "memgen.log.bootstrap");
+      }
+    }
   }
 
   public WeaverService service() {
     return service;
   }
 
+  /** The follower of adapter announcements, or empty when memgen.log.bootstrap or memgen.adapters.store is unset. */
+  public Optional<AdapterFollower> follower() {
+    return Optional.ofNullable(follower);
+  }
+
+  private static Path createTemporaryCache() {
+    try {
+      return Files.createTempDirectory("memgen-weaver-adapters");
+    } catch (IOException e) {
+      throw new IllegalStateException("cannot create a temporary adapter cache (set memgen.adapters.cache-dir): "
+          + e.getMessage(), e);
+    }
+  }
+
   @PreDestroy
   void close() {
+    if (follower != null) {
+      follower.close();
+    }
     service.close();
     served.close();
+    if (temporaryCache != null) {
+      try {
+        AdapterFollower.deleteTree(temporaryCache);
+      } catch (IOException e) {
+        LOG.warnf("cannot remove the adapter cache %s: %s", temporaryCache, e.getMessage());
+      }
+    }
   }
 }

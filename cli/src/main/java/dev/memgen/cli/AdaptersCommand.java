@@ -1,0 +1,216 @@
+package dev.memgen.cli;
+
+import com.fasterxml.jackson.databind.node.ArrayNode;
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.memgen.log.AdapterLog;
+import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.Topics;
+import dev.memgen.log.store.AdapterStore;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.proto.v1.AdapterPublished;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.temporal.ChronoUnit;
+import java.util.ArrayList;
+import java.util.Comparator;
+import java.util.List;
+import java.util.Map;
+import java.util.TreeMap;
+import java.util.concurrent.Callable;
+import java.util.concurrent.TimeUnit;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+import picocli.CommandLine.Parameters;
+
+/**
+ * The adapter store and the adapters topic from the command line: which versions exist and which is current, and
+ * rolling an adapter back to an earlier version (an announcement services follow like any other).
+ */
+@Command(name = "adapters", mixinStandardHelpOptions = true,
+    description = "Adapter versions: list the store (and what is current), roll back.",
+    subcommands = {AdaptersCommand.ListVersions.class, AdaptersCommand.Rollback.class})
+final class AdaptersCommand {
+  /** How long to wait for the broker before giving up with a message naming it. */
+  static final Duration BROKER_TIMEOUT = Duration.ofSeconds(30);
+
+  private AdaptersCommand() {}
+
+  static AdapterStore store(Path dir) throws IOException {
+    if (!Files.isDirectory(dir.resolve("adapters"))) {
+      throw new IllegalArgumentException("--store " + dir + " is not an adapter store (no adapters/ directory in it)");
+    }
+    return AdapterStore.open(dir);
+  }
+
+  /** The current announcement per key ({@code name/weaver}, {@code name/trigger}) on the adapters topic. */
+  static Map<String, AdapterPublished> current(String bootstrap) {
+    try {
+      return AdapterLog.current(bootstrap, BROKER_TIMEOUT);
+    } catch (org.apache.kafka.common.errors.TimeoutException | IllegalStateException e) {
+      throw new IllegalArgumentException("--bootstrap " + bootstrap + ": cannot read " + Topics.ADAPTERS + " within "
+          + BROKER_TIMEOUT.toSeconds() + " s (" + e.getMessage() + ")", e);
+    }
+  }
+
+  static AdapterComponent component(String name) {
+    return switch (name) {
+      case "weaver" -> AdapterComponent.WEAVER;
+      case "trigger" -> AdapterComponent.TRIGGER;
+      default -> throw new IllegalArgumentException("--component '" + name + "': must be weaver or trigger");
+    };
+  }
+
+  @Command(name = "list", mixinStandardHelpOptions = true,
+      description = "Every version in the adapter store (name, version, parent, base, metrics, offsets, created); with "
+          + "--bootstrap, which one is current per the adapters topic. Last line: JSON.")
+  static final class ListVersions implements Callable<Integer> {
+    @Option(names = "--store", required = true, description = "the adapter store directory") Path storeDir;
+
+    @Option(names = "--bootstrap", description = "Kafka bootstrap servers: mark the current versions") String bootstrap;
+
+    @Option(names = "--name", description = "only this adapter") String name;
+
+    @Override
+    public Integer call() throws Exception {
+      AdapterStore store = store(storeDir);
+      List<String> names = name == null ? store.names() : List.of(name);
+      Map<String, AdapterPublished> current = bootstrap == null ? Map.of() : current(bootstrap);
+      ObjectNode out = Json.object();
+      out.put("store", storeDir.toString());
+      ArrayNode rows = out.putArray("versions");
+      System.out.printf("%-16s %7s %7s %-12s %-20s %-8s %s%n", "NAME", "VERSION", "PARENT", "BASE", "CREATED",
+          "CURRENT", "METRICS / OFFSETS");
+      for (String n : names) {
+        List<AdapterStore.Version> versions = store.versions(n);
+        if (versions.isEmpty() && name != null) {
+          throw new IllegalArgumentException("--name " + n + ": the store " + storeDir + " has no versions of it");
+        }
+        for (AdapterStore.Version v : versions) {
+          List<String> currentFor = new ArrayList<>();
+          for (AdapterComponent c : List.of(AdapterComponent.WEAVER, AdapterComponent.TRIGGER)) {
+            AdapterPublished a = current.get(AdapterLog.key(n, c));
+            if (a != null && a.getVersion() == v.version()) {
+              currentFor.add(c.name().toLowerCase());
+            }
+          }
+          System.out.printf("%-16s %7d %7d %-12s %-20s %-8s %s | %s%n", n, v.version(), v.parent(),
+              prefix(v.baseFingerprint()), v.created().truncatedTo(ChronoUnit.SECONDS),
+              currentFor.isEmpty() ? "-" : String.join(",", currentFor), text(v.metrics()), text(v.offsets()));
+          ObjectNode row = rows.addObject();
+          row.put("name", n);
+          row.put("version", v.version());
+          row.put("parent", v.parent());
+          row.put("base_fingerprint", v.baseFingerprint());
+          row.put("created", v.created().toString());
+          ObjectNode metrics = row.putObject("metrics");
+          new TreeMap<>(v.metrics()).forEach(metrics::put);
+          ObjectNode offsets = row.putObject("offsets");
+          new TreeMap<>(v.offsets()).forEach(offsets::put);
+          ArrayNode cur = row.putArray("current");
+          currentFor.forEach(cur::add);
+        }
+      }
+      if (bootstrap != null) {
+        ObjectNode cur = out.putObject("current");
+        for (AdapterPublished a : current.values()) {
+          if (name != null && !a.getAdapterName().equals(name)) {
+            continue;
+          }
+          String key = AdapterLog.key(a.getAdapterName(), a.getComponent());
+          cur.put(key, a.getVersion());
+          if (store.versions(a.getAdapterName()).stream().noneMatch(v -> v.version() == a.getVersion())) {
+            System.err.printf("warning: %s v%d is current on %s but not in the store %s%n", key, a.getVersion(),
+                Topics.ADAPTERS, storeDir);
+          }
+        }
+      }
+      System.out.println(Json.line(out));
+      return 0;
+    }
+
+    static String prefix(String fingerprint) {
+      String f = fingerprint.startsWith("sha256:") ? fingerprint.substring("sha256:".length()) : fingerprint;
+      return f.length() <= 12 ? f : f.substring(0, 12);
+    }
+
+    static String text(Map<String, ?> m) {
+      return m.isEmpty() ? "-" : new TreeMap<>(m).entrySet().stream().map(e -> e.getKey() + "=" + e.getValue())
+          .collect(Collectors.joining(" "));
+    }
+  }
+
+  @Command(name = "rollback", mixinStandardHelpOptions = true,
+      description = "Make an earlier version of an adapter current again: checks it is intact in the store, then "
+          + "announces it on the adapters topic (services that follow it swap to it for new sessions). Last line: JSON.")
+  static final class Rollback implements Callable<Integer> {
+    @Parameters(index = "0", description = "adapter name") String name;
+
+    @Parameters(index = "1", description = "the version to make current") long version;
+
+    @Option(names = "--store", required = true, description = "the adapter store directory") Path storeDir;
+
+    @Option(names = "--bootstrap", required = true, description = "Kafka bootstrap servers") String bootstrap;
+
+    @Option(names = "--reason", defaultValue = "requested by an operator",
+        description = "why, recorded as 'rollback: REASON' (default: ${DEFAULT-VALUE})") String reason;
+
+    @Option(names = "--component", defaultValue = "weaver", description = "weaver or trigger (default ${DEFAULT-VALUE})")
+    String componentName;
+
+    @Override
+    public Integer call() throws Exception {
+      AdapterComponent component = component(componentName);
+      AdapterStore store = store(storeDir);
+      AdapterStore.Version target = store.get(name, version); // names the store when the version does not exist
+      checkIntact(store, target);
+
+      String key = AdapterLog.key(name, component);
+      AdapterPublished now = current(bootstrap).get(key);
+      if (now == null) {
+        throw new IllegalArgumentException("no version of " + key + " is announced on " + Topics.ADAPTERS + " at "
+            + bootstrap + ": there is nothing to roll back from");
+      }
+      if (now.getVersion() == version) {
+        throw new IllegalArgumentException(key + " v" + version + " is already current");
+      }
+      AdapterPublished a = AdapterLog.announcement(store, target, component, List.of(), now.getVersion(),
+          "rollback: " + reason);
+      long offset;
+      try (ExperienceLog log = new ExperienceLog(bootstrap)) {
+        offset = log.publish(Topics.ADAPTERS, key, a).get(BROKER_TIMEOUT.toSeconds(), TimeUnit.SECONDS).offset();
+      }
+      System.err.printf("rolled %s back from v%d to v%d (%s@%d)%n", key, now.getVersion(), version, Topics.ADAPTERS, offset);
+      ObjectNode o = Json.object();
+      o.put("adapter", name);
+      o.put("component", componentName);
+      o.put("version", version);
+      o.put("rolled_back_from", now.getVersion());
+      o.put("sha256", a.getSha256());
+      o.put("uri", a.getUri());
+      o.put("reason", a.getReason());
+      o.put("offset", offset);
+      System.out.println(Json.line(o));
+      return 0;
+    }
+
+    /** Copies the version out of the store into a scratch directory, which checks its record and every file's hash. */
+    static void checkIntact(AdapterStore store, AdapterStore.Version v) throws IOException {
+      Path scratch = Files.createTempDirectory("memgen-rollback-check");
+      try {
+        store.materialize(v.name(), v.version(), store.recordSha256(v.name(), v.version()), scratch.resolve("v"));
+      } catch (AdapterStore.CorruptedAdapterException e) {
+        throw new IllegalArgumentException("cannot roll back to a damaged version: " + e.getMessage(), e);
+      } finally {
+        try (Stream<Path> files = Files.walk(scratch)) {
+          for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
+            Files.deleteIfExists(p);
+          }
+        }
+      }
+    }
+  }
+}

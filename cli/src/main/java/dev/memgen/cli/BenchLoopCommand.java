@@ -1,0 +1,86 @@
+package dev.memgen.cli;
+
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.memory.LoraConfig;
+import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
+import dev.memgen.model.text.DelimiterTable;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.concurrent.Callable;
+import picocli.CommandLine.Command;
+import picocli.CommandLine.Option;
+
+/** {@code memgen bench loop}: the continual-learning loop on a real broker with the services as processes. */
+@Command(name = "loop", mixinStandardHelpOptions = true,
+    description = "Run the loop (broker + the four services as processes): requests with feedback in, trained "
+        + "adapters out; account for every trajectory. Last line: JSON.")
+final class BenchLoopCommand implements Callable<Integer> {
+  @Option(names = "--model", required = true, description = "base checkpoint directory (with tokenizer.json)") Path model;
+
+  @Option(names = "--memory", description = "memory to start from (default: a fresh one, K 4, LoRA r 8)") Path memory;
+
+  @Option(names = "--requests", defaultValue = "64", description = "requests sent (default ${DEFAULT-VALUE})") int requests;
+
+  @Option(names = "--window", defaultValue = "16", description = "rewarded trajectories per training window (default ${DEFAULT-VALUE})")
+  int window;
+
+  @Option(names = "--sft-steps", defaultValue = "20", description = "SFT updates per window (default ${DEFAULT-VALUE})") int sftSteps;
+
+  @Option(names = "--max-new-tokens", defaultValue = "32", description = "(default ${DEFAULT-VALUE})") int maxNewTokens;
+
+  @Option(names = "--reward", defaultValue = "accept",
+      description = "accept (every answer rewarded 1: the plumbing, on any model) or grade (the boxed result checked)")
+  String reward;
+
+  @Option(names = "--crash-trainer", description = "SIGKILL the trainer in the middle of a window, then restart it")
+  boolean crashTrainer;
+
+  @Option(names = "--timeout", defaultValue = "PT10M", description = "longest wait for any stage (default ${DEFAULT-VALUE})")
+  Duration timeout;
+
+  @Option(names = "--work", description = "directory for the broker, store and logs (default: a new temporary one)") Path work;
+
+  @Override
+  public Integer call() throws Exception {
+    if (!reward.equals("accept") && !reward.equals("grade")) {
+      throw new IllegalArgumentException("--reward must be accept or grade, got '" + reward + "'");
+    }
+    Path dir = work != null ? work : Files.createTempDirectory("memgen-bench-loop");
+    Path mem = memory;
+    if (mem == null) {
+      mem = dir.resolve("memory");
+      Checkpoint base = Checkpoint.open(model);
+      LoraConfig lora = new LoraConfig(8, 16, LoraConfig.REFERENCE.targets(), 0.0);
+      Memory.init(mem, base.config(), new MemoryManifest(1, base.fingerprint(), base.config().hiddenSize(),
+          base.config().numLayers(), 4, 4, "embeddings", lora, lora, DelimiterTable.DEFAULT, 3), 0);
+    }
+    LoopBench.Result r = new LoopBench(new LoopBench.Settings(Main.home(), model.toAbsolutePath(), mem.toAbsolutePath(),
+        dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout),
+        line -> System.err.println("bench loop: " + line)).run();
+    System.out.printf("%d trajectories published, %d trained, %d lost, %d trained twice; %d adapter versions; "
+        + "trainer ingest %.1f trajectories/s; trajectory -> serving median %.1f s (p90 %.1f s)%s%n",
+        r.trajectoriesPublished(), r.trajectoriesTrained(), r.trajectoriesLost(), r.trajectoriesDuplicated(),
+        r.adapterVersions(), r.ingestTps(), r.trajectoryToServingMedianS(), r.trajectoryToServingP90S(),
+        crashTrainer ? (r.trainerKilledMidWindow() ? "; trainer killed mid-window" : "; trainer killed after its window") : "");
+    ObjectNode json = Json.object();
+    json.put("trajectories_published", r.trajectoriesPublished());
+    json.put("trajectories_trained", r.trajectoriesTrained());
+    json.put("trajectories_lost", r.trajectoriesLost());
+    json.put("trajectories_duplicated", r.trajectoriesDuplicated());
+    json.put("adapter_versions", r.adapterVersions());
+    json.put("ingest_tps", r.ingestTps());
+    json.put("trajectory_to_serving_s", r.trajectoryToServingMedianS());
+    json.put("trajectory_to_serving_p90_s", r.trajectoryToServingP90S());
+    json.put("latest_version", r.latestVersion());
+    json.put("last_request_weaver_version", r.lastRequestWeaverVersion());
+    json.put("crash_trainer", crashTrainer);
+    json.put("trainer_killed_mid_window", r.trainerKilledMidWindow());
+    json.put("seconds", r.seconds());
+    json.set("machine", Machine.describe());
+    System.out.println(Json.line(json));
+    return r.trajectoriesLost() == 0 && r.trajectoriesDuplicated() == 0 ? 0 : 1;
+  }
+}

@@ -1,0 +1,405 @@
+package dev.memgen.cli;
+
+import dev.memgen.log.AdapterLog;
+import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.Topics;
+import dev.memgen.log.broker.KafkaBroker;
+import dev.memgen.model.data.ArithmeticTasks;
+import dev.memgen.model.data.BoxedAnswer;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.proto.v1.AdapterPublished;
+import dev.memgen.proto.v1.ChatMessage;
+import dev.memgen.proto.v1.ChatMessages;
+import dev.memgen.proto.v1.DescribeRequest;
+import dev.memgen.proto.v1.FeedbackIntakeGrpc;
+import dev.memgen.proto.v1.Finished;
+import dev.memgen.proto.v1.GenerateEvent;
+import dev.memgen.proto.v1.GenerateRequest;
+import dev.memgen.proto.v1.OffsetRange;
+import dev.memgen.proto.v1.ReasonerGrpc;
+import dev.memgen.proto.v1.SubmitFeedbackRequest;
+import dev.memgen.proto.v1.Trajectory;
+import dev.memgen.proto.v1.WeaverGrpc;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import java.io.IOException;
+import java.net.ServerSocket;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.Iterator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.function.Consumer;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.TopicPartition;
+
+/**
+ * The continual-learning loop for real, measured: a Kafka broker, and the four services as their own processes
+ * ({@code deploy/local/services.sh}), with traffic sent to the reasoner over gRPC and feedback through its
+ * FeedbackIntake. Optionally the trainer is killed with SIGKILL in the middle of a window and restarted. At the end
+ * every published trajectory is looked up in the announced versions' {@code trained_on} ranges: the accounting that
+ * says whether anything was lost or trained twice. {@code memgen bench loop} prints the result; the deploy module's
+ * loop test asserts it.
+ */
+public final class LoopBench {
+  /**
+   * @param root the project checkout (holds deploy/local/services.sh and the built services)
+   * @param reward "accept": every answer gets reward 1 (exercises the plumbing on any model); "grade": the answer's
+   *     boxed result is checked against the task (a real reward, for a trained base)
+   */
+  public record Settings(Path root, Path model, Path memory, Path work, int requests, int window, int sftSteps,
+      int maxNewTokens, String reward, boolean crashTrainer, Duration timeout) {}
+
+  /** What a run measured. Times in seconds; versions count the announcements after the initial one. */
+  public record Result(long trajectoriesPublished, long trajectoriesTrained, long trajectoriesLost,
+      long trajectoriesDuplicated, int adapterVersions, double ingestTps, double trajectoryToServingMedianS,
+      double trajectoryToServingP90S, long latestVersion, long lastRequestWeaverVersion, boolean trainerKilledMidWindow,
+      double seconds) {}
+
+  private static final String NAME = "default";
+
+  private final Settings s;
+  private final Consumer<String> progress;
+  private final Map<Long, Long> firstServedMillis = new ConcurrentHashMap<>(); // version -> when Describe first showed it
+
+  public LoopBench(Settings settings, Consumer<String> progress) {
+    this.s = settings;
+    this.progress = progress;
+  }
+
+  public Result run() throws Exception {
+    long t0 = System.nanoTime();
+    Files.createDirectories(s.work());
+    Path runDir = s.work().resolve("run");
+    int grpcBase = freePortBlock();
+    int httpBase = freePortBlock();
+    KafkaBroker broker = KafkaBroker.start(s.work().resolve("kafka"), 0);
+    String bootstrap = broker.bootstrapServers();
+    Services services = new Services(runDir, grpcBase, httpBase, bootstrap);
+    try {
+      try (ExperienceLog log = new ExperienceLog(bootstrap)) {
+        log.ensureTopics(2);
+      }
+      progress.accept("broker on " + bootstrap + "; starting the four services (logs in " + runDir + ")");
+      services.start();
+      ManagedChannel reasoner = channel(grpcBase);
+      ManagedChannel weaver = channel(grpcBase + 2);
+      try {
+        awaitVersion(weaver, 1, "the trainer to store and announce the initial memory, and the weaver to load it");
+        Thread prober = probe(weaver);
+        boolean killed = false;
+        List<ArithmeticTasks.Example> tasks = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, s.requests(), 3, 20261123);
+        int killAt = s.crashTrainer() ? Math.max(1, s.requests() / 2) : -1;
+        for (int i = 0; i < tasks.size(); i++) {
+          Served r = generate(reasoner, tasks.get(i).prompt());
+          double reward = s.reward().equals("grade") ? (BoxedAnswer.matches(r.text, tasks.get(i).boxed()) ? 1 : 0) : 1;
+          FeedbackIntakeGrpc.newBlockingStub(reasoner).withDeadlineAfter(10, TimeUnit.SECONDS).submit(
+              SubmitFeedbackRequest.newBuilder().setTrajectoryId(r.finished.getTrajectoryId()).setReward(reward)
+                  .setSource(s.reward().equals("grade") ? "bench-grader" : "bench-accept-all").build());
+          if (i + 1 == killAt) {
+            killed = services.killTrainerMidWindow(s.timeout());
+          }
+          if ((i + 1) % 8 == 0) {
+            progress.accept((i + 1) + "/" + s.requests() + " requests served, with feedback");
+          }
+        }
+        progress.accept("traffic done; waiting until every trajectory is in a published version");
+        Accounting a = awaitAccounted(bootstrap);
+        long latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
+        awaitVersion(weaver, latest, "the weaver to serve v" + latest);
+        prober.interrupt();
+        Served last = generate(reasoner, tasks.get(0).prompt());
+        return new Result(a.published, a.trained, a.lost, a.duplicated, a.announced.size(), a.ingestTps(),
+            a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion, killed,
+            (System.nanoTime() - t0) / 1e9);
+      } finally {
+        reasoner.shutdownNow();
+        weaver.shutdownNow();
+      }
+    } finally {
+      services.stop();
+      broker.stop();
+    }
+  }
+
+  /** One answer: its text, its Finished event, and the weaver version its memory events report (0: none). */
+  private record Served(String text, Finished finished, long weaverVersion) {}
+
+  private Served generate(ManagedChannel reasoner, String question) {
+    GenerateRequest request = GenerateRequest.newBuilder()
+        .setChat(ChatMessages.newBuilder().addMessages(ChatMessage.newBuilder().setRole("user").setContent(question)))
+        .setMaxNewTokens(s.maxNewTokens()).setWantTrace(true).setAdapterName(NAME).build();
+    StringBuilder text = new StringBuilder();
+    Finished finished = null;
+    long version = 0;
+    Iterator<GenerateEvent> events = ReasonerGrpc.newBlockingStub(reasoner).withDeadlineAfter(120, TimeUnit.SECONDS)
+        .generate(request);
+    while (events.hasNext()) {
+      GenerateEvent e = events.next();
+      switch (e.getEventCase()) {
+        case TOKEN -> text.append(e.getToken().getText());
+        case MEMORY -> version = Math.max(version, e.getMemory().getWeaverVersion());
+        case FINISHED -> finished = e.getFinished();
+        default -> { }
+      }
+    }
+    if (finished == null || finished.getTrajectoryId().isEmpty()) {
+      throw new IllegalStateException("the reasoner did not record a trajectory (is its experience log on?): " + finished);
+    }
+    return new Served(text.toString(), finished, version);
+  }
+
+  /** Polls the weaver's current version every 100 ms, noting when each version is first served. */
+  private Thread probe(ManagedChannel weaver) {
+    Thread t = new Thread(() -> {
+      while (!Thread.currentThread().isInterrupted()) {
+        try {
+          long v = WeaverGrpc.newBlockingStub(weaver).withDeadlineAfter(5, TimeUnit.SECONDS)
+              .describe(DescribeRequest.newBuilder().setAdapterName(NAME).build()).getAdapterVersion();
+          firstServedMillis.putIfAbsent(v, System.currentTimeMillis());
+          Thread.sleep(100);
+        } catch (InterruptedException e) {
+          return;
+        } catch (RuntimeException e) {
+          // the weaver is restarting or busy; try again
+        }
+      }
+    }, "memgen-bench-probe");
+    t.setDaemon(true);
+    t.start();
+    return t;
+  }
+
+  private void awaitVersion(ManagedChannel weaver, long version, String what) throws InterruptedException {
+    long deadline = System.nanoTime() + s.timeout().toNanos();
+    while (true) {
+      try {
+        long v = WeaverGrpc.newBlockingStub(weaver).withDeadlineAfter(5, TimeUnit.SECONDS)
+            .describe(DescribeRequest.newBuilder().setAdapterName(NAME).build()).getAdapterVersion();
+        firstServedMillis.putIfAbsent(v, System.currentTimeMillis());
+        if (v == version) {
+          return;
+        }
+      } catch (RuntimeException e) {
+        // not up yet
+      }
+      if (System.nanoTime() > deadline) {
+        throw new IllegalStateException("timed out after " + s.timeout() + " waiting for " + what);
+      }
+      Thread.sleep(100);
+    }
+  }
+
+  /** The published trajectories set against the announced versions' ranges. */
+  private static final class Accounting {
+    long published;
+    long trained;
+    long lost;
+    long duplicated;
+    final List<AdapterPublished> announced = new ArrayList<>(); // after the initial version, in order
+    final Map<String, Long> publishedAtMillis = new HashMap<>(); // trajectory id -> record timestamp
+    final Map<String, Long> trainedInto = new HashMap<>(); // trajectory id -> version
+
+    double ingestTps() {
+      double seconds = announced.stream().mapToDouble(a -> a.getEvalMetricsOrDefault("window_seconds", 0)).sum();
+      return seconds == 0 ? 0 : trained / seconds;
+    }
+
+    /** The {@code q}-quantile over trained trajectories of (first served with their version) - (published). */
+    double toServing(Map<Long, Long> firstServed, double q) {
+      List<Double> delays = new ArrayList<>();
+      trainedInto.forEach((id, v) -> {
+        Long served = firstServed.entrySet().stream().filter(e -> e.getKey() >= v).map(Map.Entry::getValue)
+            .min(Long::compare).orElse(null);
+        if (served != null && publishedAtMillis.containsKey(id)) {
+          delays.add((served - publishedAtMillis.get(id)) / 1000.0);
+        }
+      });
+      return Stats.quantile(delays, q);
+    }
+  }
+
+  private Accounting awaitAccounted(String bootstrap) throws InterruptedException {
+    long deadline = System.nanoTime() + s.timeout().toNanos();
+    while (true) {
+      Accounting a = account(bootstrap);
+      if (a.lost == 0 || System.nanoTime() > deadline) {
+        return a;
+      }
+      Thread.sleep(1000);
+    }
+  }
+
+  private static Accounting account(String bootstrap) {
+    Accounting a = new Accounting();
+    Map<TopicPartition, Map<Long, String>> ids = new LinkedHashMap<>(); // every trajectory by position
+    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(bootstrap, "memgen-bench-accounting", null)) {
+      List<TopicPartition> parts = c.partitionsFor(Topics.TRAJECTORIES).stream()
+          .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
+      c.assign(parts);
+      c.seekToBeginning(parts);
+      Map<TopicPartition, Long> end = c.endOffsets(parts, Duration.ofSeconds(30));
+      while (parts.stream().anyMatch(tp -> c.position(tp) < end.get(tp))) {
+        for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
+          Trajectory t = dev.memgen.log.Records.TRAJECTORY.deserializeOrNull(r.value());
+          String id = t == null ? "offset:" + r.partition() + "@" + r.offset() : t.getTrajectoryId();
+          ids.computeIfAbsent(new TopicPartition(r.topic(), r.partition()), k -> new HashMap<>()).put(r.offset(), id);
+          a.publishedAtMillis.put(id, r.timestamp());
+          a.published++;
+        }
+      }
+    }
+    Map<String, Integer> times = new HashMap<>();
+    for (AdapterPublished p : AdapterLog.readAll(bootstrap, Duration.ofSeconds(30))) {
+      if (!p.getAdapterName().equals(NAME) || p.getComponent() != AdapterComponent.WEAVER || p.getVersion() == 1) {
+        continue;
+      }
+      a.announced.add(p);
+      for (OffsetRange r : p.getTrainedOnList()) {
+        Map<Long, String> inPartition = ids.getOrDefault(new TopicPartition(r.getTopic(), r.getPartition()), Map.of());
+        for (long o = r.getFromOffset(); o < r.getToOffset(); o++) {
+          String id = inPartition.get(o);
+          if (id != null) {
+            times.merge(id, 1, Integer::sum);
+            a.trainedInto.putIfAbsent(id, p.getVersion());
+          }
+        }
+      }
+    }
+    for (Map<Long, String> inPartition : ids.values()) {
+      for (String id : inPartition.values()) {
+        int n = times.getOrDefault(id, 0);
+        if (n == 0) {
+          a.lost++;
+        } else {
+          a.trained++;
+          if (n > 1) {
+            a.duplicated++;
+          }
+        }
+      }
+    }
+    return a;
+  }
+
+  /** deploy/local/services.sh with the loop on, in its own run directory and ports. */
+  private final class Services {
+    final Path runDir;
+    final int grpcBase;
+    final int httpBase;
+    final String bootstrap;
+
+    Services(Path runDir, int grpcBase, int httpBase, String bootstrap) {
+      this.runDir = runDir;
+      this.grpcBase = grpcBase;
+      this.httpBase = httpBase;
+      this.bootstrap = bootstrap;
+    }
+
+    void start() throws IOException, InterruptedException {
+      script("start", "--model", s.model().toString(), "--memory", s.memory().toString(), "--log", bootstrap,
+          "--store", s.work().resolve("store").toString());
+    }
+
+    void stop() throws IOException, InterruptedException {
+      script("stop");
+    }
+
+    /**
+     * Waits for the trainer to start training a window, SIGKILLs it there, and starts it again. Returns whether the
+     * kill came before that window was published (it may not, if the window was very quick).
+     */
+    boolean killTrainerMidWindow(Duration timeout) throws Exception {
+      Path logFile = runDir.resolve("trainer-service.log");
+      int windowsBefore = count(logFile, "published " + NAME + " v");
+      long deadline = System.nanoTime() + timeout.toNanos();
+      while (count(logFile, "training window") <= windowsBefore) {
+        if (System.nanoTime() > deadline) {
+          throw new IllegalStateException("the trainer never started a window; its log: " + logFile);
+        }
+        Thread.sleep(20);
+      }
+      long pid = Long.parseLong(Files.readString(runDir.resolve("trainer-service.pid")).trim());
+      ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+      boolean midWindow = count(logFile, "published " + NAME + " v") == windowsBefore;
+      progress.accept("killed the trainer (pid " + pid + ") " + (midWindow ? "in the middle of a window" : "after its window")
+          + "; restarting it");
+      ProcessHandle.of(pid).ifPresent(p -> p.onExit().join());
+      Files.move(logFile, runDir.resolve("trainer-service.killed.log"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
+      start(); // starts only what is not running: the trainer
+      return midWindow;
+    }
+
+    private int count(Path file, String needle) throws IOException {
+      if (!Files.exists(file)) {
+        return 0;
+      }
+      String text = Files.readString(file, StandardCharsets.UTF_8);
+      int n = 0;
+      for (int at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
+        n++;
+      }
+      return n;
+    }
+
+    private void script(String... args) throws IOException, InterruptedException {
+      List<String> cmd = new ArrayList<>(List.of("bash", s.root().resolve("deploy/local/services.sh").toString()));
+      cmd.addAll(List.of(args));
+      ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
+      pb.environment().put("MEMGEN_RUN_DIR", runDir.toString());
+      pb.environment().put("MEMGEN_GRPC_PORT_BASE", String.valueOf(grpcBase));
+      pb.environment().put("MEMGEN_HTTP_PORT_BASE", String.valueOf(httpBase));
+      pb.environment().put("MEMGEN_JAVA_OPTS", String.join(" ", List.of(
+          "-Dmemgen.trainer.window=" + s.window(),
+          "-Dmemgen.trainer.sft-steps=" + s.sftSteps(),
+          "-Dmemgen.trainer.max-window-wait=PT5S",
+          "-Dmemgen.trainer.eval-set=arithmetic:16",
+          "-Dmemgen.trainer.eval-max-new-tokens=" + s.maxNewTokens(),
+          "-Dmemgen.trainer.gate-tolerance=" + (s.reward().equals("grade") ? "1.0" : "100"),
+          "-Dmemgen.log.partitions=2",
+          "-Dai.djl.offline=true")));
+      Process p = pb.start();
+      String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
+      if (p.waitFor() != 0) {
+        throw new IllegalStateException("services.sh " + String.join(" ", args) + " failed:\n" + out);
+      }
+    }
+  }
+
+  private static ManagedChannel channel(int port) {
+    return ManagedChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
+  }
+
+  /** The first of 4 consecutive free ports (the four services), probed by binding. */
+  static int freePortBlock() throws IOException {
+    for (int attempt = 0; attempt < 50; attempt++) {
+      int base;
+      try (ServerSocket probe = new ServerSocket(0)) {
+        base = probe.getLocalPort();
+      }
+      if (base + 3 > 65535) {
+        continue;
+      }
+      boolean free = true;
+      for (int i = 0; i < 4 && free; i++) {
+        try (ServerSocket ss = new ServerSocket(base + i)) {
+          ss.setReuseAddress(true);
+        } catch (IOException e) {
+          free = false;
+        }
+      }
+      if (free) {
+        return base;
+      }
+    }
+    throw new IOException("no block of 4 free ports found");
+  }
+}

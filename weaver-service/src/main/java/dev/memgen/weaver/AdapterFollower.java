@@ -1,0 +1,346 @@
+package dev.memgen.weaver;
+
+import dev.memgen.log.AdapterLog;
+import dev.memgen.log.Topics;
+import dev.memgen.log.store.AdapterStore;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.proto.v1.AdapterPublished;
+import dev.memgen.rpc.WeaverService;
+import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.ArrayDeque;
+import java.util.Comparator;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.concurrent.CountDownLatch;
+import java.util.concurrent.TimeUnit;
+import java.util.regex.Pattern;
+import java.util.stream.Collectors;
+import java.util.stream.Stream;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.common.errors.WakeupException;
+import org.jboss.logging.Logger;
+
+/**
+ * Follows the adapters topic ({@code memgen.adapters}) and hot-swaps the weaver versions it announces. For each
+ * WEAVER announcement, in topic order: one made for another base model is refused; the version is copied out of the
+ * {@link AdapterStore} into a cache directory, its record checked against the announced sha256 and every file
+ * against the record (a corrupted file is refused by name); then {@link WeaverService#install} loads it and makes it
+ * current. Whatever is refused leaves the name on its previous version. Every outcome is logged and counted
+ * ({@link #status}).
+ *
+ * <p>It reads the topic from the beginning: the topic is compacted, so after a restart it holds the latest
+ * announcement per adapter, and only that one is loaded (the catch-up applies the last announcement of each key and
+ * skips the superseded ones). Then it follows new announcements as they come. A broker that is down delays swaps,
+ * never serving: the consumer reconnects by itself, and a failure outside it is retried after a pause.
+ */
+public final class AdapterFollower implements AutoCloseable {
+  private static final Logger LOG = Logger.getLogger(AdapterFollower.class);
+  private static final int RECENT = 100; // events kept for status()
+  private static final Duration MAX_PAUSE = Duration.ofSeconds(30); // between attempts while the broker is away
+  private static final Pattern CACHE_ENTRY = Pattern.compile("\\d+-[0-9a-f]{12}");
+
+  /**
+   * What became of one announcement.
+   *
+   * @param offset where it is on the adapters topic
+   * @param loaded true if it is now the name's current version, false if it was refused
+   * @param detail what was done ("swapped in, was v2", ...) or why it was refused
+   */
+  public record Event(Instant at, long offset, String name, long version, boolean loaded, String detail) {}
+
+  /**
+   * Counters and the latest events. {@code caughtUp}: the announcements on the topic at startup have been applied.
+   * {@code ignored}: announcements for the trigger, or records that do not decode.
+   */
+  public record Status(boolean caughtUp, long position, long loaded, long refused, long ignored, List<Event> recent) {}
+
+  private final String bootstrap;
+  private final AdapterStore store;
+  private final Path cacheDir;
+  private final WeaverService service;
+  private final Thread thread;
+  private final CountDownLatch caughtUp = new CountDownLatch(1);
+  private final CountDownLatch closed = new CountDownLatch(1);
+  private final ArrayDeque<Event> recent = new ArrayDeque<>();
+  private volatile boolean closing;
+  private volatile KafkaConsumer<String, byte[]> consumer; // for wakeup() from close()
+  private long position = -1; // the next offset to read; -1 until the catch-up
+  private long loaded;
+  private long refused;
+  private long ignored;
+
+  /**
+   * @param cacheDir where versions are copied out of the store to be loaded from (one directory per version, under
+   *     one per adapter name; directories of versions no longer in use are removed)
+   */
+  public AdapterFollower(String bootstrap, AdapterStore store, Path cacheDir, WeaverService service) {
+    this.bootstrap = bootstrap;
+    this.store = store;
+    this.cacheDir = cacheDir;
+    this.service = service;
+    this.thread = new Thread(this::run, "memgen-adapter-follower");
+    thread.setDaemon(true);
+  }
+
+  public void start() {
+    LOG.infof("following %s on %s (store %s, cache %s)", Topics.ADAPTERS, bootstrap, store.root(), cacheDir);
+    thread.start();
+  }
+
+  /** Waits until the announcements already on the topic at startup have been applied; false on timeout. */
+  public boolean awaitCatchUp(Duration timeout) throws InterruptedException {
+    return caughtUp.await(timeout.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  public synchronized Status status() {
+    return new Status(caughtUp.getCount() == 0, position, loaded, refused, ignored, List.copyOf(recent));
+  }
+
+  /**
+   * Stops following. Not by interrupting the thread: an interrupt inside the Kafka client or a file copy turns into
+   * errors that say nothing about the cause; the consumer is woken up and a pause between retries cut short instead.
+   */
+  @Override
+  public void close() {
+    closing = true;
+    closed.countDown();
+    KafkaConsumer<String, byte[]> c = consumer;
+    if (c != null) {
+      c.wakeup();
+    }
+    try {
+      thread.join(TimeUnit.SECONDS.toMillis(30));
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
+    if (thread.isAlive()) {
+      LOG.warnf("the adapter follower did not stop within 30 s");
+    }
+  }
+
+  private void run() {
+    Duration pause = Duration.ofMillis(500);
+    while (!closing) {
+      try (KafkaConsumer<String, byte[]> c = AdapterLog.consumer(bootstrap, "memgen-weaver-adapters")) {
+        consumer = c;
+        c.assign(List.of(AdapterLog.PARTITION));
+        if (position < 0) {
+          catchUp(c);
+        } else {
+          c.seek(AdapterLog.PARTITION, position);
+        }
+        pause = Duration.ofMillis(500);
+        while (!closing) {
+          for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
+            AdapterPublished a = AdapterLog.parse(r);
+            if (a == null) {
+              skipBadRecord(r);
+            } else {
+              apply(a, r.offset());
+            }
+            advance(r.offset() + 1);
+          }
+        }
+      } catch (WakeupException e) {
+        // close() woke the consumer
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return;
+      } catch (RuntimeException e) {
+        if (closing) {
+          return;
+        }
+        LOG.warnf("following %s on %s failed (%s); retrying in %d ms", Topics.ADAPTERS, bootstrap, e, pause.toMillis());
+        try {
+          if (closed.await(pause.toMillis(), TimeUnit.MILLISECONDS)) {
+            return;
+          }
+        } catch (InterruptedException ie) {
+          return;
+        }
+        pause = pause.multipliedBy(2);
+        if (pause.compareTo(MAX_PAUSE) > 0) {
+          pause = MAX_PAUSE;
+        }
+      } finally {
+        consumer = null;
+      }
+    }
+  }
+
+  /**
+   * Reads the topic from its beginning to its end as of now and applies the last announcement of each key, in the
+   * order of those last announcements. A version announced and then superseded before this weaver started is never
+   * loaded (the topic is compacted, so it is mostly gone anyway).
+   */
+  private void catchUp(KafkaConsumer<String, byte[]> c) throws InterruptedException {
+    c.seekToBeginning(List.of(AdapterLog.PARTITION));
+    long end = c.endOffsets(List.of(AdapterLog.PARTITION), Duration.ofSeconds(30)).get(AdapterLog.PARTITION);
+    record Latest(long offset, AdapterPublished announcement) {}
+    Map<String, Latest> last = new LinkedHashMap<>();
+    while (c.position(AdapterLog.PARTITION, Duration.ofSeconds(30)) < end && !closing) {
+      for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
+        if (r.offset() >= end) {
+          break; // announced during the catch-up: followed after it, in order
+        }
+        AdapterPublished a = AdapterLog.parse(r);
+        if (a == null) {
+          skipBadRecord(r);
+          continue;
+        }
+        String key = AdapterLog.key(a.getAdapterName(), a.getComponent());
+        last.remove(key); // re-inserted last: the order of the last announcements
+        last.put(key, new Latest(r.offset(), a));
+      }
+    }
+    if (closing) {
+      return;
+    }
+    for (Latest l : last.values()) {
+      apply(l.announcement(), l.offset());
+    }
+    advance(end);
+    c.seek(AdapterLog.PARTITION, end);
+    caughtUp.countDown();
+    LOG.infof("caught up with %s: %d adapter announcement(s) applied up to offset %d", Topics.ADAPTERS, last.size(), end);
+  }
+
+  private void apply(AdapterPublished a, long offset) throws InterruptedException {
+    if (a.getComponent() != AdapterComponent.WEAVER) {
+      synchronized (this) {
+        ignored++;
+      }
+      LOG.debugf("%s@%d: %s announcement for '%s', not the weaver's", Topics.ADAPTERS, offset, a.getComponent(), a.getAdapterName());
+      return;
+    }
+    String name = a.getAdapterName();
+    long version = a.getVersion();
+    String fingerprint = service.baseFingerprint();
+    if (!a.getBaseFingerprint().equals(fingerprint)) {
+      refuse(a, offset, "made for another base model (base_fingerprint '" + a.getBaseFingerprint()
+          + "'; this weaver's base is '" + fingerprint + "')");
+      return;
+    }
+    boolean current = service.adapters().stream().anyMatch(x -> x.current() && x.name().equals(name)
+        && x.version() == version && x.sha256().equals(a.getSha256()));
+    if (current) { // announced again (e.g. re-published by a restarted trainer): nothing to copy or load
+      LOG.infof("adapter '%s' v%d (%s@%d) is current already", name, version, Topics.ADAPTERS, offset);
+      record(new Event(Instant.now(), offset, name, version, true, "already current"), true);
+      return;
+    }
+    Path dir = null;
+    try {
+      String uri = store.recordUri(name, version); // also refuses a name that is no adapter name (e.g. "../x")
+      if (!a.getUri().isEmpty() && !a.getUri().equals(uri)) {
+        refuse(a, offset, "uri '" + a.getUri() + "' is not where the store keeps its record ('" + uri + "')");
+        return;
+      }
+      dir = cacheDir.resolve(name).resolve(version + "-" + a.getSha256().substring(0, 12));
+      // Left over from an earlier run, or the copy a replaced version still held by sessions was loaded from (a
+      // rollback to it): copy it afresh, verifying it. Replacing files under a loaded memory is safe on POSIX systems:
+      // what it loaded stays valid whatever happens to the names.
+      deleteTree(dir);
+      store.materialize(name, version, a.getSha256(), dir);
+    } catch (IOException | RuntimeException e) {
+      if (dir != null) {
+        deleteQuietly(dir);
+      }
+      if (closing) {
+        return; // interrupted by close(): not the version's fault
+      }
+      refuse(a, offset, "cannot be copied out of the adapter store " + store.root() + ": " + e.getMessage());
+      return;
+    }
+    WeaverService.Installed done;
+    try {
+      done = service.install(name, version, a.getSha256(), dir);
+    } catch (IllegalArgumentException e) {
+      deleteQuietly(dir);
+      refuse(a, offset, e.getMessage());
+      return;
+    }
+    String detail = done.alreadyCurrent() ? "already current"
+        : (done.swapped() ? "swapped in" : "checked, loaded when a session asks for it")
+            + (done.previous() == 0 ? " (a new adapter)" : " (was v" + done.previous() + ")")
+            + (a.getRolledBackFrom() != 0 ? ", a rollback from v" + a.getRolledBackFrom() : "")
+            + (a.getReason().isEmpty() ? "" : ", reason: " + a.getReason());
+    LOG.infof("adapter '%s' v%d (%s@%d) loaded: %s; sessions opened from now on get it", name, version, Topics.ADAPTERS,
+        offset, detail);
+    record(new Event(Instant.now(), offset, name, version, true, detail), true);
+    pruneCache(name);
+  }
+
+  private void refuse(AdapterPublished a, long offset, String why) {
+    String still = service.adapters().stream()
+        .filter(x -> x.name().equals(a.getAdapterName()) && x.current())
+        .map(x -> "still serving v" + x.version()).findFirst().orElse("not served");
+    LOG.errorf("adapter '%s' v%d (%s@%d) refused: %s; %s", a.getAdapterName(), a.getVersion(), Topics.ADAPTERS, offset,
+        why, still);
+    record(new Event(Instant.now(), offset, a.getAdapterName(), a.getVersion(), false, why + "; " + still), false);
+  }
+
+  private void skipBadRecord(ConsumerRecord<String, byte[]> r) {
+    synchronized (this) {
+      ignored++;
+    }
+    LOG.warnf("%s@%d (key '%s') skipped: not a valid AdapterPublished record", Topics.ADAPTERS, r.offset(), r.key());
+  }
+
+  private synchronized void record(Event e, boolean ok) {
+    if (ok) {
+      loaded++;
+    } else {
+      refused++;
+    }
+    recent.addLast(e);
+    while (recent.size() > RECENT) {
+      recent.removeFirst();
+    }
+  }
+
+  private synchronized void advance(long next) {
+    position = next;
+  }
+
+  /** Removes the cached copies of {@code name}'s versions that no loaded or current version comes from. */
+  private void pruneCache(String name) {
+    Set<Path> inUse = service.adapters().stream().filter(x -> x.dir() != null).map(WeaverService.Adapter::dir)
+        .collect(Collectors.toSet());
+    Path dir = cacheDir.resolve(name);
+    try (Stream<Path> entries = Files.list(dir)) {
+      for (Path p : entries.toList()) {
+        if (CACHE_ENTRY.matcher(p.getFileName().toString()).matches() && !inUse.contains(p)) {
+          deleteQuietly(p);
+        }
+      }
+    } catch (IOException e) {
+      LOG.warnf("cannot tidy the adapter cache %s: %s", dir, e.getMessage());
+    }
+  }
+
+  static void deleteTree(Path dir) throws IOException {
+    if (!Files.exists(dir)) {
+      return;
+    }
+    try (Stream<Path> files = Files.walk(dir)) {
+      for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
+        Files.delete(p);
+      }
+    }
+  }
+
+  private static void deleteQuietly(Path dir) {
+    try {
+      deleteTree(dir);
+    } catch (IOException e) {
+      LOG.warnf("cannot remove %s: %s", dir, e.getMessage());
+    }
+  }
+}
