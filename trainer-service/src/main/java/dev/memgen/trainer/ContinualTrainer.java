@@ -261,6 +261,7 @@ public final class ContinualTrainer implements AutoCloseable {
       LOG.info("window of {} trajectories ({} rewarded) has nothing to learn from; its range carries over", windowSize, rewarded);
       return;
     }
+    followRollback();
     long started = System.nanoTime();
     LOG.info("training window of {} trajectories ({} rewarded, {} SFT examples) from v{}", windowSize, rewarded,
         examples.size(), current.version());
@@ -324,6 +325,20 @@ public final class ContinualTrainer implements AutoCloseable {
     publish(candidate, metrics, after);
     LOG.info("published {} v{} (held-out {} -> {}) trained on {} trajectories ({} SFT examples)", s.adapterName(),
         current.version(), fmt(before), fmt(after), windowSize, examples.size());
+  }
+
+  /**
+   * An operator may have rolled the adapter back (an announcement of an older version) while this trainer ran: the
+   * next version must grow from what serves, not from what this trainer published last.
+   */
+  private void followRollback() throws IOException {
+    AdapterPublished now = AdapterLog.current(s.bootstrapServers(), KAFKA_TIMEOUT)
+        .get(AdapterLog.key(s.adapterName(), AdapterComponent.WEAVER));
+    if (now != null && now.getVersion() != current.version()) {
+      LOG.info("{} v{} serves now ({}): training from it instead of v{}", s.adapterName(), now.getVersion(),
+          now.getReason().isEmpty() ? "announced elsewhere" : now.getReason(), current.version());
+      adopt(store.get(s.adapterName(), now.getVersion()));
+    }
   }
 
   /** Store, then announce, then commit: see the class comment for why this order. */

@@ -220,6 +220,24 @@ class ContinualTrainerTest {
         "the refused window was never published, so the restarted trainer read it again with the second");
   }
 
+  @Test
+  void aRollbackWhileTheTrainerRunsIsWhereTheNextVersionGrowsFrom() throws Exception {
+    String name = "rollback-" + UUID.randomUUID().toString().substring(0, 8);
+    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers()); TextTokenizer tok = TextTokenizer.load(model)) {
+      AdapterStore store = AdapterStore.open(tmp.resolve("store"));
+      try (Running t = new Running(new ContinualTrainer(settings(name, 3, 100, Optional.of(Verifier.named("arithmetic")))))) {
+        publishTrajectories(log, tok, name, 3, 8);
+        await(() -> t.trainer.status().published() == 1, "v2");
+        // An operator rolls back to v1 (what `memgen adapters rollback` announces).
+        AdapterLog.publish(log, AdapterLog.announcement(store, store.get(name, 1), AdapterComponent.WEAVER, List.of(), 2,
+            "rollback: test"), Duration.ofSeconds(10));
+        publishTrajectories(log, tok, name, 3, 9);
+        await(() -> t.trainer.status().published() == 2, "v3");
+      }
+      assertEquals(1, store.get(name, 3).parent(), "v3 grew from the version rolled back to");
+    }
+  }
+
   // ---- helpers
 
   /** Trajectories of {@code n} correct arithmetic answers (so the verifier rewards them), as a reasoner records them. */
