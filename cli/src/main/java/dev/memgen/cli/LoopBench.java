@@ -96,7 +96,7 @@ public final class LoopBench {
         awaitVersion(weaver, 1, "the trainer to store and announce the initial memory, and the weaver to load it");
         Thread prober = probe(weaver);
         boolean killed = false;
-        List<ArithmeticTasks.Example> tasks = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, s.requests(), 3, 20261123);
+        List<ArithmeticTasks.Example> tasks = traffic(s.requests());
         int killAt = s.crashTrainer() ? Math.max(1, s.requests() / 2) : -1;
         for (int i = 0; i < tasks.size(); i++) {
           Served r = generate(reasoner, tasks.get(i).prompt());
@@ -128,6 +128,17 @@ public final class LoopBench {
       services.stop();
       broker.stop();
     }
+  }
+
+  /** Domains A and B alternating (the production mix: old work and new), the same for every run. */
+  static List<ArithmeticTasks.Example> traffic(int n) {
+    List<ArithmeticTasks.Example> a = ArithmeticTasks.generate(ArithmeticTasks.Domain.A, (n + 1) / 2, 2, 20261123);
+    List<ArithmeticTasks.Example> b = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, n / 2, 2, 20261124);
+    List<ArithmeticTasks.Example> out = new ArrayList<>();
+    for (int i = 0; i < n; i++) {
+      out.add(i % 2 == 0 ? a.get(i / 2) : b.get(i / 2));
+    }
+    return out;
   }
 
   /** One answer: its text, its Finished event, and the weaver version its memory events report (0: none). */

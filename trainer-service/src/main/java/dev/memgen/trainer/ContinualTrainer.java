@@ -282,6 +282,10 @@ public final class ContinualTrainer implements AutoCloseable {
                 AdamW.Settings.DEFAULT, 0, s.seed() + current.version()), (step, steps, loss, lr, norm, tps) -> {});
         metrics.put("sft_last_loss", r.lastLoss());
         metrics.put("sft_skipped_updates", (double) r.skippedSteps());
+        if (!Double.isFinite(r.lastLoss()) || 2 * r.skippedSteps() > r.steps()) {
+          throw new TrainingDivergedException("SFT ended with loss " + r.lastLoss() + " after skipping " + r.skippedSteps()
+              + " of " + r.steps() + " updates for non-finite gradients");
+        }
         trained = out;
       }
       if (s.grpoSteps() > 0 && !prompts.isEmpty()) {
@@ -297,6 +301,7 @@ public final class ContinualTrainer implements AutoCloseable {
         metrics.put("grpo_last_mean_reward", r.lastMeanReward());
         trained = out;
       }
+      checkFinite(trained);
       Files.move(trained, candidate);
     } catch (TrainingDivergedException e) {
       rejected++;
@@ -325,6 +330,19 @@ public final class ContinualTrainer implements AutoCloseable {
     publish(candidate, metrics, after);
     LOG.info("published {} v{} (held-out {} -> {}) trained on {} trajectories ({} SFT examples)", s.adapterName(),
         current.version(), fmt(before), fmt(after), windowSize, examples.size());
+  }
+
+  /** A candidate with a NaN or infinite weight is diverged, whatever it scores. */
+  private void checkFinite(Path dir) {
+    try (Memory m = Memory.load(dir, base, fingerprint)) {
+      for (Map.Entry<String, ai.djl.ndarray.NDArray> t : m.tensors().entrySet()) {
+        try (ai.djl.ndarray.NDArray bad = t.getValue().isNaN().logicalOr(t.getValue().isInfinite())) {
+          if (bad.any().getBoolean()) {
+            throw new TrainingDivergedException("the trained tensor " + t.getKey() + " has non-finite values");
+          }
+        }
+      }
+    }
   }
 
   /**

@@ -77,15 +77,16 @@ public class TrainerLoop {
   }
 
   /**
-   * The held-out problems: {@code arithmetic:N} is N problems of each of the task suite's domains (a seed no
-   * traffic generator uses), anything else a JSONL file of chat problems with expected answers.
+   * The held-out problems: {@code arithmetic:N} is N problems of each of the task suite's domains (1-2 operations,
+   * what {@code memgen pretrain} trains on; a seed no traffic generator uses), anything else a JSONL file of chat
+   * problems with expected answers.
    */
   static List<Evaluator.Problem> heldOut(String spec) throws IOException {
     List<Evaluator.Problem> out = new ArrayList<>();
     if (spec.startsWith("arithmetic:")) {
       int n = Integer.parseInt(spec.substring("arithmetic:".length()));
       for (ArithmeticTasks.Domain d : ArithmeticTasks.Domain.values()) {
-        for (ArithmeticTasks.Example e : ArithmeticTasks.generate(d, n, 3, 0x5EED_0E7A1L)) {
+        for (ArithmeticTasks.Example e : ArithmeticTasks.generate(d, n, 2, 0x5EED_0E7A1L)) {
           out.add(new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed()));
         }
       }

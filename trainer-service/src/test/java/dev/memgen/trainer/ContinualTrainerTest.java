@@ -238,6 +238,32 @@ class ContinualTrainerTest {
     }
   }
 
+  @Test
+  void aDivergedCandidateNeverReachesServingAndGrpoRunsOnLoggedPrompts() throws Exception {
+    String name = "diverge-" + UUID.randomUUID().toString().substring(0, 8);
+    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers()); TextTokenizer tok = TextTokenizer.load(model)) {
+      AdapterStore store = AdapterStore.open(tmp.resolve("store"));
+      publishTrajectories(log, tok, name, 3, 10);
+      // A learning rate no weight survives: the first update blows the weights up, the next gradients are NaN.
+      ContinualTrainer.Settings ok = settings(name, 3, 100, Optional.of(Verifier.named("arithmetic")));
+      ContinualTrainer.Settings wild = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
+          ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), 1.0, 4, 4, 1e30, 0,
+          ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0);
+      try (Running t = new Running(new ContinualTrainer(wild))) {
+        await(() -> t.trainer.status().rejected() == 1, "the diverged candidate was refused");
+        assertEquals(1, store.versions(name).size(), "nothing but the initial version");
+      }
+      // SFT then GRPO by re-rollout of the window's prompts, rewarded by the verifier.
+      ContinualTrainer.Settings grpo = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
+          ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), 1.0, 2, 4, 1e-2, 2,
+          ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0);
+      try (Running t = new Running(new ContinualTrainer(grpo))) {
+        await(() -> t.trainer.status().published() == 1, "v2 after SFT and GRPO");
+      }
+      assertTrue(store.get(name, 2).metrics().containsKey("grpo_last_mean_reward"), store.get(name, 2).metrics().toString());
+    }
+  }
+
   // ---- helpers
 
   /** Trajectories of {@code n} correct arithmetic answers (so the verifier rewards them), as a reasoner records them. */
