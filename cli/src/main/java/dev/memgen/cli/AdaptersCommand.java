@@ -14,14 +14,11 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.time.temporal.ChronoUnit;
 import java.util.ArrayList;
-import java.util.Comparator;
 import java.util.List;
 import java.util.Map;
 import java.util.TreeMap;
 import java.util.concurrent.Callable;
-import java.util.concurrent.TimeUnit;
 import java.util.stream.Collectors;
-import java.util.stream.Stream;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
@@ -165,52 +162,26 @@ final class AdaptersCommand {
     public Integer call() throws Exception {
       AdapterComponent component = component(componentName);
       AdapterStore store = store(storeDir);
-      AdapterStore.Version target = store.get(name, version); // names the store when the version does not exist
-      checkIntact(store, target);
-
       String key = AdapterLog.key(name, component);
-      AdapterPublished now = current(bootstrap).get(key);
-      if (now == null) {
-        throw new IllegalArgumentException("no version of " + key + " is announced on " + Topics.ADAPTERS + " at "
-            + bootstrap + ": there is nothing to roll back from");
-      }
-      if (now.getVersion() == version) {
-        throw new IllegalArgumentException(key + " v" + version + " is already current");
-      }
-      AdapterPublished a = AdapterLog.announcement(store, target, component, List.of(), now.getVersion(),
-          "rollback: " + reason);
-      long offset;
+      AdapterLog.Rollback r;
       try (ExperienceLog log = new ExperienceLog(bootstrap)) {
-        offset = log.publish(Topics.ADAPTERS, key, a).get(BROKER_TIMEOUT.toSeconds(), TimeUnit.SECONDS).offset();
+        r = AdapterLog.rollback(store, log, name, component, version, reason, BROKER_TIMEOUT);
       }
-      System.err.printf("rolled %s back from v%d to v%d (%s@%d)%n", key, now.getVersion(), version, Topics.ADAPTERS, offset);
+      AdapterPublished a = r.announced();
+      long offset = r.offset();
+      System.err.printf("rolled %s back from v%d to v%d (%s@%d)%n", key, a.getRolledBackFrom(), version, Topics.ADAPTERS,
+          offset);
       ObjectNode o = Json.object();
       o.put("adapter", name);
       o.put("component", componentName);
       o.put("version", version);
-      o.put("rolled_back_from", now.getVersion());
+      o.put("rolled_back_from", a.getRolledBackFrom());
       o.put("sha256", a.getSha256());
       o.put("uri", a.getUri());
       o.put("reason", a.getReason());
       o.put("offset", offset);
       System.out.println(Json.line(o));
       return 0;
-    }
-
-    /** Copies the version out of the store into a scratch directory, which checks its record and every file's hash. */
-    static void checkIntact(AdapterStore store, AdapterStore.Version v) throws IOException {
-      Path scratch = Files.createTempDirectory("memgen-rollback-check");
-      try {
-        store.materialize(v.name(), v.version(), store.recordSha256(v.name(), v.version()), scratch.resolve("v"));
-      } catch (AdapterStore.CorruptedAdapterException e) {
-        throw new IllegalArgumentException("cannot roll back to a damaged version: " + e.getMessage(), e);
-      } finally {
-        try (Stream<Path> files = Files.walk(scratch)) {
-          for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
-            Files.deleteIfExists(p);
-          }
-        }
-      }
     }
   }
 }

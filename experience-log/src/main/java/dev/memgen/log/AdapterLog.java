@@ -6,15 +6,19 @@ import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.OffsetRange;
 import java.io.IOException;
+import java.nio.file.Files;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
+import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
+import java.util.stream.Stream;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.TopicPartition;
@@ -90,6 +94,50 @@ public final class AdapterLog {
   public static void publish(ExperienceLog log, AdapterPublished a, Duration timeout)
       throws InterruptedException, ExecutionException, TimeoutException {
     log.publish(Topics.ADAPTERS, key(a.getAdapterName(), a.getComponent()), a).get(timeout.toMillis(), TimeUnit.MILLISECONDS);
+  }
+
+  /** A rollback that was announced: the record, and where it landed on the adapters topic. */
+  public record Rollback(AdapterPublished announced, long offset) {}
+
+  /**
+   * Makes an older version of {@code name}'s {@code component} current again: checks the version in the store (its
+   * record and every file against their hashes), then announces it with {@code rolled_back_from} set to the version
+   * current now. The operator's tool and the trainer's admin service both roll back through here.
+   *
+   * @throws IllegalArgumentException the version is not in the store, is damaged, is already current, or nothing is
+   *     announced for that adapter yet (nothing to roll back from)
+   */
+  public static Rollback rollback(AdapterStore store, ExperienceLog log, String name, AdapterComponent component,
+      long version, String reason, Duration timeout) throws Exception {
+    AdapterStore.Version target = store.get(name, version); // names the store when the version does not exist
+    Path scratch = Files.createTempDirectory("memgen-rollback-check");
+    try {
+      store.materialize(name, version, store.recordSha256(name, version), scratch.resolve("v"));
+    } catch (AdapterStore.CorruptedAdapterException e) {
+      throw new IllegalArgumentException("cannot roll back to a damaged version: " + e.getMessage(), e);
+    } finally {
+      deleteTree(scratch);
+    }
+    String key = key(name, component);
+    AdapterPublished now = current(log.bootstrapServers(), timeout).get(key);
+    if (now == null) {
+      throw new IllegalArgumentException("no version of " + key + " is announced on " + Topics.ADAPTERS + " at "
+          + log.bootstrapServers() + ": there is nothing to roll back from");
+    }
+    if (now.getVersion() == version) {
+      throw new IllegalArgumentException(key + " v" + version + " is already current");
+    }
+    AdapterPublished a = announcement(store, target, component, List.of(), now.getVersion(), "rollback: " + reason);
+    long offset = log.publish(Topics.ADAPTERS, key, a).get(timeout.toMillis(), TimeUnit.MILLISECONDS).offset();
+    return new Rollback(a, offset);
+  }
+
+  private static void deleteTree(Path dir) throws IOException {
+    try (Stream<Path> files = Files.walk(dir)) {
+      for (Path p : files.sorted(Comparator.reverseOrder()).toList()) {
+        Files.deleteIfExists(p);
+      }
+    }
   }
 
   /** Every valid announcement on the topic now, oldest first (compaction may have removed superseded ones). */

@@ -31,6 +31,7 @@ import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.time.Instant;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.LinkedHashMap;
@@ -38,6 +39,9 @@ import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.OptionalDouble;
+import java.util.Queue;
+import java.util.concurrent.CompletableFuture;
+import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicBoolean;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
@@ -89,9 +93,22 @@ public final class ContinualTrainer implements AutoCloseable {
     }
   }
 
-  /** What the trainer has done so far, for status reports and tests. */
-  public record Status(long currentVersion, int windowTrajectories, int windowRewarded, int published, int rejected,
-      long consumed, long deadLettered, String activity) {}
+  /**
+   * What the trainer has done so far, for status reports and tests. {@code committed}: per trajectory partition, the
+   * offset up to which trajectories are in published versions (what the consumer group has committed).
+   */
+  public record Status(long currentVersion, int windowTrajectories, int windowRewarded, int windowTarget, int published,
+      int rejected, long consumed, long deadLettered, String activity, AdapterPublished lastPublished,
+      Map<String, Double> lastEvalMetrics, Instant lastEvalAt, Map<TopicPartition, Long> committed) {}
+
+  /** What a window came to: the announcement of the version it became, or why nothing was published. */
+  public record Outcome(Optional<AdapterPublished> published, String refusal) {
+    static Outcome refused(String why) {
+      return new Outcome(Optional.empty(), why);
+    }
+  }
+
+  private record Forced(String reason, CompletableFuture<Outcome> done) {}
 
   private final Settings s;
   private final AdapterStore store;
@@ -115,6 +132,10 @@ public final class ContinualTrainer implements AutoCloseable {
   private final List<Trajectory> window = new ArrayList<>();
   private long windowOpenedNanos;
   private volatile Status status;
+  private final Queue<Forced> forced = new ConcurrentLinkedQueue<>();
+  private AdapterPublished lastPublished;
+  private Map<String, Double> lastEvalMetrics = Map.of();
+  private Instant lastEvalAt;
   private int published;
   private int rejected;
   private long consumed;
@@ -144,18 +165,39 @@ public final class ContinualTrainer implements AutoCloseable {
     return status;
   }
 
+  /**
+   * Trains the open window now, whatever its size (an operator's Publish); completes when the window is published or
+   * refused. The gate still applies: forcing skips the wait, not the evaluation.
+   */
+  public CompletableFuture<Outcome> publishNow(String reason) {
+    CompletableFuture<Outcome> done = new CompletableFuture<>();
+    forced.add(new Forced(reason, done));
+    if (stop.get()) {
+      done.completeExceptionally(new IllegalStateException("the trainer is stopping"));
+    }
+    return done;
+  }
+
   /** Runs windows until {@link #close} (from another thread). */
   public void run() {
     windowOpenedNanos = System.nanoTime();
     try {
       while (!stop.get()) {
         pollOnce(Duration.ofMillis(200));
-        if (due()) {
-          trainWindow();
+        Forced f = forced.poll();
+        if (f != null) {
+          f.done().complete(rewarded() == 0 ? Outcome.refused("the window holds no rewarded trajectory ("
+              + window.size() + " trajectories)") : trainWindow("forced: " + f.reason()));
+        } else if (due()) {
+          trainWindow("window");
         }
       }
     } catch (Exception e) {
       throw new IllegalStateException("the trainer stopped: " + e.getMessage(), e);
+    } finally {
+      for (Forced f; (f = forced.poll()) != null; ) {
+        f.done().completeExceptionally(new IllegalStateException("the trainer stopped"));
+      }
     }
   }
 
@@ -237,7 +279,7 @@ public final class ContinualTrainer implements AutoCloseable {
         .orElse(OptionalDouble.empty());
   }
 
-  private void trainWindow() throws Exception {
+  private Outcome trainWindow(String reason) throws Exception {
     List<TokenizedExample> examples = new ArrayList<>();
     List<Evaluator.Problem> prompts = new ArrayList<>();
     int rewarded = 0;
@@ -259,7 +301,8 @@ public final class ContinualTrainer implements AutoCloseable {
     windowOpenedNanos = System.nanoTime();
     if (examples.isEmpty() && (s.grpoSteps() == 0 || prompts.isEmpty())) {
       LOG.info("window of {} trajectories ({} rewarded) has nothing to learn from; its range carries over", windowSize, rewarded);
-      return;
+      return Outcome.refused("no trajectory in the window is rewarded >= " + s.sftMinReward() + " (" + windowSize
+          + " trajectories, " + rewarded + " rewarded)");
     }
     followRollback();
     long started = System.nanoTime();
@@ -308,7 +351,7 @@ public final class ContinualTrainer implements AutoCloseable {
       LOG.warn("window of {} trajectories: training diverged, nothing published ({}); its range carries over", windowSize,
           e.getMessage());
       updateStatus("collecting");
-      return;
+      return Outcome.refused("training diverged: " + e.getMessage());
     }
     long next = store.latest(s.adapterName()).map(v -> v.version() + 1).orElse(1L);
     MemoryManifest trained = MemoryManifest.read(candidate);
@@ -320,16 +363,20 @@ public final class ContinualTrainer implements AutoCloseable {
     metrics.put("eval_accuracy", after);
     metrics.put("eval_accuracy_parent", before);
     metrics.put("window_seconds", (System.nanoTime() - started) / 1e9);
+    lastEvalMetrics = Map.copyOf(metrics);
+    lastEvalAt = Instant.now();
     if (!(after >= before - s.gateTolerance())) {
       rejected++;
       LOG.info("candidate from {} trajectories scores {} on the held-out set against {} for v{}: not published; its range "
           + "carries over", windowSize, fmt(after), fmt(before), current.version());
       updateStatus("collecting");
-      return;
+      return Outcome.refused("the candidate scores " + fmt(after) + " on the held-out set against " + fmt(before)
+          + " for v" + current.version() + " (tolerance " + s.gateTolerance() + " points)");
     }
-    publish(candidate, metrics, after);
+    AdapterPublished a = publish(candidate, metrics, after, reason);
     LOG.info("published {} v{} (held-out {} -> {}) trained on {} trajectories ({} SFT examples)", s.adapterName(),
         current.version(), fmt(before), fmt(after), windowSize, examples.size());
+    return new Outcome(Optional.of(a), "");
   }
 
   /** A candidate with a NaN or infinite weight is diverged, whatever it scores. */
@@ -360,7 +407,8 @@ public final class ContinualTrainer implements AutoCloseable {
   }
 
   /** Store, then announce, then commit: see the class comment for why this order. */
-  private void publish(Path candidate, Map<String, Double> metrics, double score) throws Exception {
+  private AdapterPublished publish(Path candidate, Map<String, Double> metrics, double score, String reason)
+      throws Exception {
     updateStatus("publishing");
     Map<String, Long> offsets = new LinkedHashMap<>();
     List<OffsetRange> ranges = new ArrayList<>();
@@ -373,7 +421,8 @@ public final class ContinualTrainer implements AutoCloseable {
     }
     feedbackPosition.forEach((tp, o) -> offsets.put(tp.toString(), o));
     AdapterStore.Version v = store.publish(s.adapterName(), candidate, current.version(), fingerprint, metrics, offsets);
-    AdapterLog.publish(log, AdapterLog.announcement(store, v, AdapterComponent.WEAVER, ranges, 0, "window"), KAFKA_TIMEOUT);
+    AdapterPublished a = AdapterLog.announcement(store, v, AdapterComponent.WEAVER, ranges, 0, reason);
+    AdapterLog.publish(log, a, KAFKA_TIMEOUT);
     Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
     position.forEach((tp, o) -> commit.put(tp, new OffsetAndMetadata(o, "v" + v.version())));
     trajectories.commitSync(commit, KAFKA_TIMEOUT);
@@ -381,7 +430,9 @@ public final class ContinualTrainer implements AutoCloseable {
     adopt(v);
     rangeStart = new HashMap<>(position);
     published++;
+    lastPublished = a;
     updateStatus("collecting");
+    return a;
   }
 
   /**
@@ -411,6 +462,7 @@ public final class ContinualTrainer implements AutoCloseable {
       LOG.info("announced {} v{} ({})", s.adapterName(), v.version(), a.getReason());
       now = a;
     }
+    lastPublished = now;
     // Train on from what serves now: the latest version, or the one an operator rolled back to.
     adopt(now.getVersion() == v.version() ? v : store.get(s.adapterName(), now.getVersion()));
     List<TopicPartition> parts = trajectories.partitionsFor(Topics.TRAJECTORIES, KAFKA_TIMEOUT).stream()
@@ -511,7 +563,8 @@ public final class ContinualTrainer implements AutoCloseable {
 
   private void updateStatus(String activity) {
     status = new Status(current == null ? 0 : current.version(), window.size(), activity.equals("collecting") ? rewarded() : 0,
-        published, rejected, consumed, deadLettered, activity);
+        s.windowRewarded(), published, rejected, consumed, deadLettered, activity, lastPublished, lastEvalMetrics, lastEvalAt,
+        rangeStart == null ? Map.of() : Map.copyOf(rangeStart));
   }
 
   private static int[] toArray(List<Integer> ids) {

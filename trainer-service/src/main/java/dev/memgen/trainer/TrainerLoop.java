@@ -99,8 +99,15 @@ public class TrainerLoop {
     return out;
   }
 
-  public Optional<ContinualTrainer.Status> status() {
-    return Optional.ofNullable(trainer).map(ContinualTrainer::status);
+  /** The trainer's settings; empty when no experience log is configured (the service then only answers health). */
+  public Optional<ContinualTrainer.Settings> settings() {
+    return Optional.ofNullable(settings);
+  }
+
+  /** The running trainer; empty before it has started (or while it restarts after a failure). */
+  public Optional<ContinualTrainer> trainer() {
+    ContinualTrainer t = trainer;
+    return t == null || t.status() == null ? Optional.empty() : Optional.of(t);
   }
 
   private void runWithRetries() {
@@ -138,10 +145,13 @@ public class TrainerLoop {
     if (thread != null) {
       ContinualTrainer t = trainer;
       if (t != null) {
-        t.close();
+        t.close(); // returns within a poll, or after the window in progress
       }
-      thread.interrupt();
-      thread.join(30_000);
+      thread.join(t == null ? 100 : 30_000);
+      if (thread.isAlive()) { // in a back-off sleep, or a window that takes longer: the store makes stopping safe
+        thread.interrupt();
+        thread.join(5_000);
+      }
     }
   }
 }

@@ -1,11 +1,11 @@
 /**
- * The trainer service. For now it only starts a gRPC server that answers the standard health service
- * (grpc.health.v1.Health). The later issue adds the training loop and {@code memgen.v1.TrainerAdmin}: it
- * consumes Trajectory and Feedback records from Kafka (memgen.trajectories, memgen.feedback; bad records to
- * *.dlq), trains the weaver first (SFT, then GRPO with the trigger inactive) and then the trigger (RL with the
- * reward-adaptive penalty) against the frozen base, stores each adapter version with its parent version, base
- * fingerprint, sha256 and the input offsets it was trained on, and announces it on the compacted
- * memgen.adapters topic so the weaver and trigger services swap it in; TrainerAdmin reports status, publishes
- * and rolls back. memgen.v1.TrainerAdmin is deliberately not registered until then (no UNIMPLEMENTED stub).
+ * The trainer service: {@link dev.memgen.trainer.ContinualTrainer} consumes Trajectory and Feedback records from
+ * Kafka (memgen.trajectories, memgen.feedback; bad records to *.dlq) in windows, trains the weaver against the frozen
+ * base (SFT on rewarded trajectories, optionally GRPO by re-rollout of logged prompts scored by a
+ * {@link dev.memgen.trainer.Verifier}), gates each candidate on a held-out set, stores it with its parent version, base
+ * fingerprint, metrics and the input offsets consumed, and announces it on the compacted memgen.adapters topic so
+ * weaver services swap it in. {@link dev.memgen.trainer.TrainerLoop} runs it inside Quarkus;
+ * {@link dev.memgen.trainer.TrainerAdminService} serves memgen.v1.TrainerAdmin (status, publish, rollback). The trigger
+ * is not trained here yet.
  */
 package dev.memgen.trainer;

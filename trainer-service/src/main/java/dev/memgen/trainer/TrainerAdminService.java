@@ -1,0 +1,191 @@
+package dev.memgen.trainer;
+
+import com.google.protobuf.Timestamp;
+import dev.memgen.log.AdapterLog;
+import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.store.AdapterStore;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.proto.v1.AdapterPublished;
+import dev.memgen.proto.v1.AdapterStatus;
+import dev.memgen.proto.v1.ConsumerPosition;
+import dev.memgen.proto.v1.PublishReply;
+import dev.memgen.proto.v1.PublishRequest;
+import dev.memgen.proto.v1.RollbackReply;
+import dev.memgen.proto.v1.RollbackRequest;
+import dev.memgen.proto.v1.StatusRequest;
+import dev.memgen.proto.v1.TrainerAdminGrpc;
+import dev.memgen.proto.v1.TrainerStatus;
+import dev.memgen.proto.v1.WindowProgress;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.grpc.stub.StreamObserver;
+import io.quarkus.grpc.GrpcService;
+import io.smallrye.common.annotation.Blocking;
+import java.time.Duration;
+import java.time.Instant;
+import java.util.Map;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.TimeoutException;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AdminClientConfig;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.common.TopicPartition;
+
+/**
+ * {@code memgen.v1.TrainerAdmin}: the operator's view of the trainer (status with Kafka lag), a forced publish of the
+ * open window (gated like any window), and rollback (the same announcement `memgen adapters rollback` makes). All
+ * three talk to Kafka or train, so they run on worker threads, never on the event loop.
+ */
+@GrpcService
+public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
+  private static final Duration KAFKA_TIMEOUT = Duration.ofSeconds(30);
+  /** Longest a forced publish may take (a window's training and evaluation). */
+  private static final Duration PUBLISH_TIMEOUT = Duration.ofMinutes(30);
+
+  private final TrainerLoop loop;
+
+  TrainerAdminService(TrainerLoop loop) {
+    this.loop = loop;
+  }
+
+  @Override
+  @Blocking
+  public void status(StatusRequest request, StreamObserver<TrainerStatus> out) {
+    respond(out, () -> {
+      ContinualTrainer t = running();
+      ContinualTrainer.Settings s = loop.settings().orElseThrow();
+      if (!request.getAdapterName().isEmpty()) {
+        checkName(request.getAdapterName(), s);
+      }
+      ContinualTrainer.Status st = t.status();
+      AdapterStatus.Builder a = AdapterStatus.newBuilder()
+          .setAdapterName(s.adapterName())
+          .setComponent(AdapterComponent.WEAVER)
+          .setPublishedVersion(st.currentVersion())
+          .setHasCandidate(false) // a candidate is published or refused as soon as it is evaluated
+          .setWindow(WindowProgress.newBuilder().setTrajectories(st.windowTrajectories()).setRewarded(st.windowRewarded())
+              .setTarget(st.windowTarget()))
+          .putAllLastEvalMetrics(st.lastEvalMetrics());
+      if (st.lastPublished() != null) {
+        a.setPublishedAt(st.lastPublished().getCreatedAt());
+      }
+      if (st.lastEvalAt() != null) {
+        a.setLastEvalAt(timestamp(st.lastEvalAt()));
+      }
+      TrainerStatus.Builder reply = TrainerStatus.newBuilder().addAdapters(a).setActivity(st.activity())
+          .setAsOf(timestamp(Instant.now()));
+      try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, s.bootstrapServers()))) {
+        Map<TopicPartition, OffsetSpec> latest = new java.util.HashMap<>();
+        st.committed().keySet().forEach(tp -> latest.put(tp, OffsetSpec.latest()));
+        var ends = admin.listOffsets(latest).all().get(KAFKA_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
+        st.committed().entrySet().stream().sorted(Map.Entry.comparingByKey(
+            java.util.Comparator.comparing(TopicPartition::topic).thenComparingInt(TopicPartition::partition))).forEach(e -> {
+              long end = ends.get(e.getKey()).offset();
+              reply.addConsumerPositions(ConsumerPosition.newBuilder().setGroupId(t.groupId()).setTopic(e.getKey().topic())
+                  .setPartition(e.getKey().partition()).setCommittedOffset(e.getValue()).setEndOffset(end)
+                  .setLag(Math.max(0, end - e.getValue())));
+            });
+      }
+      return reply.build();
+    });
+  }
+
+  @Override
+  @Blocking
+  public void publish(PublishRequest request, StreamObserver<PublishReply> out) {
+    respond(out, () -> {
+      ContinualTrainer t = running();
+      checkName(request.getAdapterName(), loop.settings().orElseThrow());
+      if (request.getComponent() == AdapterComponent.TRIGGER) {
+        throw Status.FAILED_PRECONDITION.withDescription("this trainer trains the weaver only; component TRIGGER has "
+            + "nothing to publish").asRuntimeException();
+      }
+      ContinualTrainer.Outcome o;
+      try {
+        o = t.publishNow(request.getReason().isEmpty() ? "operator" : request.getReason())
+            .get(PUBLISH_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
+      } catch (ExecutionException e) {
+        throw Status.UNAVAILABLE.withDescription(e.getCause().getMessage()).asRuntimeException();
+      }
+      if (o.published().isEmpty()) {
+        throw Status.FAILED_PRECONDITION.withDescription("nothing published: " + o.refusal()).asRuntimeException();
+      }
+      return PublishReply.newBuilder().addPublished(o.published().get()).build();
+    });
+  }
+
+  @Override
+  @Blocking
+  public void rollback(RollbackRequest request, StreamObserver<RollbackReply> out) {
+    respond(out, () -> {
+      ContinualTrainer.Settings s = loop.settings().orElseThrow(() -> unavailable());
+      checkName(request.getAdapterName(), s);
+      if (request.getComponent() != AdapterComponent.WEAVER && request.getComponent() != AdapterComponent.TRIGGER) {
+        throw Status.INVALID_ARGUMENT.withDescription("component must be WEAVER or TRIGGER, got " + request.getComponent())
+            .asRuntimeException();
+      }
+      if (request.getVersion() < 1) {
+        throw Status.INVALID_ARGUMENT.withDescription("version must be >= 1, got " + request.getVersion()).asRuntimeException();
+      }
+      AdapterStore store = AdapterStore.open(s.storeDir());
+      if (store.versions(s.adapterName()).stream().noneMatch(v -> v.version() == request.getVersion())) {
+        throw Status.NOT_FOUND.withDescription("adapter " + s.adapterName() + " has no version " + request.getVersion()
+            + " in " + s.storeDir()).asRuntimeException();
+      }
+      try (ExperienceLog log = new ExperienceLog(s.bootstrapServers())) {
+        AdapterPublished a = AdapterLog.rollback(store, log, s.adapterName(), request.getComponent(), request.getVersion(),
+            request.getReason(), KAFKA_TIMEOUT).announced();
+        return RollbackReply.newBuilder().setPublished(a).build();
+      } catch (IllegalArgumentException e) {
+        throw Status.FAILED_PRECONDITION.withDescription(e.getMessage()).asRuntimeException();
+      }
+    });
+  }
+
+  private ContinualTrainer running() {
+    return loop.trainer().orElseThrow(TrainerAdminService::unavailable);
+  }
+
+  private static StatusRuntimeException unavailable() {
+    return Status.UNAVAILABLE.withDescription("the trainer is not running (no memgen.log.bootstrap, or it is starting or "
+        + "reconnecting to Kafka)").asRuntimeException();
+  }
+
+  private static void checkName(String name, ContinualTrainer.Settings s) {
+    if (name.isEmpty()) {
+      throw Status.INVALID_ARGUMENT.withDescription("adapter_name is required").asRuntimeException();
+    }
+    if (!name.equals(s.adapterName())) {
+      throw Status.NOT_FOUND.withDescription("adapter '" + name + "' is not trained here (this trainer trains '"
+          + s.adapterName() + "')").asRuntimeException();
+    }
+  }
+
+  private static Timestamp timestamp(Instant t) {
+    return Timestamp.newBuilder().setSeconds(t.getEpochSecond()).setNanos(t.getNano()).build();
+  }
+
+  private interface Call<T> {
+    T run() throws Exception;
+  }
+
+  /** Replies, or ends the call with the gRPC status an error carries (INTERNAL, with its message, for the rest). */
+  private static <T> void respond(StreamObserver<T> out, Call<T> call) {
+    T reply;
+    try {
+      reply = call.run();
+    } catch (StatusRuntimeException e) {
+      out.onError(e);
+      return;
+    } catch (TimeoutException e) {
+      out.onError(Status.DEADLINE_EXCEEDED.withDescription("timed out: " + e.getMessage()).asRuntimeException());
+      return;
+    } catch (Exception e) {
+      out.onError(Status.INTERNAL.withDescription(e.toString()).asRuntimeException());
+      return;
+    }
+    out.onNext(reply);
+    out.onCompleted();
+  }
+}

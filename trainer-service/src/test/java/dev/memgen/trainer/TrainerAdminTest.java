@@ -1,0 +1,139 @@
+package dev.memgen.trainer;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertThrows;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+
+import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.Topics;
+import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.data.ArithmeticTasks;
+import dev.memgen.model.text.ChatTemplate;
+import dev.memgen.model.text.TextTokenizer;
+import dev.memgen.model.train.TokenizedExample;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.proto.v1.AdapterPublished;
+import dev.memgen.proto.v1.FinishReason;
+import dev.memgen.proto.v1.PublishRequest;
+import dev.memgen.proto.v1.RollbackRequest;
+import dev.memgen.proto.v1.StatusRequest;
+import dev.memgen.proto.v1.TrainerAdminGrpc;
+import dev.memgen.proto.v1.TrainerStatus;
+import dev.memgen.proto.v1.Trajectory;
+import io.grpc.ManagedChannel;
+import io.grpc.ManagedChannelBuilder;
+import io.grpc.Status;
+import io.grpc.StatusRuntimeException;
+import io.quarkus.arc.Arc;
+import io.quarkus.grpc.runtime.GrpcServer;
+import io.quarkus.test.common.QuarkusTestResource;
+import io.quarkus.test.junit.QuarkusTest;
+import io.quarkus.value.registry.ValueRegistry;
+import java.util.UUID;
+import java.util.concurrent.TimeUnit;
+import org.junit.jupiter.api.Test;
+
+/**
+ * TrainerAdmin over gRPC on a trainer with its loop on (real broker): status with the window's progress and the Kafka
+ * lag, a forced publish (gated, announced, lag back to 0), refusals by name, and rollback.
+ */
+@QuarkusTest
+@QuarkusTestResource(value = TrainerLoopResource.class, restrictToAnnotatedClass = true)
+class TrainerAdminTest {
+  @Test
+  void statusPublishAndRollbackOverGrpc() throws Exception {
+    int port = Arc.container().instance(ValueRegistry.class).get().get(GrpcServer.GRPC_PORT);
+    ManagedChannel channel = ManagedChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
+    try {
+      TrainerAdminGrpc.TrainerAdminBlockingStub admin = TrainerAdminGrpc.newBlockingStub(channel);
+      TrainerStatus st = awaitStatus(admin, s -> s.getAdaptersCount() == 1);
+      assertEquals(1, st.getAdapters(0).getPublishedVersion(), "the initial memory is v1");
+      assertEquals(1000, st.getAdapters(0).getWindow().getTarget());
+
+      publishTrajectories(3);
+      st = awaitStatus(admin, s -> s.getAdapters(0).getWindow().getRewarded() == 3);
+      assertEquals(3, st.getAdapters(0).getWindow().getTrajectories());
+      assertEquals(1, st.getConsumerPositionsCount());
+      assertEquals(3, st.getConsumerPositions(0).getLag(), "nothing published yet: " + st);
+
+      assertEquals(Status.Code.NOT_FOUND, code(() -> admin.publish(PublishRequest.newBuilder().setAdapterName("nope").build())));
+      assertEquals(Status.Code.FAILED_PRECONDITION, code(() -> admin.publish(PublishRequest.newBuilder()
+          .setAdapterName("default").setComponent(AdapterComponent.TRIGGER).build())));
+
+      AdapterPublished v2 = admin.withDeadlineAfter(120, TimeUnit.SECONDS).publish(PublishRequest.newBuilder()
+          .setAdapterName("default").setReason("test").build()).getPublished(0);
+      assertEquals(2, v2.getVersion());
+      assertEquals("forced: test", v2.getReason());
+      assertEquals(3, v2.getTrainedOn(0).getToOffset() - v2.getTrainedOn(0).getFromOffset());
+      st = admin.status(StatusRequest.getDefaultInstance());
+      assertEquals(2, st.getAdapters(0).getPublishedVersion());
+      assertEquals(0, st.getConsumerPositions(0).getLag(), st.toString());
+      assertTrue(st.getAdapters(0).containsLastEvalMetrics("eval_accuracy"), st.toString());
+
+      StatusRuntimeException empty = assertThrows(StatusRuntimeException.class, () -> admin.withDeadlineAfter(60,
+          TimeUnit.SECONDS).publish(PublishRequest.newBuilder().setAdapterName("default").build()));
+      assertEquals(Status.Code.FAILED_PRECONDITION, empty.getStatus().getCode());
+      assertTrue(empty.getStatus().getDescription().contains("no rewarded trajectory"), empty.getMessage());
+
+      AdapterPublished back = admin.rollback(RollbackRequest.newBuilder().setAdapterName("default")
+          .setComponent(AdapterComponent.WEAVER).setVersion(1).setReason("bad answers").build()).getPublished();
+      assertEquals(1, back.getVersion());
+      assertEquals(2, back.getRolledBackFrom());
+      assertEquals("rollback: bad answers", back.getReason());
+      assertEquals(Status.Code.NOT_FOUND, code(() -> admin.rollback(RollbackRequest.newBuilder().setAdapterName("default")
+          .setComponent(AdapterComponent.WEAVER).setVersion(99).build())));
+      assertEquals(Status.Code.FAILED_PRECONDITION, code(() -> admin.rollback(RollbackRequest.newBuilder()
+          .setAdapterName("default").setComponent(AdapterComponent.WEAVER).setVersion(1).build())), "already current");
+      assertEquals(Status.Code.INVALID_ARGUMENT, code(() -> admin.rollback(RollbackRequest.newBuilder()
+          .setAdapterName("default").setVersion(1).build())), "component unset");
+    } finally {
+      channel.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
+    }
+  }
+
+  static void publishTrajectories(int n) throws Exception {
+    String fingerprint = Checkpoint.open(TrainerLoopResource.model).fingerprint();
+    try (ExperienceLog log = new ExperienceLog(TrainerLoopResource.broker.bootstrapServers());
+        TextTokenizer tok = TextTokenizer.load(TrainerLoopResource.model)) {
+      for (ArithmeticTasks.Example e : ArithmeticTasks.generate(ArithmeticTasks.Domain.A, n, 1, 4)) {
+        TokenizedExample x = TokenizedExample.of(tok, ChatTemplate.userPrompt(e.prompt()), e.answer());
+        String id = UUID.randomUUID().toString();
+        Trajectory.Builder t = Trajectory.newBuilder().setTrajectoryId(id).setSessionId(id).setAdapterName("default")
+            .setWeaverVersion(1).setBaseFingerprint(fingerprint).setFinishReason(FinishReason.STOP_TOKEN)
+            .setSchemaVersion(1).setMemoryEnabled(true);
+        for (int p : x.prompt()) {
+          t.addPromptTokenIds(p);
+        }
+        for (int a : x.answer()) {
+          t.addCompletionTokenIds(a);
+        }
+        log.publish(Topics.TRAJECTORIES, id, t.build()).get();
+      }
+    }
+  }
+
+  static TrainerStatus awaitStatus(TrainerAdminGrpc.TrainerAdminBlockingStub admin,
+      java.util.function.Predicate<TrainerStatus> ready) throws InterruptedException {
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(120);
+    StatusRuntimeException last = null;
+    while (System.nanoTime() < deadline) {
+      try {
+        TrainerStatus s = admin.withDeadlineAfter(30, TimeUnit.SECONDS).status(StatusRequest.getDefaultInstance());
+        if (ready.test(s)) {
+          return s;
+        }
+      } catch (StatusRuntimeException e) {
+        if (e.getStatus().getCode() != Status.Code.UNAVAILABLE) {
+          throw e;
+        }
+        last = e; // starting
+      }
+      Thread.sleep(100);
+    }
+    throw new AssertionError("status never got there" + (last == null ? "" : ": " + last.getMessage()));
+  }
+
+  static Status.Code code(Runnable call) {
+    return assertThrows(StatusRuntimeException.class, call::run).getStatus().getCode();
+  }
+}
