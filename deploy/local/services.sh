@@ -83,7 +83,7 @@ start() {
       esac
       if [ -n "$log" ]; then
         case "$s" in
-          reasoner-service) args+=(-Dmemgen.log.bootstrap="$log") ;;
+          reasoner-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.log.spool-dir="$run_dir/reasoner-spool") ;;
           weaver-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.adapters.store="$store"
                                  -Dmemgen.adapters.cache-dir="$run_dir/weaver-adapters") ;;
           trainer-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.adapters.store="$store"

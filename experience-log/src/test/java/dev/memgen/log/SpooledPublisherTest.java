@@ -6,6 +6,7 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.memgen.log.broker.KafkaBroker;
 import dev.memgen.proto.v1.Trajectory;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.HashSet;
@@ -90,6 +91,45 @@ class SpooledPublisherTest {
   }
 
   @Test
+  void aSpoolDirectoryKeepsUndeliveredRecordsForTheNextPublisher() throws Exception {
+    int port = freePort();
+    Path spool = tmp.resolve("spool");
+    try (SpooledPublisher first = new SpooledPublisher("localhost:" + port, 100, spool)) {
+      for (int i = 0; i < 25; i++) {
+        assertTrue(first.offer(Topics.TRAJECTORIES, "s" + i, trajectory(i)));
+      }
+      assertEquals(25, spoolFiles(spool), "every accepted record is on disk before offer returns");
+      first.close(Duration.ofMillis(500)); // the broker never came: the process goes away with everything spooled
+    }
+    Files.writeString(spool.resolve("00000000000000000999.rec"), "garbage"); // a torn or foreign file is set aside
+    try (KafkaBroker broker = KafkaBroker.start(tmp.resolve("kafka"), port);
+        ExperienceLog log = new ExperienceLog(broker.bootstrapServers())) {
+      log.ensureTopics(1);
+      try (SpooledPublisher second = new SpooledPublisher(broker.bootstrapServers(), 100, spool)) {
+        assertTrue(second.offer(Topics.TRAJECTORIES, "s25", trajectory(25)));
+        long deadline = System.nanoTime() + Duration.ofSeconds(60).toNanos();
+        while (second.stats().delivered() < 26 && System.nanoTime() < deadline) {
+          Thread.sleep(100);
+        }
+        assertEquals(26, second.stats().delivered(), second.stats().toString());
+      }
+      Set<String> ids = new HashSet<>();
+      for (var r : ExperienceLogTest.readAll(broker, Topics.TRAJECTORIES)) {
+        ids.add(Trajectory.parseFrom(r.value()).getTrajectoryId());
+      }
+      assertEquals(26, ids.size(), "the 25 left by the first publisher and the new one");
+      assertEquals(0, spoolFiles(spool), "delivered records leave the spool");
+      assertTrue(Files.exists(spool.resolve("00000000000000000999.rec.bad")));
+    }
+  }
+
+  static long spoolFiles(Path dir) throws java.io.IOException {
+    try (var files = Files.list(dir)) {
+      return files.filter(f -> f.toString().endsWith(".rec")).count();
+    }
+  }
+
+  @Test
   void aFullSpoolRefusesAndCountsInsteadOfBlocking() {
     try (SpooledPublisher publisher = new SpooledPublisher("localhost:" + freePort(), 5)) {
       int refused = 0;
@@ -103,6 +143,7 @@ class SpooledPublisherTest {
       assertEquals(refused, s.overflowed());
       assertEquals(12 - refused, s.accepted());
       assertFalse(s.pending() > 6, s.toString());
+      publisher.close(Duration.ofMillis(200)); // no broker will come: do not wait the default drain time
     }
   }
 

@@ -37,13 +37,16 @@ public class ExperienceRecorder {
 
   @Inject
   ExperienceRecorder(@ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
-      @ConfigProperty(name = "memgen.log.spool-capacity", defaultValue = "10000") int capacity) {
+      @ConfigProperty(name = "memgen.log.spool-capacity", defaultValue = "10000") int capacity,
+      @ConfigProperty(name = "memgen.log.spool-dir") Optional<String> spoolDir) {
     if (capacity < 1) {
       throw new IllegalStateException("memgen.log.spool-capacity must be >= 1, got " + capacity);
     }
-    publisher = bootstrap.map(b -> new SpooledPublisher(b, capacity)).orElse(null);
-    LOG.infof("experience log: %s", bootstrap.map(b -> "trajectories and feedback to " + b + " (spool of " + capacity + ")")
-        .orElse("off (set memgen.log.bootstrap)"));
+    publisher = bootstrap.map(b -> new SpooledPublisher(b, capacity, spoolDir.map(java.nio.file.Path::of).orElse(null)))
+        .orElse(null);
+    LOG.infof("experience log: %s", bootstrap.map(b -> "trajectories and feedback to " + b + " (spool of " + capacity
+        + spoolDir.map(d -> ", kept in " + d + " until delivered").orElse(", in memory: set memgen.log.spool-dir to keep "
+            + "it across restarts") + ")").orElse("off (set memgen.log.bootstrap)"));
   }
 
   /** Over a publisher the caller made (and closes); {@code null}: no log. For tests outside the container. */

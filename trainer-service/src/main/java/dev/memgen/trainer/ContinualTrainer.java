@@ -130,6 +130,7 @@ public final class ContinualTrainer implements AutoCloseable {
   private final Map<TopicPartition, Long> feedbackPosition = new HashMap<>();
   private Map<TopicPartition, Long> feedbackJudged = Map.of(); // feedback below was validated by an earlier run
   private final List<Trajectory> window = new ArrayList<>();
+  private final java.util.Set<String> windowIds = new java.util.HashSet<>();
   private long windowOpenedNanos;
   private volatile Status status;
   private final Queue<Forced> forced = new ConcurrentLinkedQueue<>();
@@ -232,7 +233,9 @@ public final class ContinualTrainer implements AutoCloseable {
       windowOpenedNanos = System.nanoTime();
     }
     for (ExperienceLog.Decoded<Trajectory> d : good) {
-      window.add(d.value());
+      if (windowIds.add(d.value().getTrajectoryId())) { // a reasoner's spool resends what a crash left unconfirmed
+        window.add(d.value());
+      }
     }
     updateStatus("collecting");
   }
@@ -298,6 +301,7 @@ public final class ContinualTrainer implements AutoCloseable {
     }
     int windowSize = window.size();
     window.clear();
+    windowIds.clear();
     windowOpenedNanos = System.nanoTime();
     if (examples.isEmpty() && (s.grpoSteps() == 0 || prompts.isEmpty())) {
       LOG.info("window of {} trajectories ({} rewarded) has nothing to learn from; its range carries over", windowSize, rewarded);
