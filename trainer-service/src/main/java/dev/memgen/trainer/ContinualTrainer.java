@@ -75,12 +75,13 @@ public final class ContinualTrainer implements AutoCloseable {
    * @param initialMemory the memory the weaver service starts with; stored as version 1 when the store has none
    * @param windowRewarded rewarded trajectories that make a window due
    * @param maxWindowWait a window with at least one rewarded trajectory is due after this long anyway
+   * @param feedbackGrace a due window waits up to this long for feedback on its trajectories younger than this
    * @param sftMinReward trajectories whose reward reaches this are SFT targets
    * @param gateTolerance the candidate may score at most this many points below the current version
    */
   public record Settings(String bootstrapServers, String adapterName, Path modelDir, Path initialMemory, Path storeDir,
       Path workDir, List<Evaluator.Problem> heldOut, double gateTolerance, int windowRewarded, Duration maxWindowWait,
-      double sftMinReward, int sftSteps, int sftBatch, double sftLr, int grpoSteps, Optional<Verifier> verifier,
+      Duration feedbackGrace, double sftMinReward, int sftSteps, int sftBatch, double sftLr, int grpoSteps, Optional<Verifier> verifier,
       int evalMaxNewTokens, int partitions, long seed) {
     public Settings {
       if (windowRewarded < 1 || sftSteps < 1 || sftBatch < 1 || grpoSteps < 0 || partitions < 1) {
@@ -132,6 +133,7 @@ public final class ContinualTrainer implements AutoCloseable {
   private final List<Trajectory> window = new ArrayList<>();
   private final java.util.Set<String> windowIds = new java.util.HashSet<>();
   private long windowOpenedNanos;
+  private long dueSinceNanos; // when the open window became due; 0: it is not
   private volatile Status status;
   private final Queue<Forced> forced = new ConcurrentLinkedQueue<>();
   private AdapterPublished lastPublished;
@@ -242,8 +244,28 @@ public final class ContinualTrainer implements AutoCloseable {
 
   private boolean due() {
     int rewarded = rewarded();
-    return rewarded >= s.windowRewarded()
+    boolean due = rewarded >= s.windowRewarded()
         || (rewarded > 0 && System.nanoTime() - windowOpenedNanos > s.maxWindowWait().toNanos());
+    if (!due) {
+      dueSinceNanos = 0;
+      return false;
+    }
+    if (dueSinceNanos == 0) {
+      dueSinceNanos = System.nanoTime();
+    }
+    // Feedback comes after its generation: give the window's youngest unrewarded trajectories a moment to get theirs.
+    return System.nanoTime() - dueSinceNanos >= s.feedbackGrace().toNanos() || !awaitingFeedback();
+  }
+
+  /** Whether an eligible trajectory in the window has no reward yet but finished less than the grace period ago. */
+  private boolean awaitingFeedback() {
+    long graceStartSeconds = Instant.now().minus(s.feedbackGrace()).getEpochSecond();
+    for (Trajectory t : window) {
+      if (eligible(t) && t.getCreatedAt().getSeconds() >= graceStartSeconds && reward(t).isEmpty()) {
+        return true;
+      }
+    }
+    return false;
   }
 
   /** Eligible window trajectories with a reward (from feedback, else from the verifier). */
@@ -302,6 +324,7 @@ public final class ContinualTrainer implements AutoCloseable {
     int windowSize = window.size();
     window.clear();
     windowIds.clear();
+    dueSinceNanos = 0;
     windowOpenedNanos = System.nanoTime();
     if (examples.isEmpty() && (s.grpoSteps() == 0 || prompts.isEmpty())) {
       LOG.info("window of {} trajectories ({} rewarded) has nothing to learn from; its range carries over", windowSize, rewarded);

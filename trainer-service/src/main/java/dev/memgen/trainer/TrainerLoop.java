@@ -44,6 +44,7 @@ public class TrainerLoop {
       @ConfigProperty(name = "memgen.trainer.gate-tolerance", defaultValue = "1.0") double gateTolerance,
       @ConfigProperty(name = "memgen.trainer.window", defaultValue = "64") int window,
       @ConfigProperty(name = "memgen.trainer.max-window-wait", defaultValue = "PT10M") Duration maxWindowWait,
+      @ConfigProperty(name = "memgen.trainer.feedback-grace", defaultValue = "PT10S") Duration feedbackGrace,
       @ConfigProperty(name = "memgen.trainer.sft-min-reward", defaultValue = "1.0") double sftMinReward,
       @ConfigProperty(name = "memgen.trainer.sft-steps", defaultValue = "50") int sftSteps,
       @ConfigProperty(name = "memgen.trainer.sft-batch", defaultValue = "8") int sftBatch,
@@ -66,7 +67,7 @@ public class TrainerLoop {
     }
     try {
       settings = new ContinualTrainer.Settings(bootstrap.get(), adapterName, Path.of(modelDir.get()), Path.of(memoryDir.get()),
-          Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, sftMinReward,
+          Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, feedbackGrace, sftMinReward,
           sftSteps, sftBatch, lr, grpoSteps, verifier.equals("none") ? Optional.empty() : Optional.of(Verifier.named(verifier)),
           evalMaxNewTokens, partitions, seed);
     } catch (IOException | RuntimeException e) {

@@ -92,7 +92,7 @@ class ContinualTrainerTest {
     List<Evaluator.Problem> heldOut = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, 4, 1, 99).stream()
         .map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList();
     return new ContinualTrainer.Settings(broker.bootstrapServers(), name, model, memory, tmp.resolve("store"),
-        tmp.resolve("work"), heldOut, tolerance, window, Duration.ofHours(1), 1.0, 4, 4, 1e-2, 0, verifier, 6, 2, 0);
+        tmp.resolve("work"), heldOut, tolerance, window, Duration.ofHours(1), Duration.ZERO, 1.0, 4, 4, 1e-2, 0, verifier, 6, 2, 0);
   }
 
   @Test
@@ -247,7 +247,7 @@ class ContinualTrainerTest {
       // A learning rate no weight survives: the first update blows the weights up, the next gradients are NaN.
       ContinualTrainer.Settings ok = settings(name, 3, 100, Optional.of(Verifier.named("arithmetic")));
       ContinualTrainer.Settings wild = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
-          ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), 1.0, 4, 4, 1e30, 0,
+          ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), ok.feedbackGrace(), 1.0, 4, 4, 1e30, 0,
           ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0);
       try (Running t = new Running(new ContinualTrainer(wild))) {
         await(() -> t.trainer.status().rejected() == 1, "the diverged candidate was refused");
@@ -255,7 +255,7 @@ class ContinualTrainerTest {
       }
       // SFT then GRPO by re-rollout of the window's prompts, rewarded by the verifier.
       ContinualTrainer.Settings grpo = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
-          ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), 1.0, 2, 4, 1e-2, 2,
+          ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), ok.feedbackGrace(), 1.0, 2, 4, 1e-2, 2,
           ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0);
       try (Running t = new Running(new ContinualTrainer(grpo))) {
         await(() -> t.trainer.status().published() == 1, "v2 after SFT and GRPO");
@@ -264,10 +264,38 @@ class ContinualTrainerTest {
     }
   }
 
+  @Test
+  void aDueWindowWaitsForFeedbackOnItsYoungestTrajectories() throws Exception {
+    String name = "grace-" + UUID.randomUUID().toString().substring(0, 8);
+    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers()); TextTokenizer tok = TextTokenizer.load(model)) {
+      ContinualTrainer.Settings ok = settings(name, 1, 100, Optional.empty());
+      ContinualTrainer.Settings graceful = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
+          ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 1, ok.maxWindowWait(), Duration.ofSeconds(20),
+          1.0, 2, 2, 1e-2, 0, Optional.empty(), ok.evalMaxNewTokens(), ok.partitions(), 0);
+      try (Running t = new Running(new ContinualTrainer(graceful))) {
+        List<String> ids = publishTrajectories(log, tok, name, 2, 12, true);
+        feedback(log, ids.get(0), 1.0); // the window (target 1) is due now, but the second one just finished
+        await(() -> t.trainer.status().windowRewarded() == 1, "the window is due (its one rewarded trajectory)");
+        Thread.sleep(1500);
+        assertEquals(0, t.trainer.status().published(), "waiting for the second one's feedback");
+        feedback(log, ids.get(1), 1.0);
+        await(() -> t.trainer.status().published() == 1, "v2 once the late feedback came");
+      }
+      assertEquals(2.0, AdapterStore.open(tmp.resolve("store")).get(name, 2).metrics().get("sft_examples"),
+          "the late-rewarded trajectory was trained on");
+    }
+  }
+
   // ---- helpers
 
   /** Trajectories of {@code n} correct arithmetic answers (so the verifier rewards them), as a reasoner records them. */
   List<String> publishTrajectories(ExperienceLog log, TextTokenizer tok, String name, int n, long seed) throws Exception {
+    return publishTrajectories(log, tok, name, n, seed, false);
+  }
+
+  /** {@code now}: stamped as just finished (created_at), as the reasoner does. */
+  List<String> publishTrajectories(ExperienceLog log, TextTokenizer tok, String name, int n, long seed, boolean now)
+      throws Exception {
     List<String> ids = new ArrayList<>();
     for (ArithmeticTasks.Example e : ArithmeticTasks.generate(ArithmeticTasks.Domain.B, n, 2, seed)) {
       TokenizedExample x = TokenizedExample.of(tok, ChatTemplate.userPrompt(e.prompt()), e.answer());
@@ -275,6 +303,9 @@ class ContinualTrainerTest {
       Trajectory.Builder t = Trajectory.newBuilder().setTrajectoryId(id).setSessionId("s-" + id).setAdapterName(name)
           .setWeaverVersion(1).setBaseFingerprint(fingerprint).setFinishReason(FinishReason.STOP_TOKEN).setSchemaVersion(1)
           .setMemoryEnabled(true);
+      if (now) {
+        t.setCreatedAt(com.google.protobuf.Timestamp.newBuilder().setSeconds(java.time.Instant.now().getEpochSecond()));
+      }
       for (int p : x.prompt()) {
         t.addPromptTokenIds(p);
       }
