@@ -78,6 +78,7 @@ final class BenchLoopCommand implements Callable<Integer> {
     json.put("last_request_weaver_version", r.lastRequestWeaverVersion());
     json.put("crash_trainer", crashTrainer);
     json.put("trainer_killed_mid_window", r.trainerKilledMidWindow());
+    json.put("trainer_lag", r.trainerLag());
     json.put("seconds", r.seconds());
     json.set("machine", Machine.describe());
     System.out.println(Json.line(json));

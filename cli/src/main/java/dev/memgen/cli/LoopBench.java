@@ -10,6 +10,7 @@ import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.ChatMessage;
 import dev.memgen.proto.v1.ChatMessages;
+import dev.memgen.proto.v1.ConsumerPosition;
 import dev.memgen.proto.v1.DescribeRequest;
 import dev.memgen.proto.v1.FeedbackIntakeGrpc;
 import dev.memgen.proto.v1.Finished;
@@ -17,7 +18,9 @@ import dev.memgen.proto.v1.GenerateEvent;
 import dev.memgen.proto.v1.GenerateRequest;
 import dev.memgen.proto.v1.OffsetRange;
 import dev.memgen.proto.v1.ReasonerGrpc;
+import dev.memgen.proto.v1.StatusRequest;
 import dev.memgen.proto.v1.SubmitFeedbackRequest;
+import dev.memgen.proto.v1.TrainerAdminGrpc;
 import dev.memgen.proto.v1.Trajectory;
 import dev.memgen.proto.v1.WeaverGrpc;
 import io.grpc.ManagedChannel;
@@ -62,7 +65,7 @@ public final class LoopBench {
   public record Result(long trajectoriesPublished, long trajectoriesTrained, long trajectoriesLost,
       long trajectoriesDuplicated, int adapterVersions, double ingestTps, double trajectoryToServingMedianS,
       double trajectoryToServingP90S, long latestVersion, long lastRequestWeaverVersion, boolean trainerKilledMidWindow,
-      double seconds) {}
+      long trainerLag, double seconds) {}
 
   private static final String NAME = "default";
 
@@ -117,9 +120,10 @@ public final class LoopBench {
         awaitVersion(weaver, latest, "the weaver to serve v" + latest);
         prober.interrupt();
         Served last = generate(reasoner, tasks.get(0).prompt());
+        long lag = trainerLag(channel(grpcBase + 3));
         return new Result(a.published, a.trained, a.lost, a.duplicated, a.announced.size(), a.ingestTps(),
             a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion, killed,
-            (System.nanoTime() - t0) / 1e9);
+            lag, (System.nanoTime() - t0) / 1e9);
       } finally {
         reasoner.shutdownNow();
         weaver.shutdownNow();
@@ -139,6 +143,20 @@ public final class LoopBench {
       out.add(i % 2 == 0 ? a.get(i / 2) : b.get(i / 2));
     }
     return out;
+  }
+
+  /**
+   * Trajectories the trainer's consumer group has not committed, from TrainerAdmin.Status (the last request's own
+   * trajectory, which no window holds yet, counts).
+   */
+  private static long trainerLag(ManagedChannel trainer) {
+    try {
+      return TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
+          .status(StatusRequest.getDefaultInstance()).getConsumerPositionsList().stream()
+          .mapToLong(ConsumerPosition::getLag).sum();
+    } finally {
+      trainer.shutdownNow();
+    }
   }
 
   /** One answer: its text, its Finished event, and the weaver version its memory events report (0: none). */

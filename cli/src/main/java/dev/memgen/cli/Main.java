@@ -25,6 +25,8 @@ import picocli.CommandLine.Command;
       ExperimentCommand.class,
       LogCommand.class,
       AdaptersCommand.class,
+      TrainerCommand.Admin.class,
+      TrainerCommand.Feedback.class,
       BenchCommand.class,
     })
 public final class Main implements Runnable {

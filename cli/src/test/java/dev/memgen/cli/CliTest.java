@@ -222,6 +222,21 @@ class CliTest {
   }
 
   @Test
+  void operatorCommandsNameAnUnreachableService() throws IOException {
+    int port;
+    try (java.net.ServerSocket s = new java.net.ServerSocket(0)) {
+      port = s.getLocalPort(); // closed again: nothing listens there
+    }
+    Run status = memgen("trainer", "status", "--trainer", "127.0.0.1:" + port);
+    assertEquals(1, status.exit());
+    assertTrue(status.err().contains("127.0.0.1:" + port + ": UNAVAILABLE"), status.err());
+    Run feedback = memgen("feedback", "some-trajectory", "1", "--reasoner", "127.0.0.1:" + port);
+    assertEquals(1, feedback.exit());
+    assertTrue(feedback.err().contains("UNAVAILABLE"), feedback.err());
+    assertEquals(2, memgen("feedback", "some-trajectory", "1", "--reasoner", "nowhere").exit(), "HOST:PORT required");
+  }
+
+  @Test
   void tasksWritesJsonlThatTheBoxedScorerAccepts() throws IOException {
     Path file = tmp.resolve("b.jsonl");
     Run run = memgen("tasks", "--domain", "B", "--n", "50", "--seed", "3", "--out", file.toString());

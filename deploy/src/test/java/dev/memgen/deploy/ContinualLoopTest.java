@@ -40,5 +40,7 @@ class ContinualLoopTest {
     assertEquals(0, r.trajectoriesDuplicated(), r.toString());
     assertTrue(r.adapterVersions() >= 1 && r.latestVersion() >= 2, "at least one trained version published: " + r);
     assertEquals(r.latestVersion(), r.lastRequestWeaverVersion(), "the next request is served by the newest version");
+    assertTrue(r.trainerLag() <= 1, "TrainerAdmin.Status: at most the last request's trajectory (spooled as the status "
+        + "is read) is not committed yet: " + r);
   }
 }
