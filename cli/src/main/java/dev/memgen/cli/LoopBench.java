@@ -82,8 +82,8 @@ public final class LoopBench {
     long t0 = System.nanoTime();
     Files.createDirectories(s.work());
     Path runDir = s.work().resolve("run");
-    int grpcBase = freePortBlock();
-    int httpBase = freePortBlock();
+    int grpcBase = freePortBlock(8); // gRPC of the four services, then their HTTP ports: one block, so they cannot overlap
+    int httpBase = grpcBase + 4;
     KafkaBroker broker = KafkaBroker.start(s.work().resolve("kafka"), 0);
     String bootstrap = broker.bootstrapServers();
     Services services = new Services(runDir, grpcBase, httpBase, bootstrap);
@@ -407,18 +407,18 @@ public final class LoopBench {
     return ManagedChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
   }
 
-  /** The first of 4 consecutive free ports (the four services), probed by binding. */
-  static int freePortBlock() throws IOException {
+  /** The first of {@code n} consecutive free ports, probed by binding. */
+  static int freePortBlock(int n) throws IOException {
     for (int attempt = 0; attempt < 50; attempt++) {
       int base;
       try (ServerSocket probe = new ServerSocket(0)) {
         base = probe.getLocalPort();
       }
-      if (base + 3 > 65535) {
+      if (base + n - 1 > 65535) {
         continue;
       }
       boolean free = true;
-      for (int i = 0; i < 4 && free; i++) {
+      for (int i = 0; i < n && free; i++) {
         try (ServerSocket ss = new ServerSocket(base + i)) {
           ss.setReuseAddress(true);
         } catch (IOException e) {
@@ -429,6 +429,6 @@ public final class LoopBench {
         return base;
       }
     }
-    throw new IOException("no block of 4 free ports found");
+    throw new IOException("no block of " + n + " free ports found");
   }
 }

@@ -132,8 +132,10 @@ public final class ContinualTrainer implements AutoCloseable {
   private Map<TopicPartition, Long> feedbackJudged = Map.of(); // feedback below was validated by an earlier run
   private final List<Trajectory> window = new ArrayList<>();
   private final java.util.Set<String> windowIds = new java.util.HashSet<>();
+  private final Map<String, OptionalDouble> verified = new HashMap<>(); // verifier scores of the window's trajectories
   private long windowOpenedNanos;
   private long dueSinceNanos; // when the open window became due; 0: it is not
+  private int dueWindowSize; // how many trajectories it held then
   private volatile Status status;
   private final Queue<Forced> forced = new ConcurrentLinkedQueue<>();
   private AdapterPublished lastPublished;
@@ -209,7 +211,6 @@ public final class ContinualTrainer implements AutoCloseable {
     // Feedback is re-read from the start at every restart (a late reward may name any trajectory still in the
     // window); bad records below the last stored version's feedback position were dead-lettered before, so once.
     List<ConsumerRecord<String, byte[]>> fresh = new ArrayList<>();
-    int seenBad = 0;
     for (ConsumerRecord<String, byte[]> r : feedback.poll(Duration.ZERO)) {
       TopicPartition tp = new TopicPartition(r.topic(), r.partition());
       feedbackPosition.put(tp, r.offset() + 1);
@@ -252,15 +253,19 @@ public final class ContinualTrainer implements AutoCloseable {
     }
     if (dueSinceNanos == 0) {
       dueSinceNanos = System.nanoTime();
+      dueWindowSize = window.size();
     }
     // Feedback comes after its generation: give the window's youngest unrewarded trajectories a moment to get theirs.
     return System.nanoTime() - dueSinceNanos >= s.feedbackGrace().toNanos() || !awaitingFeedback();
   }
 
-  /** Whether an eligible trajectory in the window has no reward yet but finished less than the grace period ago. */
+  /**
+   * Whether a trajectory the window held when it became due has no reward yet but finished less than the grace period
+   * ago. (Later arrivals join the window but do not hold it up: under steady traffic there always is a newest one.)
+   */
   private boolean awaitingFeedback() {
     long graceStartSeconds = Instant.now().minus(s.feedbackGrace()).getEpochSecond();
-    for (Trajectory t : window) {
+    for (Trajectory t : window.subList(0, dueWindowSize)) {
       if (eligible(t) && t.getCreatedAt().getSeconds() >= graceStartSeconds && reward(t).isEmpty()) {
         return true;
       }
@@ -298,10 +303,13 @@ public final class ContinualTrainer implements AutoCloseable {
     if (s.verifier().isEmpty()) {
       return OptionalDouble.empty();
     }
-    Verifier v = s.verifier().get();
-    String prompt = tokenizer.decode(toArray(t.getPromptTokenIdsList()), false);
-    return v.expected(prompt).map(e -> OptionalDouble.of(v.score(tokenizer.decode(toArray(t.getCompletionTokenIdsList()), false), e)))
-        .orElse(OptionalDouble.empty());
+    // Asked at every poll while the window fills: decode and verify each trajectory once.
+    return verified.computeIfAbsent(t.getTrajectoryId(), id -> {
+      Verifier v = s.verifier().get();
+      String prompt = tokenizer.decode(toArray(t.getPromptTokenIdsList()), false);
+      return v.expected(prompt).map(e -> OptionalDouble.of(v.score(tokenizer.decode(toArray(t.getCompletionTokenIdsList()),
+          false), e))).orElse(OptionalDouble.empty());
+    });
   }
 
   private Outcome trainWindow(String reason) throws Exception {
@@ -324,6 +332,7 @@ public final class ContinualTrainer implements AutoCloseable {
     int windowSize = window.size();
     window.clear();
     windowIds.clear();
+    verified.clear();
     dueSinceNanos = 0;
     windowOpenedNanos = System.nanoTime();
     if (examples.isEmpty() && (s.grpoSteps() == 0 || prompts.isEmpty())) {
