@@ -82,9 +82,10 @@ public final class LoopBench {
     long t0 = System.nanoTime();
     Files.createDirectories(s.work());
     Path runDir = s.work().resolve("run");
-    int grpcBase = freePortBlock(8); // gRPC of the four services, then their HTTP ports: one block, so they cannot overlap
-    int httpBase = grpcBase + 4;
     KafkaBroker broker = KafkaBroker.start(s.work().resolve("kafka"), 0);
+    // After the broker (whose ports are then bound, so not picked): gRPC of the four services, then their HTTP ports.
+    int grpcBase = freePortBlock(8);
+    int httpBase = grpcBase + 4;
     String bootstrap = broker.bootstrapServers();
     Services services = new Services(runDir, grpcBase, httpBase, bootstrap);
     try {
