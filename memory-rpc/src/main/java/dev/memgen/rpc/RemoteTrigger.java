@@ -41,6 +41,7 @@ public final class RemoteTrigger implements TriggerLink {
   }
 
   public final class Session extends RemoteSession<TriggerRequest, TriggerReply> implements TriggerLink.Session {
+    private volatile long version; // the trigger-service's, from SessionOpened
 
     Session(String sessionId) {
       super(channel, stub::session, TriggerReply::getSeq, deadline, backoff, "trigger", sessionId);
@@ -73,6 +74,11 @@ public final class RemoteTrigger implements TriggerLink {
     }
 
     @Override
+    public long adapterVersion() {
+      return version;
+    }
+
+    @Override
     TriggerRequest openRequest(long seq) {
       return TriggerRequest.newBuilder().setSeq(seq).setOpen(SessionOpen.newBuilder()
           .setSessionId(sessionId)
@@ -86,6 +92,7 @@ public final class RemoteTrigger implements TriggerLink {
       if (!reply.hasOpened()) {
         throw new IllegalArgumentException("expected SessionOpened, got " + reply);
       }
+      version = reply.getOpened().getAdapterVersion();
     }
 
     @Override

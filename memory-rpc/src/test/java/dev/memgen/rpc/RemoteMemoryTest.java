@@ -113,6 +113,7 @@ class RemoteMemoryTest {
           assertTrue(t.insertions().size() >= 2 && t.decisions().stream().anyMatch(d -> !d.invoke()),
               "the case exercises inference insertions and declined decisions: " + t);
           assertTrue(t.skips().getOrDefault(MemGenInterleaver.Skip.WEAVER_UNAVAILABLE, 0) == 0, t.toString());
+          assertEquals(fx.memory.manifest().version(), t.triggerVersion(), "the trigger's version, told by its service");
         }
         waitFor(() -> served.weaver().openSessions() == 0 && served.trigger().openSessions() == 0);
       } finally {

@@ -201,6 +201,9 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
         t.addInsertions(p);
         t.setWeaverVersion(i.weaverVersion());
       }
+      if (!trace.decisions().isEmpty()) { // an active trigger decided (0 stays for inactive or disabled)
+        t.setTriggerVersion(trace.triggerVersion());
+      }
       for (MemGenInterleaver.Decision d : trace.decisions()) {
         t.addTriggerDecisions(TriggerDecision.newBuilder().setPosition(d.position()).setTokenIndex(d.tokenIndex())
             .setProbability(d.probability()).setInvoke(d.invoke()));

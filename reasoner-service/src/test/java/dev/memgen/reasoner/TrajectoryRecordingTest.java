@@ -40,6 +40,7 @@ class TrajectoryRecordingTest {
     assertEquals("default", t.getAdapterName());
     assertEquals(Checkpoint.open(Path.of(modelDir)).fingerprint(), t.getBaseFingerprint());
     assertTrue(t.getMemoryEnabled());
+    assertEquals(0, t.getTriggerVersion(), "the trigger was inactive");
     assertEquals(1, t.getSchemaVersion());
     assertEquals(s.finished().getReason() == FinishReason.STOP_TOKEN ? FinishReason.STOP_TOKEN : FinishReason.LENGTH,
         t.getFinishReason());

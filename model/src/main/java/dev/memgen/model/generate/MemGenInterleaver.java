@@ -66,8 +66,8 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
   /** A trigger consultation at a delimiter. */
   public record Decision(int position, int tokenIndex, float probability, boolean invoke) {}
 
-  /** Everything memory did in one sequence. */
-  public record Trace(List<Insertion> insertions, List<Decision> decisions, Map<Skip, Integer> skips) {}
+  /** Everything memory did in one sequence; {@code triggerVersion}: of the trigger that decided (0 if none did). */
+  public record Trace(List<Insertion> insertions, List<Decision> decisions, Map<Skip, Integer> skips, long triggerVersion) {}
 
   private final DelimiterTable delimiters;
   private final Options options;
@@ -88,6 +88,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
     int generated;
     int inferenceInsertions;
     int room; // latent rows the sequence may still take before its last token would pass the context
+    long triggerVersion;
 
     final boolean readsHidden;
 
@@ -207,6 +208,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
       try {
         feed(r.trigger, r.unseenByTrigger);
         p = r.trigger.probability();
+        r.triggerVersion = r.trigger.adapterVersion();
       } catch (RuntimeException e) {
         LOG.warn("trigger failed; continuing without memory at this point: {}", e.toString());
         LOG.debug("trigger failure", e);
@@ -242,7 +244,7 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
 
   public Trace trace(int row) {
     Row r = rows[row];
-    return new Trace(List.copyOf(r.insertions), List.copyOf(r.decisions), Map.copyOf(r.skips));
+    return new Trace(List.copyOf(r.insertions), List.copyOf(r.decisions), Map.copyOf(r.skips), r.triggerVersion);
   }
 
   /** Sends the trigger what it has not read, in stream order: runs of tokens, and latent blocks as counts. */

@@ -201,6 +201,11 @@ public final class InProcessMemory {
     }
 
     @Override
+    public long adapterVersion() {
+      return memory.manifest().version();
+    }
+
+    @Override
     public void close() {
       session.close();
     }

@@ -17,6 +17,11 @@ public interface TriggerLink {
     /** P(invoke) after the tokens appended so far. */
     float probability();
 
+    /** Version of the trigger that answers (known once it has answered; 0 when unknown). */
+    default long adapterVersion() {
+      return 0;
+    }
+
     @Override
     void close();
   }
