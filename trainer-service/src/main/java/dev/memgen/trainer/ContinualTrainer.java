@@ -206,8 +206,8 @@ public final class ContinualTrainer implements AutoCloseable {
     }
   }
 
-  /** Reads what is there now (trajectories and feedback) into the window. Package-private for tests. */
-  void pollOnce(Duration wait) {
+  /** Reads what is there now (trajectories and feedback) into the window. */
+  private void pollOnce(Duration wait) {
     // Feedback is re-read from the start at every restart (a late reward may name any trajectory still in the
     // window); bad records below the last stored version's feedback position were dead-lettered before, so once.
     List<ConsumerRecord<String, byte[]>> fresh = new ArrayList<>();
