@@ -408,20 +408,19 @@ public final class LoopBench {
     return ManagedChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
   }
 
-  /** The first of {@code n} consecutive free ports, probed by binding. */
-  static int freePortBlock(int n) throws IOException {
-    for (int attempt = 0; attempt < 50; attempt++) {
-      int base;
-      try (ServerSocket probe = new ServerSocket(0)) {
-        base = probe.getLocalPort();
-      }
-      if (base + n - 1 > 65535) {
-        continue;
-      }
+  /**
+   * The first of {@code n} consecutive free loopback ports, probed by binding. Below Linux's ephemeral range (32768
+   * and up), so an outgoing connection's source port cannot take one between the probe and the service binding it,
+   * nor a probe of a port nobody listens on connect to itself.
+   */
+  public static int freePortBlock(int n) throws IOException {
+    java.util.Random random = new java.util.Random();
+    for (int attempt = 0; attempt < 200; attempt++) {
+      int base = 20000 + random.nextInt(32768 - 20000 - n);
       boolean free = true;
       for (int i = 0; i < n && free; i++) {
-        try (ServerSocket ss = new ServerSocket(base + i)) {
-          ss.setReuseAddress(true);
+        try (ServerSocket probe = new ServerSocket(base + i)) {
+          probe.setReuseAddress(true);
         } catch (IOException e) {
           free = false;
         }

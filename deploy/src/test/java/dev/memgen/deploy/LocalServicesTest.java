@@ -5,6 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.memgen.cli.LoopBench;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
@@ -29,7 +30,6 @@ import io.grpc.health.v1.HealthCheckRequest;
 import io.grpc.health.v1.HealthCheckResponse;
 import io.grpc.health.v1.HealthGrpc;
 import java.io.IOException;
-import java.net.ServerSocket;
 import java.net.Socket;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
@@ -39,7 +39,6 @@ import java.util.HashSet;
 import java.util.Iterator;
 import java.util.List;
 import java.util.OptionalInt;
-import java.util.Random;
 import java.util.Set;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -134,18 +133,18 @@ class LocalServicesTest {
   private void prepare(Path model, Path memory) throws IOException {
     TinyCheckpoint.write(model, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
     TinyMemory.write(model, memory, TinyMemory.everyCharacter());
-    grpcBase = freePortBlock(4, 0);
-    httpBase = freePortBlock(4, grpcBase);
+    grpcBase = LoopBench.freePortBlock(8); // the four gRPC ports, then the four HTTP ports
+    httpBase = grpcBase + 4;
   }
 
   record Streamed(int[] tokens, Finished finished) {}
 
   /** A token-id Generate with memory; {@code afterFirstToken} runs when the first token arrives. */
   private Streamed generate(int[] prompt, int maxNew, Runnable afterFirstToken) {
-    List<Integer> streamed = new ArrayList<>();
-    Finished finished = null;
     ManagedChannel reasoner = ManagedChannelBuilder.forAddress("127.0.0.1", grpcBase).usePlaintext().build();
     try {
+      List<Integer> streamed = new ArrayList<>();
+      Finished finished = null;
       Iterator<GenerateEvent> events = ReasonerGrpc.newBlockingStub(reasoner).withDeadlineAfter(120, TimeUnit.SECONDS)
           .generate(GenerateRequest.newBuilder().setTokenIds(tokenIds(prompt)).setMaxNewTokens(maxNew).build());
       while (events.hasNext()) {
@@ -159,11 +158,13 @@ class LocalServicesTest {
           finished = e.getFinished();
         }
       }
+      assertTrue(finished != null, "the stream ends with Finished");
+      return new Streamed(streamed.stream().mapToInt(Integer::intValue).toArray(), finished);
+    } catch (io.grpc.StatusRuntimeException e) { // say why: the services' logs
+      throw new AssertionError("Generate failed: " + e.getStatus() + "\n" + logTails(), e);
     } finally {
       reasoner.shutdownNow();
     }
-    assertTrue(finished != null, "the stream ends with Finished");
-    return new Streamed(streamed.stream().mapToInt(Integer::intValue).toArray(), finished);
   }
 
   private static int skipped(Finished f, SkipReason reason) {
@@ -197,27 +198,19 @@ class LocalServicesTest {
   private int httpBase;
   private String javaOpts = "";
 
-  /** A run of {@code n} consecutive free loopback ports not overlapping [avoid, avoid + n). */
-  private static int freePortBlock(int n, int avoid) throws IOException {
-    Random random = new Random();
-    for (int attempt = 0; attempt < 200; attempt++) {
-      int base = 20000 + random.nextInt(20000);
-      if (Math.abs(base - avoid) < n) {
-        continue;
-      }
-      boolean free = true;
-      for (int i = 0; i < n && free; i++) {
-        try (ServerSocket s = new ServerSocket(base + i)) {
-          s.setReuseAddress(true);
-        } catch (IOException e) {
-          free = false;
-        }
-      }
-      if (free) {
-        return base;
+  /** The last lines of every service's log, for a failure message. */
+  private String logTails() {
+    StringBuilder b = new StringBuilder();
+    for (String service : List.of("reasoner-service", "trigger-service", "weaver-service", "trainer-service")) {
+      try {
+        List<String> lines = Files.readAllLines(tmp.resolve("run/" + service + ".log"));
+        b.append("--- ").append(service).append(".log:\n")
+            .append(String.join("\n", lines.subList(Math.max(0, lines.size() - 15), lines.size()))).append('\n');
+      } catch (IOException e) {
+        b.append("--- ").append(service).append(".log: ").append(e).append('\n');
       }
     }
-    throw new IOException("no block of " + n + " free ports");
+    return b.toString();
   }
 
   private static boolean listening(int port) {
