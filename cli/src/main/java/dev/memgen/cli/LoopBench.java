@@ -98,6 +98,10 @@ public final class LoopBench {
       ManagedChannel weaver = channel(grpcBase + 2);
       try {
         awaitVersion(weaver, 1, "the trainer to store and announce the initial memory, and the weaver to load it");
+        // The weaver may have served the starting directory under its own manifest version before v1 came: serving
+        // times count from here.
+        firstServedMillis.clear();
+        firstServedMillis.put(1L, System.currentTimeMillis());
         Thread prober = probe(weaver);
         boolean killed = false;
         List<ArithmeticTasks.Example> tasks = traffic(s.requests());

@@ -511,6 +511,10 @@ public final class ContinualTrainer implements AutoCloseable {
       position.put(tp, offset);
       rangeStart.put(tp, offset);
     }
+    // The group's committed offsets follow the store (a crash may have come between storing and committing).
+    Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
+    position.forEach((tp, o) -> commit.put(tp, new OffsetAndMetadata(o, "v" + v.version())));
+    trajectories.commitSync(commit, KAFKA_TIMEOUT);
     List<TopicPartition> fbParts = feedback.partitionsFor(Topics.FEEDBACK, KAFKA_TIMEOUT).stream()
         .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
     feedback.assign(fbParts);

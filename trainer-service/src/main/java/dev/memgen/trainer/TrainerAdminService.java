@@ -79,12 +79,17 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
         Map<TopicPartition, OffsetSpec> latest = new java.util.HashMap<>();
         st.committed().keySet().forEach(tp -> latest.put(tp, OffsetSpec.latest()));
         var ends = admin.listOffsets(latest).all().get(KAFKA_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
-        st.committed().entrySet().stream().sorted(Map.Entry.comparingByKey(
-            java.util.Comparator.comparing(TopicPartition::topic).thenComparingInt(TopicPartition::partition))).forEach(e -> {
-              long end = ends.get(e.getKey()).offset();
-              reply.addConsumerPositions(ConsumerPosition.newBuilder().setGroupId(t.groupId()).setTopic(e.getKey().topic())
-                  .setPartition(e.getKey().partition()).setCommittedOffset(e.getValue()).setEndOffset(end)
-                  .setLag(Math.max(0, end - e.getValue())));
+        // What the group has committed, read from Kafka (the trainer commits after each publish and at start).
+        Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> committed = admin
+            .listConsumerGroupOffsets(t.groupId()).partitionsToOffsetAndMetadata()
+            .get(KAFKA_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
+        st.committed().keySet().stream().sorted(java.util.Comparator.comparing(TopicPartition::topic)
+            .thenComparingInt(TopicPartition::partition)).forEach(tp -> {
+              long end = ends.get(tp).offset();
+              var c = committed.get(tp);
+              long at = c == null ? -1 : c.offset();
+              reply.addConsumerPositions(ConsumerPosition.newBuilder().setGroupId(t.groupId()).setTopic(tp.topic())
+                  .setPartition(tp.partition()).setCommittedOffset(at).setEndOffset(end).setLag(Math.max(0, end - Math.max(0, at))));
             });
       }
       return reply.build();
