@@ -123,7 +123,12 @@ public final class KafkaBroker implements AutoCloseable {
         ""));
     String classpath = classpath();
     if (!Files.exists(dir.resolve("data").resolve("meta.properties"))) {
-      String clusterId = Base64.getUrlEncoder().withoutPadding().encodeToString(uuidBytes());
+      // A url-safe base64 id may start with '-', which the tool's argument parser takes for an option (Kafka's own
+      // Uuid.randomUuid() avoids it the same way): draw again until it does not.
+      String clusterId;
+      do {
+        clusterId = Base64.getUrlEncoder().withoutPadding().encodeToString(uuidBytes());
+      } while (clusterId.startsWith("-"));
       Process format = new ProcessBuilder(java(), "-cp", classpath, "kafka.tools.StorageTool", "format", "-t", clusterId,
           "-c", properties.toString())
           .redirectErrorStream(true).redirectOutput(dir.resolve("format.log").toFile()).start();
