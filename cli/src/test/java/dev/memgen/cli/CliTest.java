@@ -196,7 +196,8 @@ class CliTest {
         "--runs", "1", "--warmup", "0");
     assertEquals(0, run.exit(), run.err());
     JsonNode json = new ObjectMapper().readTree(run.lastLine());
-    for (String key : List.of("vanilla_tps", "memgen_inprocess_tps", "memgen_grpc_tps", "reprefill_tps")) {
+    for (String key : List.of("vanilla_tps", "memgen_inprocess_tps", "memgen_grpc_tps", "reprefill_tps",
+        "reprefill_cached_tail_tps")) {
       assertTrue(json.get(key).asDouble() > 0, key + " in " + run.lastLine());
     }
   }
