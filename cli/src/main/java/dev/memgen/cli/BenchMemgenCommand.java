@@ -99,10 +99,17 @@ final class BenchMemgenCommand implements Callable<Integer> {
           remoteTrigger = new RemoteTrigger(triggerChannel, fingerprint, "", deadline);
         }
         int[] prompt = new Random(3).ints(32, 0, Math.min(256, decoder.config().vocabSize())).toArray();
+        // Both strategies stop inserting at the memory's cap (max_inference_aug), as MemGen itself does.
+        int made = Math.min(insertions, mem.manifest().maxInferenceAug());
+        if (made < insertions) {
+          System.err.printf("the memory allows %d inference insertions per sequence: measuring %d, not %d%n", made, made,
+              insertions);
+        }
         Set<Integer> insertAfter = new java.util.HashSet<>();
-        for (int i = 1; i <= insertions; i++) {
+        for (int i = 1; i <= made; i++) {
           insertAfter.add(i * newTokens / (insertions + 1));
         }
+        boolean sameTokens = true;
         double[] vanilla = new double[runs];
         double[] inProcess = new double[runs];
         double[] overGrpc = new double[runs];
@@ -115,20 +122,25 @@ final class BenchMemgenCommand implements Callable<Integer> {
             long t0 = System.nanoTime();
             generator.generate(List.of(request));
             long t1 = System.nanoTime();
+            int[] memgenTokens;
             try (Scheduled loop = new Scheduled(links.weaver().open("bench"), links.trigger().open("bench"), insertAfter)) {
-              generator.generate(List.of(request), (row, token, hidden) -> {}, loop);
+              memgenTokens = generator.generate(List.of(request), (row, token, hidden) -> {}, loop).get(0).tokens();
             }
             long t2 = System.nanoTime();
+            int[] grpcTokens = memgenTokens;
             if (grpc) {
               try (Scheduled loop = new Scheduled(remoteWeaver.open("bench"), remoteTrigger.open("bench"), insertAfter)) {
-                generator.generate(List.of(request), (row, token, hidden) -> {}, loop);
+                grpcTokens = generator.generate(List.of(request), (row, token, hidden) -> {}, loop).get(0).tokens();
               }
             }
             long t3 = System.nanoTime();
-            reprefillRun(decoder, mem, prompt, newTokens, insertAfter, true);
+            int[] reprefillTokens = reprefillRun(decoder, mem, prompt, newTokens, insertAfter, true);
             long t4 = System.nanoTime();
-            reprefillRun(decoder, mem, prompt, newTokens, insertAfter, false);
+            int[] cachedTailTokens = reprefillRun(decoder, mem, prompt, newTokens, insertAfter, false);
             long t5 = System.nanoTime();
+            // Every strategy does the same work: the same insertions, hence (greedy) the same tokens.
+            sameTokens &= Arrays.equals(memgenTokens, grpcTokens) && Arrays.equals(memgenTokens, reprefillTokens)
+                && Arrays.equals(memgenTokens, cachedTailTokens);
             if (r >= 0) {
               vanilla[r] = newTokens / ((t1 - t0) / 1e9);
               inProcess[r] = newTokens / ((t2 - t1) / 1e9);
@@ -149,7 +161,8 @@ final class BenchMemgenCommand implements Callable<Integer> {
         ObjectNode out = Json.object();
         out.put("model", model.toString());
         out.put("new_tokens", newTokens);
-        out.put("insertions", insertions);
+        out.put("insertions", made);
+        out.put("same_tokens", sameTokens);
         out.put("k", mem.weaver().k(Weaver.Kind.INFERENCE));
         out.put("runs", runs);
         out.put("vanilla_tps", Stats.median(vanilla));
@@ -182,10 +195,13 @@ final class BenchMemgenCommand implements Callable<Integer> {
               Stats.median(ratios(overGrpc, reprefillCachedTail)));
         }
         System.out.printf("re-prefill strategy  %8.2f tok/s  (the reference code's: %d insertions of %d rows + prompt latents in %d"
-            + " tokens, no cache after the cap of %d)%n", Stats.median(reprefill), insertions,
+            + " tokens, no cache after the cap of %d)%n", Stats.median(reprefill), made,
             mem.weaver().k(Weaver.Kind.INFERENCE), newTokens, mem.manifest().maxInferenceAug());
         System.out.printf("  with cached tail   %8.2f tok/s  (the same re-prefills, but decoding with a cache after the cap)%n",
             Stats.median(reprefillCachedTail));
+        if (!sameTokens) {
+          System.out.println("warning: the strategies generated different tokens (a near-tie in greedy decoding, or a bug)");
+        }
         System.out.println(Json.line(out));
       }
     }
@@ -262,7 +278,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
    * insertions are made, the reference finishes with {@code use_cache=False} ({@code uncachedAfterCap}); without it,
    * the tail decodes with a cache like ours.
    */
-  static void reprefillRun(Decoder decoder, Memory mem, int[] prompt, int newTokens, Set<Integer> insertAfter,
+  static int[] reprefillRun(Decoder decoder, Memory mem, int[] prompt, int newTokens, Set<Integer> insertAfter,
       boolean uncachedAfterCap) {
     int cap = mem.manifest().maxInferenceAug();
     List<NDArray> stream = new ArrayList<>();
@@ -275,9 +291,10 @@ final class BenchMemgenCommand implements Callable<Integer> {
       NDArray last = prefill(decoder, cache, stream, m);
       int generated = 0;
       int insertions = 0;
+      int[] tokens = new int[newTokens];
       while (true) {
         int next = (int) decoder.logits(last).argMax().getLong();
-        generated++;
+        tokens[generated++] = next;
         if (generated >= newTokens) {
           break;
         }
@@ -298,6 +315,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
         last = prefill(decoder, cache, stream, m);
       }
       cache.close();
+      return tokens;
     }
   }
 

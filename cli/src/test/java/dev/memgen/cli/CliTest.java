@@ -200,6 +200,8 @@ class CliTest {
         "reprefill_cached_tail_tps")) {
       assertTrue(json.get(key).asDouble() > 0, key + " in " + run.lastLine());
     }
+    assertEquals(2, json.get("insertions").asInt());
+    assertTrue(json.get("same_tokens").asBoolean(), "every strategy made the same insertions and tokens: " + run.lastLine());
   }
 
   static String[] concat(String[] a, String[] b) {
