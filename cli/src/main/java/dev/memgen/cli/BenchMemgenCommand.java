@@ -200,7 +200,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
         System.out.printf("  with cached tail   %8.2f tok/s  (the same re-prefills, but decoding with a cache after the cap)%n",
             Stats.median(reprefillCachedTail));
         if (!sameTokens) {
-          System.out.println("warning: the strategies generated different tokens (a near-tie in greedy decoding, or a bug)");
+          System.err.println("warning: the strategies generated different tokens (a near-tie in greedy decoding, or a bug)");
         }
         System.out.println(Json.line(out));
       }
