@@ -117,16 +117,20 @@ final class BenchMemgenCommand implements Callable<Integer> {
         double[] reprefillCachedTail = new double[runs];
         Generator generator = new Generator(decoder);
         Generator.Request request = new Generator.Request(prompt, newTokens, SamplingParams.GREEDY, Set.of());
-        try (Progress p = new Progress("bench memgen", warmup + runs)) {
+        // One step per variant: on a 0.5B model a single run of all five takes minutes.
+        try (Progress p = new Progress("bench memgen", (warmup + runs) * (grpc ? 5 : 4))) {
           for (int r = -warmup; r < runs; r++) { // r < 0: warm-up
+            String run = r < 0 ? "warm-up " + (r + warmup + 1) + "/" + warmup : "run " + (r + 1) + "/" + runs;
             long t0 = System.nanoTime();
             generator.generate(List.of(request));
             long t1 = System.nanoTime();
+            p.step(run + ": vanilla " + tps(t0, t1));
             int[] memgenTokens;
             try (Scheduled loop = new Scheduled(links.weaver().open("bench"), links.trigger().open("bench"), insertAfter)) {
               memgenTokens = generator.generate(List.of(request), (row, token, hidden) -> {}, loop).get(0).tokens();
             }
             long t2 = System.nanoTime();
+            p.step(run + ": MemGen in-process " + tps(t1, t2));
             int[] grpcTokens = memgenTokens;
             if (grpc) {
               try (Scheduled loop = new Scheduled(remoteWeaver.open("bench"), remoteTrigger.open("bench"), insertAfter)) {
@@ -134,10 +138,15 @@ final class BenchMemgenCommand implements Callable<Integer> {
               }
             }
             long t3 = System.nanoTime();
+            if (grpc) {
+              p.step(run + ": MemGen over gRPC " + tps(t2, t3));
+            }
             int[] reprefillTokens = reprefillRun(decoder, mem, prompt, newTokens, insertAfter, true);
             long t4 = System.nanoTime();
+            p.step(run + ": re-prefill " + tps(t3, t4));
             int[] cachedTailTokens = reprefillRun(decoder, mem, prompt, newTokens, insertAfter, false);
             long t5 = System.nanoTime();
+            p.step(run + ": re-prefill with cached tail " + tps(t4, t5));
             // Every strategy does the same work: the same insertions, hence (greedy) the same tokens.
             sameTokens &= Arrays.equals(memgenTokens, grpcTokens) && Arrays.equals(memgenTokens, reprefillTokens)
                 && Arrays.equals(memgenTokens, cachedTailTokens);
@@ -148,8 +157,6 @@ final class BenchMemgenCommand implements Callable<Integer> {
               reprefill[r] = newTokens / ((t4 - t3) / 1e9);
               reprefillCachedTail[r] = newTokens / ((t5 - t4) / 1e9);
             }
-            p.step(r < 0 ? "warm-up" : String.format("vanilla %.1f, in-process %.1f, gRPC %s, re-prefill %.1f (cached tail %.1f) tok/s",
-                vanilla[r], inProcess[r], grpc ? String.format("%.1f", overGrpc[r]) : "-", reprefill[r], reprefillCachedTail[r]));
           }
         } finally {
           for (ManagedChannel c : new ManagedChannel[] {weaverChannel, triggerChannel}) {
@@ -206,6 +213,10 @@ final class BenchMemgenCommand implements Callable<Integer> {
       }
     }
     return 0;
+  }
+
+  private String tps(long fromNanos, long toNanos) {
+    return String.format("%.1f tok/s", newTokens / ((toNanos - fromNanos) / 1e9));
   }
 
   private static double[] ratios(double[] a, double[] b) {
