@@ -151,11 +151,11 @@ final class BenchMemgenCommand implements Callable<Integer> {
             sameTokens &= Arrays.equals(memgenTokens, grpcTokens) && Arrays.equals(memgenTokens, reprefillTokens)
                 && Arrays.equals(memgenTokens, cachedTailTokens);
             if (r >= 0) {
-              vanilla[r] = newTokens / ((t1 - t0) / 1e9);
-              inProcess[r] = newTokens / ((t2 - t1) / 1e9);
-              overGrpc[r] = newTokens / ((t3 - t2) / 1e9);
-              reprefill[r] = newTokens / ((t4 - t3) / 1e9);
-              reprefillCachedTail[r] = newTokens / ((t5 - t4) / 1e9);
+              vanilla[r] = tokensPerSecond(t0, t1);
+              inProcess[r] = tokensPerSecond(t1, t2);
+              overGrpc[r] = tokensPerSecond(t2, t3);
+              reprefill[r] = tokensPerSecond(t3, t4);
+              reprefillCachedTail[r] = tokensPerSecond(t4, t5);
             }
           }
         } finally {
@@ -215,8 +215,12 @@ final class BenchMemgenCommand implements Callable<Integer> {
     return 0;
   }
 
+  private double tokensPerSecond(long fromNanos, long toNanos) {
+    return newTokens / ((toNanos - fromNanos) / 1e9);
+  }
+
   private String tps(long fromNanos, long toNanos) {
-    return String.format("%.1f tok/s", newTokens / ((toNanos - fromNanos) / 1e9));
+    return String.format("%.1f tok/s", tokensPerSecond(fromNanos, toNanos));
   }
 
   private static double[] ratios(double[] a, double[] b) {
