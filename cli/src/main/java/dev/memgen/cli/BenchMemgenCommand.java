@@ -316,7 +316,7 @@ final class BenchMemgenCommand implements Callable<Integer> {
         text.add(next);
         NDArray row = decoder.embed(m, new int[][] {{next}});
         stream.add(row);
-        if (insertions < cap && insertAfter.contains(generated)) {
+        if (insertAfter.contains(generated)) { // the caller keeps insertAfter within the cap
           stream.add(weaveFromScratch(decoder, mem, stream, text, Weaver.Kind.INFERENCE, m));
           insertions++;
         } else if (!(uncachedAfterCap && insertions >= cap)) {
