@@ -3,12 +3,14 @@ package dev.memgen.cli;
 import dev.memgen.rpc.ServedMemory;
 import dev.memgen.rpc.ServiceLimits;
 import dev.memgen.rpc.TriggerService;
+import dev.memgen.rpc.WarmUp;
 import dev.memgen.rpc.WeaverService;
 import io.grpc.BindableService;
 import io.grpc.Server;
 import io.grpc.netty.shaded.io.grpc.netty.NettyServerBuilder;
 import java.net.InetSocketAddress;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
@@ -33,6 +35,15 @@ final class ServeCommand implements Callable<Integer> {
   @Option(names = "--threshold", defaultValue = "0.5", description = "trigger: Decision.invoke threshold (default ${DEFAULT-VALUE})")
   double threshold;
 
+  @Option(names = "--warm-up-seconds", defaultValue = "10",
+      description = "synthetic sessions first, for at most this long, so the first real ones find the request path "
+          + "JIT-compiled (0: none; default ${DEFAULT-VALUE})")
+  double warmUpSeconds;
+
+  @Option(names = "--warm-up-calls", defaultValue = "" + WarmUp.DEFAULT_CALLS,
+      description = "... and at most this many calls (default ${DEFAULT-VALUE})")
+  int warmUpCalls;
+
   @Override
   public Integer call() throws Exception {
     if (!which.equals("weaver") && !which.equals("trigger")) {
@@ -40,14 +51,17 @@ final class ServeCommand implements Callable<Integer> {
     }
     try (ServedMemory served = ServedMemory.load(model, memory)) {
       AutoCloseable service;
+      WarmUp.Report warmed;
       BindableService bindable;
       if (which.equals("weaver")) {
         WeaverService w = new WeaverService(served.base(), served.memory(), served.fingerprint(), "default", ServiceLimits.DEFAULT);
+        warmed = w.warmUp(warmUp(), warmUpCalls);
         service = w;
         bindable = w;
       } else {
         TriggerService t = new TriggerService(served.base(), served.memory(), served.fingerprint(), "default", threshold,
             ServiceLimits.DEFAULT);
+        warmed = t.warmUp(warmUp(), warmUpCalls);
         service = t;
         bindable = t;
       }
@@ -62,10 +76,15 @@ final class ServeCommand implements Callable<Integer> {
       Runtime.getRuntime().addShutdownHook(new Thread(server::shutdownNow));
       System.out.println("listening on " + server.getPort());
       System.out.flush();
-      System.err.printf("%s of %s (version %d) on %s%n", which, memory, served.memory().manifest().version(), model);
+      System.err.printf("%s of %s (version %d) on %s; warmed up with %d calls in %d ms%n", which, memory,
+          served.memory().manifest().version(), model, warmed.calls(), warmed.took().toMillis());
       server.awaitTermination();
       service.close();
     }
     return 0;
+  }
+
+  private Duration warmUp() {
+    return Duration.ofMillis(Math.round(warmUpSeconds * 1000));
   }
 }

@@ -1,7 +1,9 @@
 package dev.memgen.rpc;
 
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
+import java.util.concurrent.RejectedExecutionException;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -22,6 +24,17 @@ final class ModelThread implements AutoCloseable {
 
   ExecutorService executor() {
     return executor;
+  }
+
+  /** Waits until every task queued so far has run (none, if the thread has been closed). */
+  void drain() {
+    try {
+      executor.submit(() -> {}).get();
+    } catch (RejectedExecutionException | ExecutionException e) {
+      // closed: nothing will run any more
+    } catch (InterruptedException e) {
+      Thread.currentThread().interrupt();
+    }
   }
 
   @Override

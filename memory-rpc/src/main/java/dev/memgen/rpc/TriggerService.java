@@ -3,6 +3,7 @@ package dev.memgen.rpc;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.proto.v1.Decide;
 import dev.memgen.proto.v1.Decision;
 import dev.memgen.proto.v1.LatentSpan;
@@ -15,6 +16,8 @@ import dev.memgen.proto.v1.TriggerGrpc;
 import dev.memgen.proto.v1.TriggerReply;
 import dev.memgen.proto.v1.TriggerRequest;
 import io.grpc.stub.StreamObserver;
+import java.time.Duration;
+import java.util.SplittableRandom;
 
 /**
  * {@code memgen.v1.Trigger/Session}: the memory trigger over gRPC, one session per generation (memory.proto has
@@ -48,6 +51,33 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
 
   public int openSessions() {
     return sessions.size();
+  }
+
+  /**
+   * Runs synthetic sessions through this service ({@link WarmUp}) for at most {@code budget} or {@code maxCalls}
+   * Decides, so that its first real sessions do not pay for JIT compilation. Call it before serving.
+   */
+  public WarmUp.Report warmUp(Duration budget, int maxCalls) {
+    MemoryManifest m = memory.memory().manifest();
+    return WarmUp.run("trigger", this, modelThread, base.config().vocabSize(), limits.sessionLength(base.config().maxPositions()),
+        budget, maxCalls, (channel, id) -> {
+          RemoteTrigger.Session s = new RemoteTrigger(channel, baseFingerprint, "", WarmUp.DEADLINE).open(id);
+          return new WarmUp.Session() {
+            @Override
+            public int step(int[] ids, boolean prompt, SplittableRandom random) {
+              s.appendTokens(ids);
+              s.probability();
+              int k = prompt ? m.promptK() : m.inferenceK(); // as if it invoked the weaver
+              s.appendLatents(k);
+              return k;
+            }
+
+            @Override
+            public void close() {
+              s.close();
+            }
+          };
+        });
   }
 
   @Override

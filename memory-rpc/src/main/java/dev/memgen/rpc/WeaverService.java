@@ -23,7 +23,9 @@ import dev.memgen.proto.v1.WeaverRequest;
 import io.grpc.Status;
 import io.grpc.stub.StreamObserver;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.List;
+import java.util.SplittableRandom;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.RejectedExecutionException;
@@ -145,6 +147,49 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
       done.cancel(false);
       throw e;
     }
+  }
+
+  /**
+   * Runs synthetic sessions with the default adapter through this service ({@link WarmUp}) for at most
+   * {@code budget} or {@code maxCalls} Weaves, so that its first real sessions do not pay for JIT compilation. Call
+   * it before serving.
+   */
+  public WarmUp.Report warmUp(Duration budget, int maxCalls) {
+    int h = base.config().hiddenSize();
+    Boolean[] readsHidden = new Boolean[1]; // the default adapter's row source, asked once
+    return WarmUp.run("weaver", this, modelThread, base.config().vocabSize(), limits.sessionLength(base.config().maxPositions()),
+        budget, maxCalls, (channel, id) -> {
+          if (readsHidden[0] == null) {
+            readsHidden[0] = WeaverGrpc.newBlockingStub(channel).describe(DescribeRequest.getDefaultInstance())
+                .getRowSource() == RowSource.LAST_HIDDEN_STATES;
+          }
+          boolean hidden = readsHidden[0];
+          RemoteWeaver.Session s = new RemoteWeaver(channel, baseFingerprint, h, "", WarmUp.DEADLINE).open(id, hidden);
+          return new WarmUp.Session() {
+            @Override
+            public int step(int[] ids, boolean prompt, SplittableRandom random) {
+              Weaver.Kind kind = prompt ? Weaver.Kind.PROMPT : Weaver.Kind.INFERENCE;
+              if (hidden) {
+                s.appendTokens(ids, WarmUp.rows(random, ids.length, h));
+              } else {
+                s.appendTokens(ids);
+              }
+              s.weave(kind);
+              int k = s.k(kind);
+              if (hidden) {
+                s.acceptLatents(WarmUp.rows(random, k, h));
+              } else {
+                s.acceptLatents();
+              }
+              return k;
+            }
+
+            @Override
+            public void close() {
+              s.close();
+            }
+          };
+        });
   }
 
   @Override

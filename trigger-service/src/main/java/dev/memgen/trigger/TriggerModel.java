@@ -6,6 +6,7 @@ import dev.memgen.rpc.TriggerService;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
+import java.time.Duration;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 
@@ -28,12 +29,15 @@ public class TriggerModel {
       @ConfigProperty(name = "memgen.trigger.threshold", defaultValue = "0.5") double threshold,
       @ConfigProperty(name = "memgen.sessions.max", defaultValue = "64") int maxSessions,
       @ConfigProperty(name = "memgen.sessions.max-length", defaultValue = "0") int maxLength,
-      @ConfigProperty(name = "memgen.sessions.max-append-rows", defaultValue = "8192") int maxAppendRows) {
+      @ConfigProperty(name = "memgen.sessions.max-append-rows", defaultValue = "8192") int maxAppendRows,
+      @ConfigProperty(name = "memgen.warm-up.budget", defaultValue = "10s") Duration warmUpBudget,
+      @ConfigProperty(name = "memgen.warm-up.calls", defaultValue = "600") int warmUpCalls) {
     served = ServedMemory.forService(modelDir, memoryDir);
     service = new TriggerService(served.base(), served.memory(), served.fingerprint(), adapterName, threshold,
         new ServiceLimits(maxSessions, maxLength, maxAppendRows));
     LOG.infof("deciding with %s (version %d, threshold %.2f) on %s", memoryDir, served.memory().manifest().version(),
         threshold, modelDir);
+    service.warmUp(warmUpBudget, warmUpCalls);
   }
 
   public TriggerService service() {

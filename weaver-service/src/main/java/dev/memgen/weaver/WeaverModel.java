@@ -41,7 +41,9 @@ public class WeaverModel {
       @ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
       @ConfigProperty(name = "memgen.adapters.store") Optional<String> storeDir,
       @ConfigProperty(name = "memgen.adapters.cache-dir") Optional<String> cacheDir,
-      @ConfigProperty(name = "memgen.adapters.catch-up-timeout", defaultValue = "30s") Duration catchUpTimeout)
+      @ConfigProperty(name = "memgen.adapters.catch-up-timeout", defaultValue = "30s") Duration catchUpTimeout,
+      @ConfigProperty(name = "memgen.warm-up.budget", defaultValue = "10s") Duration warmUpBudget,
+      @ConfigProperty(name = "memgen.warm-up.calls", defaultValue = "600") int warmUpCalls)
       throws InterruptedException {
     if (maxResident < 1) {
       throw new IllegalStateException("memgen.adapters.max-resident=" + maxResident + ": at least one adapter must fit");
@@ -83,6 +85,7 @@ public class WeaverModel {
             + "memgen.adapters.store (only %s is set)", storeDir.isPresent() ? "memgen.adapters.store" : "memgen.log.bootstrap");
       }
     }
+    service.warmUp(warmUpBudget, warmUpCalls); // with the version it will serve first
   }
 
   public WeaverService service() {

@@ -1,0 +1,138 @@
+package dev.memgen.rpc;
+
+import io.grpc.BindableService;
+import io.grpc.ManagedChannel;
+import io.grpc.Server;
+import io.grpc.inprocess.InProcessChannelBuilder;
+import io.grpc.inprocess.InProcessServerBuilder;
+import java.io.IOException;
+import java.time.Duration;
+import java.util.SplittableRandom;
+import java.util.concurrent.TimeUnit;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
+
+/**
+ * Synthetic traffic through a memory service before it takes real traffic: generations shaped like the reasoner's (a
+ * prompt, then a span of tokens and a call at each insertion) sent by the reasoner's own client over an in-process
+ * channel to the service's own handler, so its session code and model run as for real requests (only the socket
+ * and the wire format are left out).
+ *
+ * <p>Why: a weaver or trigger gets a few calls per generation, so a fresh JVM runs their request path interpreted
+ * for hundreds of calls. Measured on the tiny model (2-core VM, a fresh client decoding 46 tokens between calls):
+ * a trigger-service's 46-token Decide took a median 7.7 ms over its first 100 calls, 5.5 ms over the next 100 and
+ * 3.4 ms after 500 (1.7 ms in-process, whose path the reasoner's own decoding keeps compiled); after this warm-up
+ * the first 100 took 5.7 ms. The rest is the socket path and wire format, which the in-process channel skips, and
+ * the client's side. On large models the matrix products dominate, and the budget runs out after a few calls.
+ */
+public final class WarmUp {
+  private static final Logger LOG = LoggerFactory.getLogger(WarmUp.class);
+  /** Per call: generous, since one call on a large model on a CPU takes seconds. */
+  static final CallDeadline DEADLINE = CallDeadline.of(Duration.ofMinutes(5));
+
+  /** Calls a warm-up makes unless told otherwise: where the measured latency stopped improving. */
+  public static final int DEFAULT_CALLS = 600;
+
+  static final int PROMPT_TOKENS = 32;
+  static final int SPAN_TOKENS = 46; // tokens between insertions, as in bench memgen's default density
+  static final int INSERTIONS = 10;
+
+  /** What a warm-up did: synthetic sessions and calls (Decides or Weaves) made, in how long. */
+  public record Report(int sessions, int calls, Duration took) {}
+
+  /** One synthetic generation's session, through the reasoner's client for the service. */
+  interface Session extends AutoCloseable {
+    /**
+     * Appends {@code ids} (the prompt when {@code prompt}, else the span since the last insertion) and makes the
+     * call a reasoner makes there; returns the latent rows that join the sequence after them.
+     */
+    int step(int[] ids, boolean prompt, SplittableRandom random);
+
+    @Override
+    void close();
+  }
+
+  /** Opens a synthetic session on {@code channel}. */
+  interface Opener {
+    Session open(ManagedChannel channel, String sessionId);
+  }
+
+  private WarmUp() {}
+
+  /**
+   * Runs synthetic generations through {@code service} until {@code budget} has passed (checked before each call, so
+   * it may run over by one call) or {@code maxCalls} calls were made. Never throws: a failure stops the warm-up and is
+   * logged, and the service serves as it would have without one.
+   */
+  static Report run(String what, BindableService service, ModelThread modelThread, int vocabSize, int maxLength, Duration budget, int maxCalls,
+      Opener opener) {
+    long start = System.nanoTime();
+    if (budget.isZero() || budget.isNegative() || maxCalls <= 0) {
+      return new Report(0, 0, Duration.ZERO);
+    }
+    long deadline = start + budget.toNanos();
+    String name = "memgen-warm-up-" + what + "-" + System.identityHashCode(service);
+    int sessions = 0;
+    int calls = 0;
+    Server server = null;
+    ManagedChannel channel = null;
+    try {
+      server = InProcessServerBuilder.forName(name).directExecutor().addService(service).build().start();
+      channel = InProcessChannelBuilder.forName(name).directExecutor().build();
+      SplittableRandom random = new SplittableRandom(1);
+      while (calls < maxCalls && System.nanoTime() < deadline) {
+        try (Session s = opener.open(channel, "warm-up-" + sessions)) {
+          sessions++;
+          int length = 0;
+          int latents = 0; // rows the last call added: the next one will likely add as many
+          for (int i = 0; i <= INSERTIONS && calls < maxCalls && System.nanoTime() < deadline; i++) {
+            int n = i == 0 ? PROMPT_TOKENS : SPAN_TOKENS;
+            if (length + n + latents > maxLength) {
+              break;
+            }
+            latents = s.step(tokens(random, n, vocabSize), i == 0, random);
+            length += n + latents;
+            calls++;
+          }
+        }
+      }
+    } catch (IOException | RuntimeException e) {
+      LOG.warn("{} warm-up stopped after {} calls: {}", what, calls, e.toString());
+    } finally {
+      if (channel != null) {
+        channel.shutdownNow();
+      }
+      if (server != null) {
+        server.shutdownNow();
+        try {
+          server.awaitTermination(10, TimeUnit.SECONDS);
+        } catch (InterruptedException e) {
+          Thread.currentThread().interrupt();
+        }
+      }
+      modelThread.drain(); // the sessions' ends are handled there: after this, nothing of the warm-up is left
+    }
+    Report report = new Report(sessions, calls, Duration.ofNanos(System.nanoTime() - start));
+    LOG.info("{} warmed up: {} calls in {} synthetic sessions, {} ms", what, report.calls(), report.sessions(),
+        report.took().toMillis());
+    return report;
+  }
+
+  /** {@code n} random token ids below {@code vocab}. */
+  static int[] tokens(SplittableRandom random, int n, int vocab) {
+    int[] ids = new int[n];
+    for (int i = 0; i < n; i++) {
+      ids[i] = random.nextInt(vocab);
+    }
+    return ids;
+  }
+
+  /** {@code n} random rows of width {@code width}, like a reasoner's hidden states. */
+  static float[] rows(SplittableRandom random, int n, int width) {
+    float[] rows = new float[n * width];
+    for (int i = 0; i < rows.length; i++) {
+      rows[i] = (float) random.nextGaussian();
+    }
+    return rows;
+  }
+}
