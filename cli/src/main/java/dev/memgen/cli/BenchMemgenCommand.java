@@ -60,7 +60,8 @@ final class BenchMemgenCommand implements Callable<Integer> {
   @Option(names = "--runs", defaultValue = "3", description = "measured runs (default ${DEFAULT-VALUE})") int runs;
 
   @Option(names = "--warmup", defaultValue = "3",
-      description = "unmeasured runs first, so every path (the service processes too) is JIT-compiled (default ${DEFAULT-VALUE})")
+      description = "unmeasured runs first, for the JIT (the service processes also warm themselves up when they start; "
+          + "default ${DEFAULT-VALUE})")
   int warmup;
 
   @Option(names = "--grpc", negatable = true, defaultValue = "true", fallbackValue = "true",
