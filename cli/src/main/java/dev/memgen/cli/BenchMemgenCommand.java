@@ -116,6 +116,8 @@ final class BenchMemgenCommand implements Callable<Integer> {
         double[] overGrpc = new double[runs];
         double[] reprefill = new double[runs];
         double[] reprefillCachedTail = new double[runs];
+        double[][] inProcessCalls = new double[runs][]; // per run: ms per trigger call, per weave
+        double[][] grpcCalls = new double[runs][];
         Generator generator = new Generator(decoder);
         Generator.Request request = new Generator.Request(prompt, newTokens, SamplingParams.GREEDY, Set.of());
         // One step per variant: on a 0.5B model a single run of all five takes minutes.
@@ -129,6 +131,9 @@ final class BenchMemgenCommand implements Callable<Integer> {
             int[] memgenTokens;
             try (Scheduled loop = new Scheduled(links.weaver().open("bench"), links.trigger().open("bench"), insertAfter)) {
               memgenTokens = generator.generate(List.of(request), (row, token, hidden) -> {}, loop).get(0).tokens();
+              if (r >= 0) {
+                inProcessCalls[r] = loop.callTimes();
+              }
             }
             long t2 = System.nanoTime();
             p.step(run + ": MemGen in-process " + tps(t1, t2));
@@ -136,6 +141,9 @@ final class BenchMemgenCommand implements Callable<Integer> {
             if (grpc) {
               try (Scheduled loop = new Scheduled(remoteWeaver.open("bench"), remoteTrigger.open("bench"), insertAfter)) {
                 grpcTokens = generator.generate(List.of(request), (row, token, hidden) -> {}, loop).get(0).tokens();
+                if (r >= 0) {
+                  grpcCalls[r] = loop.callTimes();
+                }
               }
             }
             long t3 = System.nanoTime();
@@ -192,6 +200,13 @@ final class BenchMemgenCommand implements Callable<Integer> {
           out.put("grpc_vs_reprefill", Stats.median(ratios(overGrpc, reprefill)));
           out.put("grpc_vs_reprefill_cached_tail", Stats.median(ratios(overGrpc, reprefillCachedTail)));
         }
+        // Where an insertion's time goes, as the decode loop sees it (medians over runs of each run's mean).
+        out.put("inprocess_trigger_ms", Stats.median(column(inProcessCalls, 0)));
+        out.put("inprocess_weave_ms", Stats.median(column(inProcessCalls, 1)));
+        if (grpc) {
+          out.put("grpc_trigger_ms", Stats.median(column(grpcCalls, 0)));
+          out.put("grpc_weave_ms", Stats.median(column(grpcCalls, 1)));
+        }
         out.set("machine", Machine.describe());
         System.out.printf("vanilla              %8.2f tok/s%n", Stats.median(vanilla));
         System.out.printf("memgen in-process    %8.2f tok/s  (%.2fx vanilla, %.2fx re-prefill, %.2fx re-prefill with cached tail;"
@@ -207,6 +222,13 @@ final class BenchMemgenCommand implements Callable<Integer> {
             mem.weaver().k(Weaver.Kind.INFERENCE), newTokens, mem.manifest().maxInferenceAug());
         System.out.printf("  with cached tail   %8.2f tok/s  (the same re-prefills, but decoding with a cache after the cap)%n",
             Stats.median(reprefillCachedTail));
+        System.out.printf("per insertion        in-process: trigger call %.2f ms, weave %.2f ms", Stats.median(column(inProcessCalls, 0)),
+            Stats.median(column(inProcessCalls, 1)));
+        if (grpc) {
+          System.out.printf("; over gRPC: trigger call %.2f ms, weave %.2f ms", Stats.median(column(grpcCalls, 0)),
+              Stats.median(column(grpcCalls, 1)));
+        }
+        System.out.println();
         if (!sameTokens) {
           System.err.println("warning: the strategies generated different tokens (a near-tie in greedy decoding, or a bug)");
         }
@@ -222,6 +244,14 @@ final class BenchMemgenCommand implements Callable<Integer> {
 
   private String tps(long fromNanos, long toNanos) {
     return String.format("%.1f tok/s", tokensPerSecond(fromNanos, toNanos));
+  }
+
+  private static double[] column(double[][] rows, int i) {
+    double[] c = new double[rows.length];
+    for (int r = 0; r < rows.length; r++) {
+      c[r] = rows[r][i];
+    }
+    return c;
   }
 
   private static double[] ratios(double[] a, double[] b) {
@@ -249,11 +279,19 @@ final class BenchMemgenCommand implements Callable<Integer> {
     final Set<Integer> insertAfter;
     final List<Integer> unseen = new ArrayList<>();
     int generated;
+    int calls; //         insertions made (prompt included): one trigger call and one weave each
+    long triggerNanos; // time spent in the trigger's calls, as the decode loop sees it
+    long weaverNanos; //  ... and in the weaver's (weave and accept)
 
     Scheduled(WeaverLink.Session weaver, TriggerLink.Session trigger, Set<Integer> insertAfter) {
       this.weaver = weaver;
       this.trigger = trigger;
       this.insertAfter = insertAfter;
+    }
+
+    /** Mean milliseconds per trigger call and per weave (with its accept) so far. */
+    double[] callTimes() {
+      return new double[] {triggerNanos / 1e6 / Math.max(1, calls), weaverNanos / 1e6 / Math.max(1, calls)};
     }
 
     @Override
@@ -271,12 +309,18 @@ final class BenchMemgenCommand implements Callable<Integer> {
     private float[] weave(Weaver.Kind kind) {
       int[] ids = unseen.stream().mapToInt(Integer::intValue).toArray();
       unseen.clear();
+      long t0 = System.nanoTime();
       trigger.appendTokens(ids);
       trigger.probability();
+      long t1 = System.nanoTime();
       weaver.appendTokens(ids);
       float[] latents = weaver.weave(kind);
       weaver.acceptLatents();
       trigger.appendLatents(weaver.k(kind));
+      long t2 = System.nanoTime();
+      triggerNanos += t1 - t0;
+      weaverNanos += t2 - t1;
+      calls++;
       return latents;
     }
 

@@ -197,7 +197,7 @@ class CliTest {
     assertEquals(0, run.exit(), run.err());
     JsonNode json = new ObjectMapper().readTree(run.lastLine());
     for (String key : List.of("vanilla_tps", "memgen_inprocess_tps", "memgen_grpc_tps", "reprefill_tps",
-        "reprefill_cached_tail_tps")) {
+        "reprefill_cached_tail_tps", "inprocess_trigger_ms", "inprocess_weave_ms", "grpc_trigger_ms", "grpc_weave_ms")) {
       assertTrue(json.get(key).asDouble() > 0, key + " in " + run.lastLine());
     }
     assertEquals(2, json.get("insertions").asInt());
