@@ -59,8 +59,8 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
    */
   public WarmUp.Report warmUp(Duration budget, int maxCalls) {
     MemoryManifest m = memory.memory().manifest();
-    return WarmUp.run("trigger", this, modelThread, base.config().vocabSize(), limits.sessionLength(base.config().maxPositions()),
-        budget, maxCalls, (channel, id) -> {
+    int maxLength = limits.sessionLength(base.config().maxPositions());
+    return WarmUp.run("trigger", this, modelThread, base.config().vocabSize(), maxLength, budget, maxCalls, (channel, id) -> {
           RemoteTrigger.Session s = new RemoteTrigger(channel, baseFingerprint, "", WarmUp.DEADLINE).open(id);
           return new WarmUp.Session() {
             @Override

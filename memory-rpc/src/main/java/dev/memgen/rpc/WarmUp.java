@@ -64,8 +64,8 @@ public final class WarmUp {
    * it may run over by one call) or {@code maxCalls} calls were made. Never throws: a failure stops the warm-up and is
    * logged, and the service serves as it would have without one.
    */
-  static Report run(String what, BindableService service, ModelThread modelThread, int vocabSize, int maxLength, Duration budget, int maxCalls,
-      Opener opener) {
+  static Report run(String what, BindableService service, ModelThread modelThread, int vocabSize, int maxLength,
+      Duration budget, int maxCalls, Opener opener) {
     long start = System.nanoTime();
     if (budget.isZero() || budget.isNegative() || maxCalls <= 0) {
       return new Report(0, 0, Duration.ZERO);
@@ -73,31 +73,25 @@ public final class WarmUp {
     long deadline = start + budget.toNanos();
     String name = "memgen-warm-up-" + what + "-" + System.identityHashCode(service);
     int sessions = 0;
-    int calls = 0;
+    int[] calls = {0}; // counted call by call: a failure in a session keeps the ones made before it
     Server server = null;
     ManagedChannel channel = null;
     try {
       server = InProcessServerBuilder.forName(name).directExecutor().addService(service).build().start();
       channel = InProcessChannelBuilder.forName(name).directExecutor().build();
       SplittableRandom random = new SplittableRandom(1);
-      while (calls < maxCalls && System.nanoTime() < deadline) {
+      while (calls[0] < maxCalls && System.nanoTime() < deadline) {
+        int before = calls[0];
+        sessions++;
         try (Session s = opener.open(channel, "warm-up-" + sessions)) {
-          sessions++;
-          int length = 0;
-          int latents = 0; // rows the last call added: the next one will likely add as many
-          for (int i = 0; i <= INSERTIONS && calls < maxCalls && System.nanoTime() < deadline; i++) {
-            int n = i == 0 ? PROMPT_TOKENS : SPAN_TOKENS;
-            if (length + n + latents > maxLength) {
-              break;
-            }
-            latents = s.step(tokens(random, n, vocabSize), i == 0, random);
-            length += n + latents;
-            calls++;
-          }
+          generation(s, random, vocabSize, maxLength, maxCalls, deadline, calls);
+        }
+        if (calls[0] == before) { // not even the prompt fits the session length
+          break;
         }
       }
     } catch (IOException | RuntimeException e) {
-      LOG.warn("{} warm-up stopped after {} calls: {}", what, calls, e.toString());
+      LOG.warn("{} warm-up stopped after {} calls: {}", what, calls[0], e.toString());
     } finally {
       if (channel != null) {
         channel.shutdownNow();
@@ -112,10 +106,29 @@ public final class WarmUp {
       }
       modelThread.drain(); // the sessions' ends are handled there: after this, nothing of the warm-up is left
     }
-    Report report = new Report(sessions, calls, Duration.ofNanos(System.nanoTime() - start));
+    Report report = new Report(sessions, calls[0], Duration.ofNanos(System.nanoTime() - start));
     LOG.info("{} warmed up: {} calls in {} synthetic sessions, {} ms", what, report.calls(), report.sessions(),
         report.took().toMillis());
     return report;
+  }
+
+  /**
+   * One synthetic generation: the prompt, then up to INSERTIONS spans, as far as the session length allows, counting
+   * each call in {@code calls[0]} (stops at {@code maxCalls}).
+   */
+  private static void generation(Session s, SplittableRandom random, int vocabSize, int maxLength, int maxCalls,
+      long deadline, int[] calls) {
+    int length = 0;
+    int latents = 0; // rows the last call added: the next one will likely add as many
+    for (int i = 0; i <= INSERTIONS && calls[0] < maxCalls && System.nanoTime() < deadline; i++) {
+      int n = i == 0 ? PROMPT_TOKENS : SPAN_TOKENS;
+      if (length + n + latents > maxLength) {
+        return;
+      }
+      latents = s.step(tokens(random, n, vocabSize), i == 0, random);
+      length += n + latents;
+      calls[0]++;
+    }
   }
 
   /** {@code n} random token ids below {@code vocab}. */

@@ -157,8 +157,8 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
   public WarmUp.Report warmUp(Duration budget, int maxCalls) {
     int h = base.config().hiddenSize();
     Boolean[] readsHidden = new Boolean[1]; // the default adapter's row source, asked once
-    return WarmUp.run("weaver", this, modelThread, base.config().vocabSize(), limits.sessionLength(base.config().maxPositions()),
-        budget, maxCalls, (channel, id) -> {
+    int maxLength = limits.sessionLength(base.config().maxPositions());
+    return WarmUp.run("weaver", this, modelThread, base.config().vocabSize(), maxLength, budget, maxCalls, (channel, id) -> {
           if (readsHidden[0] == null) {
             readsHidden[0] = WeaverGrpc.newBlockingStub(channel).describe(DescribeRequest.getDefaultInstance())
                 .getRowSource() == RowSource.LAST_HIDDEN_STATES;

@@ -103,6 +103,16 @@ class WarmUpTest {
   }
 
   @Test
+  void aSessionLengthTooShortForThePromptEndsTheWarmUp() {
+    try (TriggerService trigger = new TriggerService(fx.base, fx.memory, fx.fingerprint, "default", 0.5,
+        new ServiceLimits(4, WarmUp.PROMPT_TOKENS - 1, 8192))) {
+      WarmUp.Report r = trigger.warmUp(Duration.ofMinutes(2), 100);
+      assertEquals(0, r.calls());
+      assertEquals(1, r.sessions(), "one session tried, not new ones until the budget runs out");
+    }
+  }
+
+  @Test
   void noBudgetMeansNoWarmUp() {
     try (TriggerService trigger = new TriggerService(fx.base, fx.memory, fx.fingerprint, "default", 0.5,
         ServiceLimits.DEFAULT)) {
