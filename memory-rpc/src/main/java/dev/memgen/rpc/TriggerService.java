@@ -61,23 +61,23 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
     MemoryManifest m = memory.memory().manifest();
     int maxLength = limits.sessionLength(base.config().maxPositions());
     return WarmUp.run("trigger", this, modelThread, base.config().vocabSize(), maxLength, budget, maxCalls, (channel, id) -> {
-          RemoteTrigger.Session s = new RemoteTrigger(channel, baseFingerprint, "", WarmUp.DEADLINE).open(id);
-          return new WarmUp.Session() {
-            @Override
-            public int step(int[] ids, boolean prompt, SplittableRandom random) {
-              s.appendTokens(ids);
-              s.probability();
-              int k = prompt ? m.promptK() : m.inferenceK(); // as if it invoked the weaver
-              s.appendLatents(k);
-              return k;
-            }
+      RemoteTrigger.Session s = new RemoteTrigger(channel, baseFingerprint, "", WarmUp.DEADLINE).open(id);
+      return new WarmUp.Session() {
+        @Override
+        public int step(int[] ids, boolean prompt, SplittableRandom random) {
+          s.appendTokens(ids);
+          s.probability();
+          int k = prompt ? m.promptK() : m.inferenceK(); // as if it invoked the weaver
+          s.appendLatents(k);
+          return k;
+        }
 
-            @Override
-            public void close() {
-              s.close();
-            }
-          };
-        });
+        @Override
+        public void close() {
+          s.close();
+        }
+      };
+    });
   }
 
   @Override

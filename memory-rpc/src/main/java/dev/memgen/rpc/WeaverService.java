@@ -159,37 +159,37 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     Boolean[] readsHidden = new Boolean[1]; // the default adapter's row source, asked once
     int maxLength = limits.sessionLength(base.config().maxPositions());
     return WarmUp.run("weaver", this, modelThread, base.config().vocabSize(), maxLength, budget, maxCalls, (channel, id) -> {
-          if (readsHidden[0] == null) {
-            readsHidden[0] = WeaverGrpc.newBlockingStub(channel).describe(DescribeRequest.getDefaultInstance())
-                .getRowSource() == RowSource.LAST_HIDDEN_STATES;
+      if (readsHidden[0] == null) {
+        readsHidden[0] = WeaverGrpc.newBlockingStub(channel).describe(DescribeRequest.getDefaultInstance())
+            .getRowSource() == RowSource.LAST_HIDDEN_STATES;
+      }
+      boolean hidden = readsHidden[0];
+      RemoteWeaver.Session s = new RemoteWeaver(channel, baseFingerprint, h, "", WarmUp.DEADLINE).open(id, hidden);
+      return new WarmUp.Session() {
+        @Override
+        public int step(int[] ids, boolean prompt, SplittableRandom random) {
+          Weaver.Kind kind = prompt ? Weaver.Kind.PROMPT : Weaver.Kind.INFERENCE;
+          if (hidden) {
+            s.appendTokens(ids, WarmUp.rows(random, ids.length, h));
+          } else {
+            s.appendTokens(ids);
           }
-          boolean hidden = readsHidden[0];
-          RemoteWeaver.Session s = new RemoteWeaver(channel, baseFingerprint, h, "", WarmUp.DEADLINE).open(id, hidden);
-          return new WarmUp.Session() {
-            @Override
-            public int step(int[] ids, boolean prompt, SplittableRandom random) {
-              Weaver.Kind kind = prompt ? Weaver.Kind.PROMPT : Weaver.Kind.INFERENCE;
-              if (hidden) {
-                s.appendTokens(ids, WarmUp.rows(random, ids.length, h));
-              } else {
-                s.appendTokens(ids);
-              }
-              s.weave(kind);
-              int k = s.k(kind);
-              if (hidden) {
-                s.acceptLatents(WarmUp.rows(random, k, h));
-              } else {
-                s.acceptLatents();
-              }
-              return k;
-            }
+          s.weave(kind);
+          int k = s.k(kind);
+          if (hidden) {
+            s.acceptLatents(WarmUp.rows(random, k, h));
+          } else {
+            s.acceptLatents();
+          }
+          return k;
+        }
 
-            @Override
-            public void close() {
-              s.close();
-            }
-          };
-        });
+        @Override
+        public void close() {
+          s.close();
+        }
+      };
+    });
   }
 
   @Override
