@@ -41,7 +41,7 @@ final class ServeCommand implements Callable<Integer> {
   double warmUpSeconds;
 
   @Option(names = "--warm-up-calls", defaultValue = "" + WarmUp.DEFAULT_CALLS,
-      description = "... and at most this many calls (default ${DEFAULT-VALUE})")
+      description = "the warm-up makes at most this many calls (see --warm-up-seconds; default ${DEFAULT-VALUE})")
   int warmUpCalls;
 
   @Override
