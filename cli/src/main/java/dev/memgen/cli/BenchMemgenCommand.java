@@ -7,6 +7,7 @@ import ai.djl.ndarray.NDManager;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.KvCache;
+import dev.memgen.model.ModelConfig;
 import dev.memgen.model.Weaver;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.generate.Generator;
@@ -21,10 +22,11 @@ import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.ReasonerMemory;
 import dev.memgen.rpc.RemoteTrigger;
 import dev.memgen.rpc.RemoteWeaver;
+import dev.memgen.rpc.WarmUp;
 import io.grpc.ManagedChannel;
 import java.nio.file.Files;
-import java.time.Duration;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.List;
@@ -56,6 +58,9 @@ final class BenchMemgenCommand implements Callable<Integer> {
   @Option(names = "--new-tokens", defaultValue = "256", description = "tokens generated per run (default ${DEFAULT-VALUE})") int newTokens;
 
   @Option(names = "--insertions", defaultValue = "5", description = "inference insertions per run (default ${DEFAULT-VALUE})") int insertions;
+
+  /** How long the warm-up of the gRPC path may take, per service. */
+  private static final Duration GRPC_WARM_UP = Duration.ofSeconds(10);
 
   @Option(names = "--runs", defaultValue = "3", description = "measured runs (default ${DEFAULT-VALUE})") int runs;
 
@@ -96,8 +101,20 @@ final class BenchMemgenCommand implements Callable<Integer> {
           weaverChannel = ReasonerMemory.channel("127.0.0.1:" + weaverPort);
           triggerChannel = ReasonerMemory.channel("127.0.0.1:" + triggerPort);
           CallDeadline deadline = CallDeadline.of(Duration.ofSeconds(60));
-          remoteWeaver = new RemoteWeaver(weaverChannel, fingerprint, decoder.config().hiddenSize(), "", deadline);
-          remoteTrigger = new RemoteTrigger(triggerChannel, fingerprint, "", deadline);
+          RemoteWeaver weaver = new RemoteWeaver(weaverChannel, fingerprint, decoder.config().hiddenSize(), "", deadline);
+          RemoteTrigger trigger = new RemoteTrigger(triggerChannel, fingerprint, "", deadline);
+          // Each service warmed itself up, over an in-process channel; this warms the rest of the path: this JVM's
+          // clients, the sockets, the wire format. A few calls per run would leave them cold for hundreds of runs.
+          System.err.println("warming up the gRPC path ...");
+          ModelConfig c = decoder.config();
+          WarmUp.Report w = WarmUp.weaver("weaver over gRPC", weaver::open, c.vocabSize(), c.hiddenSize(), c.maxPositions(),
+              GRPC_WARM_UP, WarmUp.DEFAULT_CALLS);
+          WarmUp.Report t = WarmUp.trigger("trigger over gRPC", trigger::open, c.vocabSize(), mem.manifest().promptK(),
+              mem.manifest().inferenceK(), c.maxPositions(), GRPC_WARM_UP, WarmUp.DEFAULT_CALLS);
+          System.err.printf("warmed up: %d weaves in %d ms, %d trigger calls in %d ms%n", w.calls(), w.took().toMillis(),
+              t.calls(), t.took().toMillis());
+          remoteWeaver = weaver;
+          remoteTrigger = trigger;
         }
         int[] prompt = new Random(3).ints(32, 0, Math.min(256, decoder.config().vocabSize())).toArray();
         // Both strategies stop inserting at the memory's cap (max_inference_aug), as MemGen itself does.

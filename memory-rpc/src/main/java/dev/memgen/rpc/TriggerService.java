@@ -17,7 +17,6 @@ import dev.memgen.proto.v1.TriggerReply;
 import dev.memgen.proto.v1.TriggerRequest;
 import io.grpc.stub.StreamObserver;
 import java.time.Duration;
-import java.util.SplittableRandom;
 
 /**
  * {@code memgen.v1.Trigger/Session}: the memory trigger over gRPC, one session per generation (memory.proto has
@@ -60,23 +59,10 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
   public WarmUp.Report warmUp(Duration budget, int maxCalls) {
     MemoryManifest m = memory.memory().manifest();
     int maxLength = limits.sessionLength(base.config().maxPositions());
-    return WarmUp.run("trigger", this, modelThread, base.config().vocabSize(), maxLength, budget, maxCalls, (channel, id) -> {
-      RemoteTrigger.Session s = new RemoteTrigger(channel, baseFingerprint, "", WarmUp.DEADLINE).open(id);
-      return new WarmUp.Session() {
-        @Override
-        public int step(int[] ids, boolean prompt, SplittableRandom random) {
-          s.appendTokens(ids);
-          s.probability();
-          int k = prompt ? m.promptK() : m.inferenceK(); // as if it invoked the weaver
-          s.appendLatents(k);
-          return k;
-        }
-
-        @Override
-        public void close() {
-          s.close();
-        }
-      };
+    return WarmUp.inProcess("trigger", this, modelThread, channel -> {
+      RemoteTrigger client = new RemoteTrigger(channel, baseFingerprint, "", WarmUp.DEADLINE);
+      return WarmUp.trigger("trigger", client::open, base.config().vocabSize(), m.promptK(), m.inferenceK(), maxLength,
+          budget, maxCalls);
     });
   }
 

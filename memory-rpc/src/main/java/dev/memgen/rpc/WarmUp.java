@@ -1,5 +1,8 @@
 package dev.memgen.rpc;
 
+import dev.memgen.model.Weaver;
+import dev.memgen.model.memory.TriggerLink;
+import dev.memgen.model.memory.WeaverLink;
 import io.grpc.BindableService;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
@@ -8,6 +11,7 @@ import io.grpc.inprocess.InProcessServerBuilder;
 import java.io.IOException;
 import java.time.Duration;
 import java.util.SplittableRandom;
+import java.util.function.Function;
 import java.util.concurrent.TimeUnit;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
@@ -40,8 +44,8 @@ public final class WarmUp {
   /** What a warm-up did: synthetic sessions and calls (Decides or Weaves) made, in how long. */
   public record Report(int sessions, int calls, Duration took) {}
 
-  /** One synthetic generation's session, through the reasoner's client for the service. */
-  interface Session extends AutoCloseable {
+  /** One synthetic generation's session. */
+  private interface Session extends AutoCloseable {
     /**
      * Appends {@code ids} (the prompt when {@code prompt}, else the span since the last insertion) and makes the
      * call a reasoner makes there; returns the latent rows that join the sequence after them.
@@ -52,46 +56,90 @@ public final class WarmUp {
     void close();
   }
 
-  /** Opens a synthetic session on {@code channel}. */
-  interface Opener {
-    Session open(ManagedChannel channel, String sessionId);
-  }
-
   private WarmUp() {}
 
   /**
-   * Runs synthetic generations through {@code service} until {@code budget} has passed (checked before each call, so
-   * it may run over by one call) or {@code maxCalls} calls were made. Never throws: a failure stops the warm-up and is
-   * logged, and the service serves as it would have without one.
+   * Warms up a weaver and the path to it: synthetic generations through sessions that {@code open} makes (an
+   * in-process weaver, or a remote one: then the client, the transport and the service all run), for at most
+   * {@code budget} or {@code maxCalls} weaves. A weaver that reads hidden states is sent random rows. Never throws:
+   * a failure ends the warm-up and is logged.
+   *
+   * @param maxLength rows a session may grow to (the service's limit)
    */
-  static Report run(String what, BindableService service, ModelThread modelThread, int vocabSize, int maxLength,
-      Duration budget, int maxCalls, Opener opener) {
-    long start = System.nanoTime();
-    if (budget.isZero() || budget.isNegative() || maxCalls <= 0) {
-      return new Report(0, 0, Duration.ZERO);
-    }
-    long deadline = start + budget.toNanos();
+  public static Report weaver(String what, Function<String, WeaverLink.Session> open, int vocabSize, int hiddenSize,
+      int maxLength, Duration budget, int maxCalls) {
+    return drive(what, vocabSize, maxLength, budget, maxCalls, id -> {
+      WeaverLink.Session s = open.apply(id);
+      boolean hidden = s.readsHiddenStates();
+      return new Session() {
+        @Override
+        public int step(int[] ids, boolean prompt, SplittableRandom random) {
+          Weaver.Kind kind = prompt ? Weaver.Kind.PROMPT : Weaver.Kind.INFERENCE;
+          if (hidden) {
+            s.appendTokens(ids, rows(random, ids.length, hiddenSize));
+          } else {
+            s.appendTokens(ids);
+          }
+          s.weave(kind);
+          int k = s.k(kind);
+          if (hidden) {
+            s.acceptLatents(rows(random, k, hiddenSize));
+          } else {
+            s.acceptLatents();
+          }
+          return k;
+        }
+
+        @Override
+        public void close() {
+          s.close();
+        }
+      };
+    });
+  }
+
+  /**
+   * Warms up a trigger and the path to it, as {@link #weaver} does: at each insertion a Decide, then the latent
+   * block ({@code promptK} or {@code inferenceK} rows) as if the weaver had been invoked.
+   */
+  public static Report trigger(String what, Function<String, TriggerLink.Session> open, int vocabSize, int promptK,
+      int inferenceK, int maxLength, Duration budget, int maxCalls) {
+    return drive(what, vocabSize, maxLength, budget, maxCalls, id -> {
+      TriggerLink.Session s = open.apply(id);
+      return new Session() {
+        @Override
+        public int step(int[] ids, boolean prompt, SplittableRandom random) {
+          s.appendTokens(ids);
+          s.probability();
+          int k = prompt ? promptK : inferenceK;
+          s.appendLatents(k);
+          return k;
+        }
+
+        @Override
+        public void close() {
+          s.close();
+        }
+      };
+    });
+  }
+
+  /**
+   * Serves {@code service} on an in-process channel for {@code warmUp}, then waits until its model thread has handled
+   * the ends of the synthetic sessions: after this, nothing of the warm-up is left.
+   */
+  static Report inProcess(String what, BindableService service, ModelThread modelThread,
+      Function<ManagedChannel, Report> warmUp) {
     String name = "memgen-warm-up-" + what + "-" + System.identityHashCode(service);
-    int sessions = 0;
-    int[] calls = {0}; // counted call by call: a failure in a session keeps the ones made before it
     Server server = null;
     ManagedChannel channel = null;
     try {
       server = InProcessServerBuilder.forName(name).directExecutor().addService(service).build().start();
       channel = InProcessChannelBuilder.forName(name).directExecutor().build();
-      SplittableRandom random = new SplittableRandom(1);
-      while (calls[0] < maxCalls && System.nanoTime() < deadline) {
-        int before = calls[0];
-        sessions++;
-        try (Session s = opener.open(channel, "warm-up-" + sessions)) {
-          generation(s, random, vocabSize, maxLength, maxCalls, deadline, calls);
-        }
-        if (calls[0] == before) { // not even the prompt fits the session length
-          break;
-        }
-      }
-    } catch (IOException | RuntimeException e) {
-      LOG.warn("{} warm-up stopped after {} calls: {}", what, calls[0], e.toString());
+      return warmUp.apply(channel);
+    } catch (IOException | RuntimeException e) { // e.g. the service refused to describe itself
+      LOG.warn("{} warm-up did not start: {}", what, e.toString());
+      return new Report(0, 0, Duration.ZERO);
     } finally {
       if (channel != null) {
         channel.shutdownNow();
@@ -104,7 +152,37 @@ public final class WarmUp {
           Thread.currentThread().interrupt();
         }
       }
-      modelThread.drain(); // the sessions' ends are handled there: after this, nothing of the warm-up is left
+      modelThread.drain();
+    }
+  }
+
+  /**
+   * Runs synthetic generations until {@code budget} has passed (checked before each call, so it may run over by one
+   * call) or {@code maxCalls} calls were made. A failure stops the warm-up and is logged.
+   */
+  private static Report drive(String what, int vocabSize, int maxLength, Duration budget, int maxCalls,
+      Function<String, Session> open) {
+    long start = System.nanoTime();
+    if (budget.isZero() || budget.isNegative() || maxCalls <= 0) {
+      return new Report(0, 0, Duration.ZERO);
+    }
+    long deadline = start + budget.toNanos();
+    int sessions = 0;
+    int[] calls = {0}; // counted call by call: a failure in a session keeps the ones made before it
+    try {
+      SplittableRandom random = new SplittableRandom(1);
+      while (calls[0] < maxCalls && System.nanoTime() < deadline) {
+        int before = calls[0];
+        sessions++;
+        try (Session s = open.apply("warm-up-" + sessions)) {
+          generation(s, random, vocabSize, maxLength, maxCalls, deadline, calls);
+        }
+        if (calls[0] == before) { // not even the prompt fits the session length
+          break;
+        }
+      }
+    } catch (RuntimeException e) {
+      LOG.warn("{} warm-up stopped after {} calls: {}", what, calls[0], e.toString());
     }
     Report report = new Report(sessions, calls[0], Duration.ofNanos(System.nanoTime() - start));
     LOG.info("{} warmed up: {} calls in {} synthetic sessions, {} ms", what, report.calls(), report.sessions(),

@@ -25,7 +25,6 @@ import io.grpc.stub.StreamObserver;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import java.util.SplittableRandom;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
 import java.util.concurrent.RejectedExecutionException;
@@ -156,39 +155,13 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
    */
   public WarmUp.Report warmUp(Duration budget, int maxCalls) {
     int h = base.config().hiddenSize();
-    Boolean[] readsHidden = new Boolean[1]; // the default adapter's row source, asked once
     int maxLength = limits.sessionLength(base.config().maxPositions());
-    return WarmUp.run("weaver", this, modelThread, base.config().vocabSize(), maxLength, budget, maxCalls, (channel, id) -> {
-      if (readsHidden[0] == null) {
-        readsHidden[0] = WeaverGrpc.newBlockingStub(channel).describe(DescribeRequest.getDefaultInstance())
-            .getRowSource() == RowSource.LAST_HIDDEN_STATES;
-      }
-      boolean hidden = readsHidden[0];
-      RemoteWeaver.Session s = new RemoteWeaver(channel, baseFingerprint, h, "", WarmUp.DEADLINE).open(id, hidden);
-      return new WarmUp.Session() {
-        @Override
-        public int step(int[] ids, boolean prompt, SplittableRandom random) {
-          Weaver.Kind kind = prompt ? Weaver.Kind.PROMPT : Weaver.Kind.INFERENCE;
-          if (hidden) {
-            s.appendTokens(ids, WarmUp.rows(random, ids.length, h));
-          } else {
-            s.appendTokens(ids);
-          }
-          s.weave(kind);
-          int k = s.k(kind);
-          if (hidden) {
-            s.acceptLatents(WarmUp.rows(random, k, h));
-          } else {
-            s.acceptLatents();
-          }
-          return k;
-        }
-
-        @Override
-        public void close() {
-          s.close();
-        }
-      };
+    return WarmUp.inProcess("weaver", this, modelThread, channel -> {
+      boolean readsHidden = WeaverGrpc.newBlockingStub(channel).describe(DescribeRequest.getDefaultInstance())
+          .getRowSource() == RowSource.LAST_HIDDEN_STATES;
+      RemoteWeaver client = new RemoteWeaver(channel, baseFingerprint, h, "", WarmUp.DEADLINE);
+      return WarmUp.weaver("weaver", id -> client.open(id, readsHidden), base.config().vocabSize(), h, maxLength,
+          budget, maxCalls);
     });
   }
 

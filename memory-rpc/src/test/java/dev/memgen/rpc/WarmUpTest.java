@@ -127,5 +127,28 @@ class WarmUpTest {
         ServiceLimits.DEFAULT);
     trigger.close(); // its model thread is gone: every message is refused
     assertEquals(0, trigger.warmUp(Duration.ofSeconds(30), 5).calls());
+    WeaverService weaver = new WeaverService(fx.base, fx.memory, fx.fingerprint, "default", ServiceLimits.DEFAULT);
+    weaver.close(); // the weaver asks how its adapter reads rows first: that is refused too
+    assertEquals(0, weaver.warmUp(Duration.ofSeconds(30), 5).calls());
+  }
+
+  @Test
+  void aClientWarmsUpThePathToARemoteServiceToo() throws Exception {
+    try (Fixture.Served served = fx.serve(0, ServiceLimits.DEFAULT)) {
+      ManagedChannel channel = Fixture.channel(served.port());
+      try {
+        RemoteWeaver weaver = new RemoteWeaver(channel, fx.fingerprint, fx.base.config().hiddenSize(), "",
+            CallDeadline.of(Duration.ofSeconds(30)));
+        RemoteTrigger trigger = new RemoteTrigger(channel, fx.fingerprint, "", CallDeadline.of(Duration.ofSeconds(30)));
+        int vocab = fx.base.config().vocabSize();
+        int maxLength = fx.base.config().maxPositions();
+        assertEquals(15, WarmUp.weaver("weaver", weaver::open, vocab, fx.base.config().hiddenSize(), maxLength,
+            Duration.ofMinutes(2), 15).calls());
+        assertEquals(15, WarmUp.trigger("trigger", trigger::open, vocab, Fixture.PROMPT_K, Fixture.INFERENCE_K,
+            maxLength, Duration.ofMinutes(2), 15).calls());
+      } finally {
+        channel.shutdownNow();
+      }
+    }
   }
 }
