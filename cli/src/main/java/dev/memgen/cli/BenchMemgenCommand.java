@@ -49,6 +49,9 @@ import picocli.CommandLine.Option;
     description = "Measure decode tokens/s: vanilla, MemGen in-process, MemGen over gRPC (weaver and trigger as "
         + "separate processes on loopback), and the re-prefill strategy (medians).")
 final class BenchMemgenCommand implements Callable<Integer> {
+  /** How long the warm-up of the gRPC path may take, per service. */
+  private static final Duration GRPC_WARM_UP = Duration.ofSeconds(10);
+
   @Option(names = "--model", required = true, description = "Hugging Face checkpoint directory") Path model;
 
   @Option(names = "--memory", description = "memory directory (default: a fresh one with --k latents)") Path memory;
@@ -59,14 +62,11 @@ final class BenchMemgenCommand implements Callable<Integer> {
 
   @Option(names = "--insertions", defaultValue = "5", description = "inference insertions per run (default ${DEFAULT-VALUE})") int insertions;
 
-  /** How long the warm-up of the gRPC path may take, per service. */
-  private static final Duration GRPC_WARM_UP = Duration.ofSeconds(10);
-
   @Option(names = "--runs", defaultValue = "3", description = "measured runs (default ${DEFAULT-VALUE})") int runs;
 
   @Option(names = "--warmup", defaultValue = "3",
-      description = "unmeasured runs first, for the JIT (the service processes also warm themselves up when they start; "
-          + "default ${DEFAULT-VALUE})")
+      description = "unmeasured runs first, for the JIT (the gRPC path is also warmed up on its own, with up to "
+          + WarmUp.DEFAULT_CALLS + " synthetic calls per service; default ${DEFAULT-VALUE})")
   int warmup;
 
   @Option(names = "--grpc", negatable = true, defaultValue = "true", fallbackValue = "true",
