@@ -50,7 +50,7 @@ import picocli.CommandLine.Option;
         + "separate processes on loopback), and the re-prefill strategy (medians).")
 final class BenchMemgenCommand implements Callable<Integer> {
   /** How long the warm-up of the gRPC path may take, per service. */
-  private static final Duration GRPC_WARM_UP = Duration.ofSeconds(10);
+  private static final Duration GRPC_WARM_UP = Duration.ofSeconds(60);
 
   @Option(names = "--model", required = true, description = "Hugging Face checkpoint directory") Path model;
 
@@ -65,9 +65,18 @@ final class BenchMemgenCommand implements Callable<Integer> {
   @Option(names = "--runs", defaultValue = "3", description = "measured runs (default ${DEFAULT-VALUE})") int runs;
 
   @Option(names = "--warmup", defaultValue = "3",
-      description = "unmeasured runs first, for the JIT (the gRPC path is also warmed up on its own, with up to "
-          + WarmUp.DEFAULT_CALLS + " synthetic calls per service; default ${DEFAULT-VALUE})")
+      description = "unmeasured runs first, for the JIT (the gRPC path is also warmed up on its own: "
+          + "--grpc-warm-up-calls; default ${DEFAULT-VALUE})")
   int warmup;
+
+  // A run makes only a few calls per service, so warm-up runs alone would leave the gRPC path (this JVM's clients,
+  // the sockets, the services' handlers) partly interpreted for hundreds of runs. Measured on the tiny model: after
+  // 600 calls a weave over gRPC took 6.4-7.0 ms, after 5000 calls 5.0 ms (in process: 2.7-3.3 ms).
+  @Option(names = "--grpc-warm-up-calls", defaultValue = "5000",
+      description = "synthetic calls per service that warm up the gRPC path before any run, so that the runs measure "
+          + "the steady state of a service that has been serving a while (at most 60 s per service; "
+          + "default ${DEFAULT-VALUE})")
+  int grpcWarmUpCalls;
 
   @Option(names = "--grpc", negatable = true, defaultValue = "true", fallbackValue = "true",
       description = "also measure the weaver and trigger as separate processes over gRPC (default: yes; --no-grpc skips)")
@@ -75,8 +84,9 @@ final class BenchMemgenCommand implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
-    if (newTokens < 2 || insertions < 0 || runs < 1 || k < 1 || warmup < 0) {
-      throw new IllegalArgumentException("need --new-tokens >= 2, --insertions >= 0, --runs >= 1, --warmup >= 0, --k >= 1");
+    if (newTokens < 2 || insertions < 0 || runs < 1 || k < 1 || warmup < 0 || grpcWarmUpCalls < 0) {
+      throw new IllegalArgumentException("need --new-tokens >= 2, --insertions >= 0, --runs >= 1, --warmup >= 0, --k >= 1, "
+          + "--grpc-warm-up-calls >= 0");
     }
     String fingerprint = Checkpoint.open(model).fingerprint();
     try (Decoder decoder = Decoder.load(model)) {
@@ -94,6 +104,8 @@ final class BenchMemgenCommand implements Callable<Integer> {
         TriggerLink remoteTrigger = null;
         ManagedChannel weaverChannel = null;
         ManagedChannel triggerChannel = null;
+        WarmUp.Report weaverWarmUp = null;
+        WarmUp.Report triggerWarmUp = null;
         if (grpc) {
           System.err.println("starting the weaver and trigger as separate processes ...");
           int weaverPort = children.serve("weaver", "--model", model.toString(), "--memory", memDir.toString());
@@ -104,13 +116,13 @@ final class BenchMemgenCommand implements Callable<Integer> {
           RemoteWeaver weaver = new RemoteWeaver(weaverChannel, fingerprint, decoder.config().hiddenSize(), "", deadline);
           RemoteTrigger trigger = new RemoteTrigger(triggerChannel, fingerprint, "", deadline);
           // Each service warmed itself up, over an in-process channel; this warms the rest of the path: this JVM's
-          // clients, the sockets, the wire format. A few calls per run would leave them cold for hundreds of runs.
+          // clients, the sockets, the wire format (see --grpc-warm-up-calls).
           System.err.println("warming up the gRPC path ...");
           ModelConfig c = decoder.config();
-          WarmUp.Report w = WarmUp.weaver("weaver over gRPC", weaver::open, c.vocabSize(), c.hiddenSize(), c.maxPositions(),
-              GRPC_WARM_UP, WarmUp.DEFAULT_CALLS);
-          WarmUp.Report t = WarmUp.trigger("trigger over gRPC", trigger::open, c.vocabSize(), mem.manifest().promptK(),
-              mem.manifest().inferenceK(), c.maxPositions(), GRPC_WARM_UP, WarmUp.DEFAULT_CALLS);
+          WarmUp.Report w = weaverWarmUp = WarmUp.weaver("weaver over gRPC", weaver::open, c.vocabSize(), c.hiddenSize(), c.maxPositions(),
+              GRPC_WARM_UP, grpcWarmUpCalls);
+          WarmUp.Report t = triggerWarmUp = WarmUp.trigger("trigger over gRPC", trigger::open, c.vocabSize(), mem.manifest().promptK(),
+              mem.manifest().inferenceK(), c.maxPositions(), GRPC_WARM_UP, grpcWarmUpCalls);
           System.err.printf("warmed up: %d weaves in %d ms, %d trigger calls in %d ms%n", w.calls(), w.took().toMillis(),
               t.calls(), t.took().toMillis());
           remoteWeaver = weaver;
@@ -223,6 +235,8 @@ final class BenchMemgenCommand implements Callable<Integer> {
         if (grpc) {
           out.put("grpc_trigger_ms", Stats.median(column(grpcCalls, 0)));
           out.put("grpc_weave_ms", Stats.median(column(grpcCalls, 1)));
+          out.put("grpc_warm_up_weaves", weaverWarmUp.calls());
+          out.put("grpc_warm_up_trigger_calls", triggerWarmUp.calls());
         }
         out.set("machine", Machine.describe());
         System.out.printf("vanilla              %8.2f tok/s%n", Stats.median(vanilla));

@@ -193,7 +193,7 @@ class CliTest {
     Path base = tmp.resolve("tiny");
     assertEquals(0, memgen("make-tiny", "--out", base.toString()).exit());
     Run run = memgen("bench", "memgen", "--model", base.toString(), "--new-tokens", "16", "--insertions", "2", "--k", "2",
-        "--runs", "1", "--warmup", "0");
+        "--runs", "1", "--warmup", "0", "--grpc-warm-up-calls", "20");
     assertEquals(0, run.exit(), run.err());
     JsonNode json = new ObjectMapper().readTree(run.lastLine());
     for (String key : List.of("vanilla_tps", "memgen_inprocess_tps", "memgen_grpc_tps", "reprefill_tps",
@@ -201,6 +201,8 @@ class CliTest {
       assertTrue(json.get(key).asDouble() > 0, key + " in " + run.lastLine());
     }
     assertEquals(2, json.get("insertions").asInt());
+    assertEquals(20, json.get("grpc_warm_up_weaves").asInt(), "--grpc-warm-up-calls: " + run.lastLine());
+    assertEquals(20, json.get("grpc_warm_up_trigger_calls").asInt(), "--grpc-warm-up-calls: " + run.lastLine());
     assertTrue(json.get("same_tokens").asBoolean(), "every strategy made the same insertions and tokens: " + run.lastLine());
   }
 
