@@ -35,9 +35,9 @@ final class Linear {
    * THREADS, ... in turn. Why finer blocks for a few dozen rows: libtorch's GEMM (MKL) is slow on a large weight
    * there — on the 0.5B shapes at 46 rows the fused gate/up weight (9728×896, 35 MB) ran at 45–50 GFLOP/s on two
    * cores in two blocks while down_proj (17 MB) ran at 85–94; in 4 MB blocks a whole 46-row forward was faster in
-   * 7 of 8 side-by-side pairs (by 2–20%; one pair was 11% slower: this VM drifts). At 256 rows the finer blocks were
-   * slower (2 of 2 pairs), and a
-   * matrix-vector product (decode) would only pay a JNI call per extra block: both keep one block per thread.
+   * 7 of 8 side-by-side pairs (by 2–20%; one pair was 11% slower: this VM drifts). At 256 rows the finer blocks
+   * were slower (2 of 2 pairs), and a matrix-vector product (decode) would only pay a JNI call per extra block:
+   * both keep one block per thread.
    */
   private record Blocks(NDArray[] weights, NDArray[] biases) {
     static Blocks of(NDArray weight, NDArray bias, int count) {
