@@ -119,12 +119,12 @@ final class BenchMemgenCommand implements Callable<Integer> {
           // clients, the sockets, the wire format (see --grpc-warm-up-calls).
           System.err.println("warming up the gRPC path ...");
           ModelConfig c = decoder.config();
-          WarmUp.Report w = weaverWarmUp = WarmUp.weaver("weaver over gRPC", weaver::open, c.vocabSize(), c.hiddenSize(), c.maxPositions(),
-              GRPC_WARM_UP, grpcWarmUpCalls);
-          WarmUp.Report t = triggerWarmUp = WarmUp.trigger("trigger over gRPC", trigger::open, c.vocabSize(), mem.manifest().promptK(),
+          weaverWarmUp = WarmUp.weaver("weaver over gRPC", weaver::open, c.vocabSize(), c.hiddenSize(),
+              c.maxPositions(), GRPC_WARM_UP, grpcWarmUpCalls);
+          triggerWarmUp = WarmUp.trigger("trigger over gRPC", trigger::open, c.vocabSize(), mem.manifest().promptK(),
               mem.manifest().inferenceK(), c.maxPositions(), GRPC_WARM_UP, grpcWarmUpCalls);
-          System.err.printf("warmed up: %d weaves in %d ms, %d trigger calls in %d ms%n", w.calls(), w.took().toMillis(),
-              t.calls(), t.took().toMillis());
+          System.err.printf("warmed up: %d weaves in %d ms, %d trigger calls in %d ms%n", weaverWarmUp.calls(),
+              weaverWarmUp.took().toMillis(), triggerWarmUp.calls(), triggerWarmUp.took().toMillis());
           remoteWeaver = weaver;
           remoteTrigger = trigger;
         }

@@ -11,9 +11,9 @@ import java.util.concurrent.Future;
  * <p>Why: libtorch runs a matrix-vector product (one input row: a decode step) on a single thread, and one core
  * cannot read memory as fast as all of them (measured here: 16 GB/s for one core, 25 GB/s for two). So a large
  * weight is viewed as row blocks (views, no copy), one per core (more for a few dozen rows, see {@link Blocks}),
- * computed concurrently and joined. libtorch's own
- * intra-op threads are set to 1 ({@link Engines}): its idle OpenMP threads spin on the cores our blocks need, and
- * this split parallelises matrix-matrix products (prefill, batches) as well as it does.
+ * computed concurrently and joined. libtorch's own intra-op threads are set to 1 ({@link Engines}): its idle OpenMP
+ * threads spin on the cores our blocks need, and this split parallelises matrix-matrix products (prefill, batches)
+ * as well as it does.
  */
 final class Linear {
   /** Below this many weight elements, the thread hand-off costs more than the bandwidth it wins. */
