@@ -230,11 +230,15 @@ final class BenchMemgenCommand implements Callable<Integer> {
           out.put("grpc_vs_reprefill_cached_tail", Stats.median(ratios(overGrpc, reprefillCachedTail)));
         }
         // Where an insertion's time goes, as the decode loop sees it (medians over runs of each run's mean).
-        out.put("inprocess_trigger_ms", Stats.median(column(inProcessCalls, 0)));
-        out.put("inprocess_weave_ms", Stats.median(column(inProcessCalls, 1)));
+        double inProcessTriggerMs = Stats.median(column(inProcessCalls, 0));
+        double inProcessWeaveMs = Stats.median(column(inProcessCalls, 1));
+        double grpcTriggerMs = grpc ? Stats.median(column(grpcCalls, 0)) : Double.NaN;
+        double grpcWeaveMs = grpc ? Stats.median(column(grpcCalls, 1)) : Double.NaN;
+        out.put("inprocess_trigger_ms", inProcessTriggerMs);
+        out.put("inprocess_weave_ms", inProcessWeaveMs);
         if (grpc) {
-          out.put("grpc_trigger_ms", Stats.median(column(grpcCalls, 0)));
-          out.put("grpc_weave_ms", Stats.median(column(grpcCalls, 1)));
+          out.put("grpc_trigger_ms", grpcTriggerMs);
+          out.put("grpc_weave_ms", grpcWeaveMs);
           out.put("grpc_warm_up_weaves", weaverWarmUp.calls());
           out.put("grpc_warm_up_trigger_calls", triggerWarmUp.calls());
         }
@@ -253,11 +257,10 @@ final class BenchMemgenCommand implements Callable<Integer> {
             mem.weaver().k(Weaver.Kind.INFERENCE), newTokens, mem.manifest().maxInferenceAug());
         System.out.printf("  with cached tail   %8.2f tok/s  (the same re-prefills, but decoding with a cache after the cap)%n",
             Stats.median(reprefillCachedTail));
-        System.out.printf("per insertion        in-process: trigger call %.2f ms, weave %.2f ms", Stats.median(column(inProcessCalls, 0)),
-            Stats.median(column(inProcessCalls, 1)));
+        System.out.printf("per insertion        in-process: trigger call %.2f ms, weave %.2f ms", inProcessTriggerMs,
+            inProcessWeaveMs);
         if (grpc) {
-          System.out.printf("; over gRPC: trigger call %.2f ms, weave %.2f ms", Stats.median(column(grpcCalls, 0)),
-              Stats.median(column(grpcCalls, 1)));
+          System.out.printf("; over gRPC: trigger call %.2f ms, weave %.2f ms", grpcTriggerMs, grpcWeaveMs);
         }
         System.out.println();
         if (!sameTokens) {

@@ -29,15 +29,20 @@ import org.slf4j.LoggerFactory;
  * a trigger-service's 46-token Decide took a median 7.7 ms over its first 100 calls, 5.5 ms over the next 100 and
  * 3.4 ms after 500 (1.7 ms in-process, whose path the reasoner's own decoding keeps compiled); after this warm-up
  * the first 100 took 5.7 ms. The rest is the socket path and wire format, which the in-process channel skips, and
- * the client's side: in bench memgen, warming the whole path too took a trigger call from 7.8 ms to 4.1–5.1 ms and
- * a weave from 8.6 ms to 4.6–5.3 ms (separate runs, same day). On large models the matrix products dominate, and the budget runs out after a few calls.
+ * the client's side: in bench memgen, warming the whole path with 600 calls took a trigger call from 7.8 ms to
+ * 4.1–5.1 ms and a weave from 8.6 ms to 4.6–5.3 ms, and 5000 calls took a weave further, from 6.4–7.0 ms to 5.0 ms
+ * (each pair side by side, same day). On large models the matrix products dominate, and the budget runs out after
+ * a few calls.
  */
 public final class WarmUp {
   private static final Logger LOG = LoggerFactory.getLogger(WarmUp.class);
   /** Per call: generous, since one call on a large model on a CPU takes seconds. */
   static final CallDeadline DEADLINE = CallDeadline.of(Duration.ofMinutes(5));
 
-  /** Calls a warm-up makes unless told otherwise: where the measured latency stopped improving. */
+  /**
+   * Calls a service's warm-up makes unless told otherwise: where its in-process latency had levelled off (above). The
+   * socket path gains for thousands of calls more, which only real traffic (or bench memgen) gives it.
+   */
   public static final int DEFAULT_CALLS = 600;
 
   static final int PROMPT_TOKENS = 32;
