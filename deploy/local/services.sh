@@ -96,17 +96,18 @@ start() {
     fi
     i=$((i + 1))
   done
-  # Wait (up to 60 s) for every gRPC port to accept connections; report a service that died.
+  # Wait (up to 120 s) until every service has started: Quarkus opens the gRPC port before the model is loaded and
+  # warm (calls then get UNAVAILABLE), and logs "started in" once it is. Report a service that died.
   i=0
   for s in "${services[@]}"; do
     local port=$((grpc_base + i)) waited=0
-    until port_open "$port"; do
+    until port_open "$port" && grep -q " started in " "$run_dir/$s.log"; do
       if ! pid_of "$s" > /dev/null; then
         echo "$s failed to start; its log ($run_dir/$s.log) ends with:" >&2
         tail -n 20 "$run_dir/$s.log" >&2
         stop; exit 1
       fi
-      [ $waited -ge 600 ] && { echo "$s did not open port $port within 60 s" >&2; stop; exit 1; }
+      [ $waited -ge 1200 ] && { echo "$s did not start (port $port) within 120 s" >&2; stop; exit 1; }
       sleep 0.1; waited=$((waited + 1))
     done
     echo "$s pid $(cat "$run_dir/$s.pid") grpc 127.0.0.1:$port"

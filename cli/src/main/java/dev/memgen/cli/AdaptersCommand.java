@@ -96,7 +96,8 @@ final class AdaptersCommand {
           }
           System.out.printf("%-16s %7d %7d %-12s %-20s %-8s %s | %s%n", n, v.version(), v.parent(),
               prefix(v.baseFingerprint()), v.created().truncatedTo(ChronoUnit.SECONDS),
-              currentFor.isEmpty() ? "-" : String.join(",", currentFor), text(v.metrics()), text(v.offsets()));
+              currentFor.isEmpty() ? "-" : String.join(",", currentFor), text(v.metrics()), text(v.offsets())
+                  + (v.counts().isEmpty() ? "" : " | trajectories " + text(v.counts())));
           ObjectNode row = rows.addObject();
           row.put("name", n);
           row.put("version", v.version());
@@ -107,6 +108,8 @@ final class AdaptersCommand {
           new TreeMap<>(v.metrics()).forEach(metrics::put);
           ObjectNode offsets = row.putObject("offsets");
           new TreeMap<>(v.offsets()).forEach(offsets::put);
+          ObjectNode trajectories = row.putObject("trajectories"); // its ledger's outcomes, by id
+          new TreeMap<>(v.counts()).forEach(trajectories::put);
           ArrayNode cur = row.putArray("current");
           currentFor.forEach(cur::add);
         }

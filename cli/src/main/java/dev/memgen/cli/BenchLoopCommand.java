@@ -60,16 +60,21 @@ final class BenchLoopCommand implements Callable<Integer> {
     LoopBench.Result r = new LoopBench(new LoopBench.Settings(Main.home(), model.toAbsolutePath(), mem.toAbsolutePath(),
         dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout),
         line -> System.err.println("bench loop: " + line)).run();
-    System.out.printf("%d trajectories published, %d trained, %d lost, %d trained twice; %d adapter versions; "
-        + "trainer ingest %.1f trajectories/s; trajectory -> serving median %.1f s (p90 %.1f s)%s%n",
-        r.trajectoriesPublished(), r.trajectoriesTrained(), r.trajectoriesLost(), r.trajectoriesDuplicated(),
+    System.out.printf("%d trajectories published, %d trained, %d judged (reward too low to teach), %d waiting, %d lost, "
+        + "%d trained twice; %d adapter versions; trainer ingest %.1f trajectories/s; trajectory -> serving median %.1f s "
+        + "(p90 %.1f s)%s%n",
+        r.trajectoriesPublished(), r.trajectoriesTrained(), r.trajectoriesJudged(), r.trajectoriesWaiting(),
+        r.trajectoriesLost(), r.trajectoriesDuplicated(),
         r.adapterVersions(), r.ingestTps(), r.trajectoryToServingMedianS(), r.trajectoryToServingP90S(),
         crashTrainer ? (r.trainerKilledMidWindow() ? "; trainer killed mid-window" : "; trainer killed after its window") : "");
     ObjectNode json = Json.object();
     json.put("trajectories_published", r.trajectoriesPublished());
     json.put("trajectories_trained", r.trajectoriesTrained());
+    json.put("trajectories_judged", r.trajectoriesJudged());
+    json.put("trajectories_waiting", r.trajectoriesWaiting());
     json.put("trajectories_lost", r.trajectoriesLost());
     json.put("trajectories_duplicated", r.trajectoriesDuplicated());
+    json.put("trajectories_deduplicated", r.trajectoriesDeduplicated());
     json.put("adapter_versions", r.adapterVersions());
     json.put("ingest_tps", r.ingestTps());
     json.put("trajectory_to_serving_s", r.trajectoryToServingMedianS());

@@ -4,6 +4,8 @@ import dev.memgen.log.AdapterLog;
 import dev.memgen.log.ExperienceLog;
 import dev.memgen.log.Topics;
 import dev.memgen.log.broker.KafkaBroker;
+import dev.memgen.log.store.AdapterStore;
+import dev.memgen.log.store.Ledger;
 import dev.memgen.model.data.ArithmeticTasks;
 import dev.memgen.model.data.BoxedAnswer;
 import dev.memgen.proto.v1.AdapterComponent;
@@ -16,7 +18,6 @@ import dev.memgen.proto.v1.FeedbackIntakeGrpc;
 import dev.memgen.proto.v1.Finished;
 import dev.memgen.proto.v1.GenerateEvent;
 import dev.memgen.proto.v1.GenerateRequest;
-import dev.memgen.proto.v1.OffsetRange;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.StatusRequest;
 import dev.memgen.proto.v1.SubmitFeedbackRequest;
@@ -34,7 +35,6 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.Iterator;
-import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -48,8 +48,8 @@ import org.apache.kafka.common.TopicPartition;
  * The continual-learning loop for real, measured: a Kafka broker, and the four services as their own processes
  * ({@code deploy/local/services.sh}), with traffic sent to the reasoner over gRPC and feedback through its
  * FeedbackIntake. Optionally the trainer is killed with SIGKILL in the middle of a window and restarted. At the end
- * every published trajectory is looked up in the announced versions' {@code trained_on} ranges: the accounting that
- * says whether anything was lost or trained twice. {@code memgen bench loop} prints the result; the deploy module's
+ * every published trajectory is looked up by id in the published versions' ledgers: the accounting that says whether
+ * anything was lost or trained twice. {@code memgen bench loop} prints the result; the deploy module's
  * loop test asserts it.
  */
 public final class LoopBench {
@@ -62,12 +62,15 @@ public final class LoopBench {
       int maxNewTokens, String reward, boolean crashTrainer, Duration timeout) {}
 
   /** What a run measured. Times in seconds; versions count the announcements after the initial one. */
-  public record Result(long trajectoriesPublished, long trajectoriesTrained, long trajectoriesLost,
-      long trajectoriesDuplicated, int adapterVersions, double ingestTps, double trajectoryToServingMedianS,
+  public record Result(long trajectoriesPublished, long trajectoriesTrained, long trajectoriesJudged,
+      long trajectoriesWaiting, long trajectoriesLost, long trajectoriesDuplicated, long trajectoriesDeduplicated,
+      int adapterVersions, double ingestTps, double trajectoryToServingMedianS,
       double trajectoryToServingP90S, long latestVersion, long lastRequestWeaverVersion, boolean trainerKilledMidWindow,
       long trainerLag, double seconds) {}
 
   private static final String NAME = "default";
+  /** Accounting stops waiting once nothing has changed for this long after the traffic. */
+  private static final Duration SETTLE = Duration.ofSeconds(30);
 
   private final Settings s;
   private final Consumer<String> progress;
@@ -120,13 +123,20 @@ public final class LoopBench {
           }
         }
         progress.accept("traffic done; waiting until every trajectory is in a published version");
-        Accounting a = awaitAccounted(bootstrap);
+        ManagedChannel trainer = channel(grpcBase + 3);
+        Accounting a;
+        try {
+          a = awaitAccounted(bootstrap, trainer);
+        } finally {
+          trainer.shutdownNow();
+        }
         long latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
         awaitVersion(weaver, latest, "the weaver to serve v" + latest);
         prober.interrupt();
         Served last = generate(reasoner, tasks.get(0).prompt());
         long lag = trainerLag(channel(grpcBase + 3));
-        return new Result(a.published, a.trained, a.lost, a.duplicated, a.announced.size(), a.ingestTps(),
+        return new Result(a.published, a.trained, a.judged, a.waiting, a.lost, a.duplicated, a.deduplicated,
+            a.announced.size(), a.ingestTps(),
             a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion, killed,
             lag, (System.nanoTime() - t0) / 1e9);
       } finally {
@@ -232,19 +242,27 @@ public final class LoopBench {
     }
   }
 
-  /** The published trajectories set against the announced versions' ranges. */
+  /**
+   * The published trajectories set against what the versions' ledgers (in the adapter store) say of each id: trained
+   * (taught a published version), judged (rewarded too low to teach), otherwise decided (skipped, dead-lettered,
+   * expired), waiting in the trainer's open window, or lost (none of these: a bug).
+   */
   private static final class Accounting {
     long published;
     long trained;
+    long judged;
+    long otherwiseDecided;
+    long waiting;
     long lost;
-    long duplicated;
+    long duplicated; // ids trained into more than one version
+    long deduplicated; // records the trainer recognised as copies of an id it had trained or held
     final List<AdapterPublished> announced = new ArrayList<>(); // after the initial version, in order
     final Map<String, Long> publishedAtMillis = new HashMap<>(); // trajectory id -> record timestamp
     final Map<String, Long> trainedInto = new HashMap<>(); // trajectory id -> version
 
     double ingestTps() {
       double seconds = announced.stream().mapToDouble(a -> a.getEvalMetricsOrDefault("window_seconds", 0)).sum();
-      return seconds == 0 ? 0 : trained / seconds;
+      return seconds == 0 ? 0 : (trained + judged) / seconds;
     }
 
     /** The {@code q}-quantile over trained trajectories of (first served with their version) - (published). */
@@ -259,22 +277,37 @@ public final class LoopBench {
       });
       return Stats.quantile(delays, q);
     }
+
+    /** A signature of the state: unchanged for a while, nothing more will happen. */
+    String signature() {
+      return trained + "/" + judged + "/" + otherwiseDecided + "/" + waiting + "/" + announced.size();
+    }
   }
 
-  private Accounting awaitAccounted(String bootstrap) throws InterruptedException {
+  /**
+   * Accounts until every published trajectory is decided, or nothing has changed for {@link #SETTLE} (trajectories
+   * that wait for a window the gate keeps refusing stay waiting; they are reported as such), or the timeout.
+   */
+  private Accounting awaitAccounted(String bootstrap, ManagedChannel trainer) throws Exception {
     long deadline = System.nanoTime() + s.timeout().toNanos();
+    String last = "";
+    long sameSince = System.nanoTime();
     while (true) {
-      Accounting a = account(bootstrap);
-      if (a.lost == 0 || System.nanoTime() > deadline) {
+      Accounting a = account(bootstrap, trainer);
+      if (!a.signature().equals(last)) {
+        last = a.signature();
+        sameSince = System.nanoTime();
+      }
+      if (a.waiting + a.lost == 0 || System.nanoTime() > deadline || System.nanoTime() - sameSince > SETTLE.toNanos()) {
         return a;
       }
       Thread.sleep(1000);
     }
   }
 
-  private static Accounting account(String bootstrap) {
+  private Accounting account(String bootstrap, ManagedChannel trainer) throws IOException {
     Accounting a = new Accounting();
-    Map<TopicPartition, Map<Long, String>> ids = new LinkedHashMap<>(); // every trajectory by position
+    List<String> ids = new ArrayList<>(); // every trajectory, in log order per partition
     try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(bootstrap, "memgen-bench-accounting", null)) {
       List<TopicPartition> parts = c.partitionsFor(Topics.TRAJECTORIES).stream()
           .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
@@ -285,42 +318,58 @@ public final class LoopBench {
         for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
           Trajectory t = dev.memgen.log.Records.TRAJECTORY.deserializeOrNull(r.value());
           String id = t == null ? "offset:" + r.partition() + "@" + r.offset() : t.getTrajectoryId();
-          ids.computeIfAbsent(new TopicPartition(r.topic(), r.partition()), k -> new HashMap<>()).put(r.offset(), id);
+          ids.add(id);
           a.publishedAtMillis.put(id, r.timestamp());
           a.published++;
         }
       }
     }
-    Map<String, Integer> times = new HashMap<>();
+    AdapterStore store = AdapterStore.open(s.work().resolve("store"));
+    Map<String, Integer> trainedTimes = new HashMap<>();
+    java.util.Set<String> judged = new java.util.HashSet<>();
+    java.util.Set<String> decided = new java.util.HashSet<>();
     for (AdapterPublished p : AdapterLog.readAll(bootstrap, Duration.ofSeconds(30))) {
-      if (!p.getAdapterName().equals(NAME) || p.getComponent() != AdapterComponent.WEAVER || p.getVersion() == 1) {
+      if (!p.getAdapterName().equals(NAME) || p.getComponent() != AdapterComponent.WEAVER || p.getVersion() == 1
+          || p.getRolledBackFrom() != 0) {
         continue;
       }
       a.announced.add(p);
-      for (OffsetRange r : p.getTrainedOnList()) {
-        Map<Long, String> inPartition = ids.getOrDefault(new TopicPartition(r.getTopic(), r.getPartition()), Map.of());
-        for (long o = r.getFromOffset(); o < r.getToOffset(); o++) {
-          String id = inPartition.get(o);
-          if (id != null) {
-            times.merge(id, 1, Integer::sum);
-            a.trainedInto.putIfAbsent(id, p.getVersion());
+      for (Ledger.Entry e : store.ledger(NAME, p.getVersion()).entries()) {
+        switch (e.outcome()) {
+          case TRAINED -> {
+            trainedTimes.merge(e.trajectoryId(), 1, Integer::sum);
+            a.trainedInto.putIfAbsent(e.trajectoryId(), p.getVersion());
           }
+          case LOW_REWARD -> judged.add(e.trajectoryId());
+          case DUPLICATE -> a.deduplicated++;
+          case CARRIED -> { }
+          default -> decided.add(e.trajectoryId());
         }
       }
     }
-    for (Map<Long, String> inPartition : ids.values()) {
-      for (String id : inPartition.values()) {
-        int n = times.getOrDefault(id, 0);
-        if (n == 0) {
-          a.lost++;
-        } else {
-          a.trained++;
-          if (n > 1) {
-            a.duplicated++;
-          }
-        }
+    long waiting = 0;
+    try {
+      waiting = TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
+          .status(StatusRequest.getDefaultInstance()).getAdapters(0).getTrajectories().getWaiting();
+    } catch (RuntimeException e) {
+      // the trainer is restarting: it holds nothing then, and what it will hold is not yet decided either
+    }
+    long undecided = 0;
+    for (String id : new java.util.LinkedHashSet<>(ids)) {
+      int n = trainedTimes.getOrDefault(id, 0);
+      if (n > 0) {
+        a.trained++;
+        a.duplicated += n > 1 ? 1 : 0;
+      } else if (judged.contains(id)) {
+        a.judged++;
+      } else if (decided.contains(id)) {
+        a.otherwiseDecided++;
+      } else {
+        undecided++;
       }
     }
+    a.waiting = Math.min(waiting, undecided);
+    a.lost = undecided - a.waiting;
     return a;
   }
 

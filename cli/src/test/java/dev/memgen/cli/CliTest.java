@@ -376,7 +376,7 @@ class CliTest {
           dev.memgen.proto.v1.Trajectory.newBuilder().setTrajectoryId("t1").setSessionId("s1").addCompletionTokenIds(7).build()).get();
       var bad = new org.apache.kafka.clients.consumer.ConsumerRecord<String, byte[]>(dev.memgen.log.Topics.TRAJECTORIES, 0, 41L, "s2",
           dev.memgen.proto.v1.Trajectory.newBuilder().setTrajectoryId("t2").build().toByteArray());
-      log.deadLetter(bad, "rejected for the test").get();
+      log.deadLetters("test", java.time.Duration.ofSeconds(30)).send(List.of(java.util.Map.entry(bad, "rejected for the test")));
       String b = broker.bootstrapServers();
 
       Run stats = memgen("log", "stats", "--bootstrap", b);

@@ -1,7 +1,6 @@
 package dev.memgen.log;
 
 import com.google.protobuf.Message;
-import java.nio.charset.StandardCharsets;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -10,7 +9,6 @@ import java.util.Properties;
 import java.util.Set;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.Future;
-import java.util.function.Function;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
 import org.apache.kafka.clients.admin.NewTopic;
@@ -21,8 +19,6 @@ import org.apache.kafka.clients.producer.KafkaProducer;
 import org.apache.kafka.clients.producer.ProducerConfig;
 import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.clients.producer.RecordMetadata;
-import org.apache.kafka.common.errors.SerializationException;
-import org.apache.kafka.common.header.internals.RecordHeaders;
 import org.apache.kafka.common.serialization.ByteArrayDeserializer;
 import org.apache.kafka.common.serialization.ByteArraySerializer;
 import org.apache.kafka.common.serialization.StringDeserializer;
@@ -31,15 +27,10 @@ import org.apache.kafka.common.serialization.StringSerializer;
 /**
  * The experience log's client side: creates MemGen's topics (each with its dead-letter topic), publishes protobuf
  * records with an idempotent producer ({@code acks=all}: a record is acknowledged only once the broker has it, and a
- * retried send is never written twice), and decodes consumed records, routing the ones that do not decode or
- * validate to the dead-letter topic with the reason in a header, so one bad record never stalls a consumer.
+ * retried send is never written twice), and hands out {@link DeadLetters}, which decode consumed records and route the
+ * ones that do not decode or validate to the dead-letter topic, so one bad record never stalls a consumer.
  */
 public final class ExperienceLog implements AutoCloseable {
-  /** Header of a dead letter: why it was rejected. */
-  public static final String REASON_HEADER = "memgen.dlq.reason";
-  /** Header of a dead letter: where it came from, {@code topic-partition@offset}. */
-  public static final String SOURCE_HEADER = "memgen.dlq.source";
-
   private final String bootstrapServers;
   private final KafkaProducer<String, byte[]> producer;
 
@@ -113,41 +104,16 @@ public final class ExperienceLog implements AutoCloseable {
     return producer.send(new ProducerRecord<>(topic, key, record.toByteArray()));
   }
 
-  /** Sends a consumed record to its topic's dead-letter topic, unchanged, with the reason and its origin in headers. */
-  public Future<RecordMetadata> deadLetter(ConsumerRecord<String, byte[]> record, String reason) {
-    RecordHeaders headers = new RecordHeaders(record.headers().toArray());
-    headers.add(REASON_HEADER, reason.getBytes(StandardCharsets.UTF_8));
-    headers.add(SOURCE_HEADER, (record.topic() + "-" + record.partition() + "@" + record.offset()).getBytes(StandardCharsets.UTF_8));
-    return producer.send(new ProducerRecord<>(Topics.deadLetter(record.topic()), null, record.key(), record.value(), headers));
+  /**
+   * The dead letters of the consumer {@code by} (e.g. {@code trainer/default}), sent through this log's producer, each
+   * confirmed within {@code timeout}.
+   */
+  public DeadLetters deadLetters(String by, Duration timeout) {
+    return new DeadLetters(producer, by, timeout);
   }
 
   public void flush() {
     producer.flush();
-  }
-
-  /**
-   * Decodes a batch of consumed records: those that parse with {@code serde} and pass {@code validate} (which returns
-   * null for a good record, or what is wrong) come back in order; the others go to the dead-letter topic.
-   */
-  public <T extends Message> List<Decoded<T>> decode(Iterable<ConsumerRecord<String, byte[]>> records, ProtoSerde<T> serde,
-      Function<T, String> validate) {
-    List<Decoded<T>> good = new ArrayList<>();
-    for (ConsumerRecord<String, byte[]> r : records) {
-      String problem;
-      T value = null;
-      try {
-        value = serde.deserialize(r.topic(), r.value());
-        problem = value == null ? "empty record (no value)" : validate.apply(value);
-      } catch (SerializationException e) {
-        problem = e.getMessage();
-      }
-      if (problem == null) {
-        good.add(new Decoded<>(r, value));
-      } else {
-        deadLetter(r, problem);
-      }
-    }
-    return good;
   }
 
   /** A record that decoded and validated, with where it came from. */

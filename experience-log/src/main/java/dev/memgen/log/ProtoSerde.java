@@ -21,6 +21,11 @@ public final class ProtoSerde<T extends Message> implements Serde<T>, Serializer
     this.typeName = typeName;
   }
 
+  /** The record type's full name, e.g. {@code memgen.v1.Trajectory}. */
+  public String typeName() {
+    return typeName;
+  }
+
   @Override
   public byte[] serialize(String topic, T record) {
     return record == null ? null : record.toByteArray();

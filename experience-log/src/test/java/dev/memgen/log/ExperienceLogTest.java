@@ -74,31 +74,32 @@ class ExperienceLogTest {
     try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers())) {
       log.ensureTopics(1);
       for (int i = 0; i < 5; i++) {
-        log.publish(topic, "s" + i, Trajectory.newBuilder().setTrajectoryId("t" + i).setSessionId("s" + i).build()).get();
+        log.publish(topic, "s" + i, Trajectory.newBuilder().setTrajectoryId("t" + i).setSessionId("s" + i).setSchemaVersion(1)
+            .build()).get();
       }
       try (KafkaProducer<String, byte[]> raw = rawProducer()) {
         raw.send(new ProducerRecord<>(topic, "junk", new byte[] {(byte) 0xff, 0x01, 0x02})).get();
       }
-      log.publish(topic, "s5", Trajectory.newBuilder().setSessionId("s5").build()).get(); // no trajectory id
-      log.publish(topic, "s6", Trajectory.newBuilder().setTrajectoryId("t6").setSessionId("s6").build()).get();
+      log.publish(topic, "s5", Trajectory.newBuilder().setSessionId("s5").setSchemaVersion(1).build()).get(); // no id
+      log.publish(topic, "s6", Trajectory.newBuilder().setTrajectoryId("t6").setSessionId("s6").setSchemaVersion(1).build()).get();
 
       List<ConsumerRecord<String, byte[]>> consumed = readAll(topic);
-      List<ExperienceLog.Decoded<Trajectory>> good = log.decode(consumed, Records.TRAJECTORY,
-          t -> t.getTrajectoryId().isEmpty() ? "trajectory_id is empty" : null);
-      log.flush();
+      List<ExperienceLog.Decoded<Trajectory>> good = log.deadLetters("test", Duration.ofSeconds(30)).decode(consumed,
+          Records.TRAJECTORY, t -> t.getTrajectoryId().isEmpty() ? "trajectory_id is empty" : null).good();
       assertEquals(List.of("t0", "t1", "t2", "t3", "t4", "t6"),
           good.stream().map(d -> d.value().getTrajectoryId()).sorted().toList());
       assertEquals(8, consumed.size(), "every record was read: none stalls the consumer");
 
       List<ConsumerRecord<String, byte[]>> dead = readAll(Topics.deadLetter(topic));
-      List<String> reasons = dead.stream().map(r -> header(r, ExperienceLog.REASON_HEADER)).sorted().toList();
+      List<String> reasons = dead.stream().map(r -> header(r, DeadLetters.REASON_HEADER)).sorted().toList();
       assertEquals(2, reasons.size(), reasons.toString());
       assertTrue(reasons.get(0).contains("not a valid memgen.v1.Trajectory"), reasons.toString());
       assertEquals("trajectory_id is empty", reasons.get(1));
       ConsumerRecord<String, byte[]> junk = dead.stream().filter(r -> "junk".equals(r.key())).findFirst().orElseThrow();
-      assertTrue(header(junk, ExperienceLog.SOURCE_HEADER).matches(java.util.regex.Pattern.quote(topic) + "-\\d+@\\d+"),
-          header(junk, ExperienceLog.SOURCE_HEADER));
+      assertTrue(header(junk, DeadLetters.SOURCE_HEADER).matches(java.util.regex.Pattern.quote(topic) + "-\\d+@\\d+"),
+          header(junk, DeadLetters.SOURCE_HEADER));
       assertEquals(3, junk.value().length, "the dead letter keeps the record's bytes");
+      assertEquals("test", header(junk, DeadLetters.BY_HEADER));
     }
   }
 

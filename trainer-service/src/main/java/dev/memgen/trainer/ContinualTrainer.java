@@ -1,10 +1,12 @@
 package dev.memgen.trainer;
 
 import dev.memgen.log.AdapterLog;
+import dev.memgen.log.DeadLetters;
 import dev.memgen.log.ExperienceLog;
 import dev.memgen.log.Records;
 import dev.memgen.log.Topics;
 import dev.memgen.log.store.AdapterStore;
+import dev.memgen.log.store.Ledger;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.Directories;
@@ -24,7 +26,6 @@ import dev.memgen.model.train.WeaverSft;
 import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.Feedback;
-import dev.memgen.proto.v1.FinishReason;
 import dev.memgen.proto.v1.OffsetRange;
 import dev.memgen.proto.v1.Trajectory;
 import java.io.IOException;
@@ -34,15 +35,19 @@ import java.time.Duration;
 import java.time.Instant;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.OptionalDouble;
 import java.util.Queue;
+import java.util.TreeMap;
+import java.util.TreeSet;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicBoolean;
+import java.util.function.UnaryOperator;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
@@ -52,22 +57,55 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The continual-learning loop: consumes trajectories and feedback from the experience log in windows, trains the
- * weaver of one named adapter on each window, and publishes the result only when it does not regress on a held-out
- * set. The frozen base is never touched.
+ * The continual-learning loop: consumes trajectories and feedback from the experience log into an open window, trains
+ * the weaver of one named adapter on the window's rewarded trajectories, and publishes the result only when it does
+ * not regress on a held-out set. The frozen base is never touched.
  *
- * <p>Exactly-once accounting rests on one rule: <b>the adapter store is the commit point</b>. A version's store
- * record holds the input offsets consumed up to it, and its announcement's {@code trained_on} holds the ranges since
- * its parent's, so the published ranges tile the trajectory log with no gap and no overlap. The order of a publish
- * is store, then announcement, then consumer-group offsets (informational, for lag). A trainer killed at any point
- * restarts from the offsets of the latest stored version and re-consumes the rest; a version stored but never
- * announced (killed between the two) is announced at restart. A window that teaches nothing or fails the gate stays
- * open: its range is carried into the next published version, so every trajectory is accounted for once.
+ * <p>Exactly-once accounting rests on two rules. <b>The adapter store is the commit point</b>: a version's store
+ * record holds the input offsets consumed up to it, and its announcement's {@code trained_on} the ranges since its
+ * parent's, so the published ranges tile the trajectory log with no gap and no overlap; the order of a publish is
+ * store, then announcement, then consumer-group offsets (informational, for lag). And <b>every record in a range has
+ * one outcome in a version's {@link Ledger}</b>, by trajectory id: trained, judged (low reward), a duplicate of an id
+ * already trained or waiting, dead-lettered, skipped (memory off, cancelled), expired — or carried: a trajectory
+ * still waiting for its reward (or for a candidate that passes the gate) stays in the open window across publishes,
+ * and across restarts (the restarted trainer re-reads the carried records at their offsets). A trainer killed at any
+ * point restarts from the latest stored version's offsets and ledger; a version stored but never announced is
+ * announced at restart; dead letters it sent since the last publish are recognised and not sent again.
+ *
+ * <p>Before a window trains, both consumers catch up with everything in the log at that moment, so a window trains
+ * every trajectory whose reward was logged before it started. A record that makes training fail is
+ * isolated: the window is retried once, then each of its trajectories is trained alone, and those that fail alone
+ * are dead-lettered with the exception's message while the rest train; a failure no single record explains holds
+ * the window back under an exponential back-off (1 s to 5 min) while consumption goes on.
  */
 public final class ContinualTrainer implements AutoCloseable {
   private static final Logger LOG = LoggerFactory.getLogger(ContinualTrainer.class);
   private static final Duration KAFKA_TIMEOUT = Duration.ofSeconds(30);
+  private static final Duration CATCH_UP = Duration.ofSeconds(30);
+  private static final Duration MAX_RETRY_BACKOFF = Duration.ofMinutes(5);
   private static final int MAX_REMEMBERED_FEEDBACK = 1_000_000;
+  private static final List<String> INPUTS = List.of(Topics.TRAJECTORIES, Topics.FEEDBACK);
+
+  /**
+   * What the trainer takes in and how long it remembers.
+   *
+   * @param rewardHorizon a trajectory waits this long for its reward (across windows) before it expires
+   * @param maxWaiting at most this many trajectories wait in the open window; past it the oldest expire
+   * @param dedupHorizon trained ids are remembered this long after their version was published (the trajectories
+   *     topic's retention by default: an original older than that is gone from the log too)
+   * @param maxTrajectoryTokens prompt + completion tokens a trajectory may have to be trained (0: the model's context
+   *     with its latent rows); longer ones are dead-lettered
+   */
+  public record Intake(Duration rewardHorizon, int maxWaiting, Duration dedupHorizon, int maxTrajectoryTokens) {
+    public static final Intake DEFAULT = new Intake(Duration.ofHours(1), 100_000, Duration.ofDays(7), 0);
+
+    public Intake {
+      if (maxWaiting < 1 || maxTrajectoryTokens < 0) {
+        throw new IllegalArgumentException("need max waiting >= 1 and max trajectory tokens >= 0, got " + maxWaiting + ", "
+            + maxTrajectoryTokens);
+      }
+    }
+  }
 
   /**
    * How the trainer runs.
@@ -82,7 +120,7 @@ public final class ContinualTrainer implements AutoCloseable {
   public record Settings(String bootstrapServers, String adapterName, Path modelDir, Path initialMemory, Path storeDir,
       Path workDir, List<Evaluator.Problem> heldOut, double gateTolerance, int windowRewarded, Duration maxWindowWait,
       Duration feedbackGrace, double sftMinReward, int sftSteps, int sftBatch, double sftLr, int grpoSteps, Optional<Verifier> verifier,
-      int evalMaxNewTokens, int partitions, long seed) {
+      int evalMaxNewTokens, int partitions, long seed, Intake intake) {
     public Settings {
       if (windowRewarded < 1 || sftSteps < 1 || sftBatch < 1 || grpoSteps < 0 || partitions < 1) {
         throw new IllegalArgumentException("need a window of >= 1 rewarded trajectories, SFT steps and batch >= 1, "
@@ -95,12 +133,22 @@ public final class ContinualTrainer implements AutoCloseable {
   }
 
   /**
+   * The trajectory accounting, by id: over every version in the store (their ledgers) plus what was decided since the
+   * last publish; {@code waiting} is the open window. Feedback counts are since this trainer started.
+   */
+  public record Counts(long trained, long lowReward, long duplicated, long deadLettered, long skipped, long expired,
+      long waiting, long otherAdapters, long feedbackDeadLettered, long feedbackAfterTraining) {}
+
+  /**
    * What the trainer has done so far, for status reports and tests. {@code committed}: per trajectory partition, the
-   * offset up to which trajectories are in published versions (what the consumer group has committed).
+   * offset up to which trajectories are in published versions (what the consumer group has committed);
+   * {@code deadLettered}: dead letters this trainer process sent (trajectories and feedback); {@code heldBack}: why a
+   * due window is not training ("" when nothing holds it).
    */
   public record Status(long currentVersion, int windowTrajectories, int windowRewarded, int windowTarget, int published,
       int rejected, long consumed, long deadLettered, String activity, AdapterPublished lastPublished,
-      Map<String, Double> lastEvalMetrics, Instant lastEvalAt, Map<TopicPartition, Long> committed) {}
+      Map<String, Double> lastEvalMetrics, Instant lastEvalAt, Map<TopicPartition, Long> committed, Counts counts,
+      String heldBack) {}
 
   /** What a window came to: the announcement of the version it became, or why nothing was published. */
   public record Outcome(Optional<AdapterPublished> published, String refusal) {
@@ -109,20 +157,48 @@ public final class ContinualTrainer implements AutoCloseable {
     }
   }
 
+  /**
+   * Trains a window's candidate from the memory in {@code from}, returning the directory it wrote (under the work
+   * directory) with what it measured in {@code metrics}. The trainer's own is SFT then (optionally) GRPO; a
+   * constructor takes a decorator of it, so a test can make training fail on a record validation cannot catch.
+   */
+  interface WindowTraining {
+    Path train(Path from, List<TokenizedExample> sft, List<Evaluator.Problem> prompts, int sftSteps, int grpoSteps, long seed,
+        Map<String, Double> metrics) throws Exception;
+  }
+
   private record Forced(String reason, CompletableFuture<Outcome> done) {}
+
+  /** A trajectory in the open window: the record, where it is in the log, and when it was logged. */
+  private record Waiting(Trajectory t, String key, TopicPartition tp, long offset, long loggedAtMillis) {
+    String source() {
+      return tp.topic() + "-" + tp.partition() + "@" + offset;
+    }
+
+    ConsumerRecord<String, byte[]> asRecord() { // for a dead letter: the parsed record re-encoded, at its source
+      return new ConsumerRecord<>(tp.topic(), tp.partition(), offset, key, t.toByteArray());
+    }
+  }
+
+  /** A window member's part in a training run: its SFT example and/or its GRPO prompt (either may be null). */
+  private record Item(Waiting w, double reward, TokenizedExample sft, Evaluator.Problem prompt) {}
 
   private final Settings s;
   private final AdapterStore store;
   private final ExperienceLog log;
+  private final DeadLetters deadLetters;
   private final Decoder base;
   private final TextTokenizer tokenizer;
   private final String fingerprint;
   private final DelimiterTable delimiters;
+  private final TrajectoryCheck check;
+  private final WindowTraining training;
   private final KafkaConsumer<String, byte[]> trajectories;
   private final KafkaConsumer<String, byte[]> feedback;
   private final AtomicBoolean stop = new AtomicBoolean();
   private final Map<String, Map<String, Double>> rewards = new LinkedHashMap<>(); // trajectory id -> feedback id -> reward
   private final Map<Long, Double> heldOutScore = new HashMap<>();
+  private final TrainedIds trained;
 
   private AdapterStore.Version current;
   private Path currentDir;
@@ -130,12 +206,20 @@ public final class ContinualTrainer implements AutoCloseable {
   private final Map<TopicPartition, Long> position = new HashMap<>(); // next offset to consume
   private final Map<TopicPartition, Long> feedbackPosition = new HashMap<>();
   private Map<TopicPartition, Long> feedbackJudged = Map.of(); // feedback below was validated by an earlier run
-  private final List<Trajectory> window = new ArrayList<>();
-  private final java.util.Set<String> windowIds = new java.util.HashSet<>();
-  private final Map<String, OptionalDouble> verified = new HashMap<>(); // verifier scores of the window's trajectories
+  private final LinkedHashMap<String, Waiting> open = new LinkedHashMap<>(); // the open window, by trajectory id
+  private final List<Ledger.Entry> decided = new ArrayList<>(); // outcomes since the last publish (but trained/carried)
+  private long otherAdapters; // records of other adapters since the last publish
+  private final Map<String, Long> stored = new HashMap<>(); // ledger counts of every stored version (carried excluded)
+  private final Map<String, OptionalDouble> verified = new HashMap<>(); // verifier scores of waiting trajectories
   private long windowOpenedNanos;
+  private long windowStartedAtMs; // when the window being trained started (before reading the log to its end)
   private long dueSinceNanos; // when the open window became due; 0: it is not
   private int dueWindowSize; // how many trajectories it held then
+  private int rewardedAtLastAttempt; // rewarded waiting trajectories right after a refused attempt
+  private long lastAttemptNanos;
+  private int failures; // trainings in a row that failed for no record's fault
+  private long retryAtNanos; // a window that failed so is held back until then
+  private String heldBack = "";
   private volatile Status status;
   private final Queue<Forced> forced = new ConcurrentLinkedQueue<>();
   private AdapterPublished lastPublished;
@@ -145,17 +229,30 @@ public final class ContinualTrainer implements AutoCloseable {
   private int rejected;
   private long consumed;
   private long deadLettered;
+  private long feedbackDeadLettered;
+  private long feedbackAfterTraining;
 
   public ContinualTrainer(Settings settings) throws Exception {
+    this(settings, UnaryOperator.identity());
+  }
+
+  /** {@code decorate} wraps the trainer's own {@link WindowTraining} (tests inject failures with it). */
+  ContinualTrainer(Settings settings, UnaryOperator<WindowTraining> decorate) throws Exception {
     this.s = settings;
     Files.createDirectories(s.workDir());
     store = AdapterStore.open(s.storeDir());
     log = new ExperienceLog(s.bootstrapServers());
     log.ensureTopics(s.partitions());
+    deadLetters = log.deadLetters("trainer/" + s.adapterName(), KAFKA_TIMEOUT);
     fingerprint = Checkpoint.open(s.modelDir()).fingerprint();
     base = Decoder.load(s.modelDir());
     tokenizer = TextTokenizer.load(s.modelDir());
-    delimiters = DelimiterTable.build(tokenizer, base.config().vocabSize(), MemoryManifest.read(s.initialMemory()).delimiters());
+    MemoryManifest manifest = MemoryManifest.read(s.initialMemory());
+    delimiters = DelimiterTable.build(tokenizer, base.config().vocabSize(), manifest.delimiters());
+    check = TrajectoryCheck.of(s.adapterName(), fingerprint, base.config(), manifest, delimiters,
+        s.intake().maxTrajectoryTokens());
+    training = decorate.apply(this::trainCandidate);
+    trained = new TrainedIds(s.intake().dedupHorizon());
     trajectories = ExperienceLog.consumer(s.bootstrapServers(), "memgen-trainer-" + s.adapterName(), groupId());
     feedback = ExperienceLog.consumer(s.bootstrapServers(), "memgen-trainer-feedback-" + s.adapterName(), null);
     recover();
@@ -191,10 +288,9 @@ public final class ContinualTrainer implements AutoCloseable {
         pollOnce(Duration.ofMillis(200));
         Forced f = forced.poll();
         if (f != null) {
-          f.done().complete(rewarded() == 0 ? Outcome.refused("the window holds no rewarded trajectory ("
-              + window.size() + " trajectories)") : trainWindow("forced: " + f.reason()));
+          f.done().complete(trainWindow("forced: " + f.reason(), true));
         } else if (due()) {
-          trainWindow("window");
+          trainWindow("window", false);
         }
       }
     } catch (Exception e) {
@@ -206,54 +302,131 @@ public final class ContinualTrainer implements AutoCloseable {
     }
   }
 
+  // ---- intake
+
   /** Reads what is there now (trajectories and feedback) into the window. */
-  private void pollOnce(Duration wait) {
-    // Feedback is re-read from the start at every restart (a late reward may name any trajectory still in the
-    // window); bad records below the last stored version's feedback position were dead-lettered before, so once.
+  private void pollOnce(Duration wait) throws DeadLetters.DeadLetterException, InterruptedException {
+    pollFeedback(Duration.ZERO);
+    ConsumerRecords<String, byte[]> records = trajectories.poll(wait);
+    DeadLetters.Sorted<Trajectory> sorted = deadLetters.decode(records, Records.TRAJECTORY, check::problem);
+    for (DeadLetters.Letter l : sorted.dead()) {
+      deadLettered += l.earlier() ? 0 : 1;
+      Trajectory t = Records.TRAJECTORY.deserializeOrNull(l.record().value());
+      decided.add(new Ledger.Entry(DeadLetters.source(l.record()), t == null ? "" : clip(t.getTrajectoryId()),
+          Ledger.Outcome.DEAD_LETTERED, l.reason()));
+    }
+    for (ExperienceLog.Decoded<Trajectory> d : sorted.good()) {
+      admit(d.value(), d.record());
+    }
+    for (ConsumerRecord<String, byte[]> r : records) { // dead letters confirmed: now the position may move past them
+      position.put(new TopicPartition(r.topic(), r.partition()), r.offset() + 1);
+      consumed++;
+    }
+    expire();
+    updateStatus("collecting");
+  }
+
+  /** A valid trajectory record: another adapter's (counted), a duplicate, not trainable (skipped), or waiting. */
+  private void admit(Trajectory t, ConsumerRecord<String, byte[]> r) {
+    String id = t.getTrajectoryId();
+    String source = DeadLetters.source(r);
+    String unusable;
+    if (!t.getAdapterName().equals(s.adapterName())) {
+      otherAdapters++;
+    } else if (trained.contains(id)) { // a reasoner's spool resends what a crash left unconfirmed
+      decided.add(new Ledger.Entry(source, id, Ledger.Outcome.DUPLICATE, "already trained in a published version"));
+    } else if (open.containsKey(id)) {
+      decided.add(new Ledger.Entry(source, id, Ledger.Outcome.DUPLICATE, "already waiting (" + open.get(id).source() + ")"));
+    } else if ((unusable = TrajectoryCheck.unusable(t)) != null) {
+      decided.add(new Ledger.Entry(source, id, Ledger.Outcome.SKIPPED, unusable));
+    } else {
+      if (open.isEmpty()) {
+        windowOpenedNanos = System.nanoTime();
+      }
+      open.put(id, new Waiting(t, r.key(), new TopicPartition(r.topic(), r.partition()), r.offset(), r.timestamp()));
+    }
+  }
+
+  /**
+   * Feedback is re-read from the start at every restart (a late reward may name any waiting trajectory); bad records
+   * below the last stored version's feedback position were dead-lettered before, so once.
+   */
+  private void pollFeedback(Duration wait) throws DeadLetters.DeadLetterException, InterruptedException {
     List<ConsumerRecord<String, byte[]>> fresh = new ArrayList<>();
-    for (ConsumerRecord<String, byte[]> r : feedback.poll(Duration.ZERO)) {
+    ConsumerRecords<String, byte[]> records = feedback.poll(wait);
+    for (ConsumerRecord<String, byte[]> r : records) {
       TopicPartition tp = new TopicPartition(r.topic(), r.partition());
-      feedbackPosition.put(tp, r.offset() + 1);
       if (r.offset() >= feedbackJudged.getOrDefault(tp, 0L)) {
         fresh.add(r);
       } else {
         Feedback f = Records.FEEDBACK.deserializeOrNull(r.value());
         if (f != null && checkFeedback(f) == null) {
-          remember(f);
+          remember(f, false);
         }
       }
     }
-    List<ExperienceLog.Decoded<Feedback>> rewarded = log.decode(fresh, Records.FEEDBACK, ContinualTrainer::checkFeedback);
-    rewarded.forEach(d -> remember(d.value()));
-    ConsumerRecords<String, byte[]> records = trajectories.poll(wait);
-    List<ExperienceLog.Decoded<Trajectory>> good = log.decode(records, Records.TRAJECTORY, ContinualTrainer::checkTrajectory);
-    deadLettered += fresh.size() - rewarded.size() + records.count() - good.size();
-    for (var r : records) {
-      position.put(new TopicPartition(r.topic(), r.partition()), r.offset() + 1);
-      consumed++;
+    DeadLetters.Sorted<Feedback> sorted = deadLetters.decode(fresh, Records.FEEDBACK, ContinualTrainer::checkFeedback);
+    sorted.good().forEach(d -> remember(d.value(), true));
+    for (DeadLetters.Letter l : sorted.dead()) {
+      deadLettered += l.earlier() ? 0 : 1;
+      feedbackDeadLettered++;
     }
-    if (window.isEmpty() && !good.isEmpty()) {
-      windowOpenedNanos = System.nanoTime();
+    for (ConsumerRecord<String, byte[]> r : records) {
+      feedbackPosition.put(new TopicPartition(r.topic(), r.partition()), r.offset() + 1);
     }
-    for (ExperienceLog.Decoded<Trajectory> d : good) {
-      if (windowIds.add(d.value().getTrajectoryId())) { // a reasoner's spool resends what a crash left unconfirmed
-        window.add(d.value());
+  }
+
+  /**
+   * Before a window trains: reads every trajectory and feedback record logged up to now, so that a trajectory whose
+   * reward is in the log before training starts is never missed because a consumer had not fetched it yet.
+   */
+  private void catchUp() throws DeadLetters.DeadLetterException, InterruptedException {
+    Map<TopicPartition, Long> end = new HashMap<>(trajectories.endOffsets(trajectories.assignment(), KAFKA_TIMEOUT));
+    Map<TopicPartition, Long> feedbackEnd = feedback.endOffsets(feedback.assignment(), KAFKA_TIMEOUT);
+    long deadline = System.nanoTime() + CATCH_UP.toNanos();
+    while (end.entrySet().stream().anyMatch(e -> trajectories.position(e.getKey(), KAFKA_TIMEOUT) < e.getValue())
+        || feedbackEnd.entrySet().stream().anyMatch(e -> feedback.position(e.getKey(), KAFKA_TIMEOUT) < e.getValue())) {
+      if (System.nanoTime() > deadline) {
+        LOG.warn("the log was not read to its end (trajectories {}, feedback {}) within {}: training with what was read "
+            + "(the rest reaches a later window)", end, feedbackEnd, CATCH_UP);
+        return;
       }
+      pollOnce(Duration.ofMillis(100));
     }
-    updateStatus("collecting");
+  }
+
+  /** Trajectories past the reward horizon, or beyond the most that may wait, expire (oldest first). */
+  private void expire() {
+    long horizonStart = System.currentTimeMillis() - s.intake().rewardHorizon().toMillis();
+    for (Iterator<Waiting> it = open.values().iterator(); it.hasNext(); ) {
+      Waiting w = it.next();
+      boolean old = w.loggedAtMillis() < horizonStart;
+      if (!old && open.size() <= s.intake().maxWaiting()) {
+        return; // arrival order is (nearly) log order: the rest are younger
+      }
+      decided.add(new Ledger.Entry(w.source(), w.t().getTrajectoryId(), Ledger.Outcome.EXPIRED,
+          old ? "no reward within " + s.intake().rewardHorizon() : "more than " + s.intake().maxWaiting() + " trajectories waiting"));
+      verified.remove(w.t().getTrajectoryId());
+      it.remove();
+    }
   }
 
   private boolean due() {
+    if (System.nanoTime() < retryAtNanos) {
+      return false;
+    }
     int rewarded = rewarded();
-    boolean due = rewarded >= s.windowRewarded()
-        || (rewarded > 0 && System.nanoTime() - windowOpenedNanos > s.maxWindowWait().toNanos());
+    rewardedAtLastAttempt = Math.min(rewardedAtLastAttempt, rewarded); // expiries shrink the window
+    int fresh = rewarded - rewardedAtLastAttempt; // a refused window trains again only on new rewards
+    long since = Math.max(windowOpenedNanos, lastAttemptNanos);
+    boolean due = fresh >= s.windowRewarded() || (fresh > 0 && System.nanoTime() - since > s.maxWindowWait().toNanos());
     if (!due) {
       dueSinceNanos = 0;
       return false;
     }
     if (dueSinceNanos == 0) {
       dueSinceNanos = System.nanoTime();
-      dueWindowSize = window.size();
+      dueWindowSize = open.size();
     }
     // Feedback comes after its generation: give the window's youngest unrewarded trajectories a moment to get theirs.
     return System.nanoTime() - dueSinceNanos >= s.feedbackGrace().toNanos() || !awaitingFeedback();
@@ -265,33 +438,27 @@ public final class ContinualTrainer implements AutoCloseable {
    */
   private boolean awaitingFeedback() {
     long graceStartSeconds = Instant.now().minus(s.feedbackGrace()).getEpochSecond();
-    for (Trajectory t : window.subList(0, dueWindowSize)) {
-      if (eligible(t) && t.getCreatedAt().getSeconds() >= graceStartSeconds && reward(t).isEmpty()) {
+    int i = 0;
+    for (Waiting w : open.values()) {
+      if (i++ >= dueWindowSize) {
+        break;
+      }
+      if (w.t().getCreatedAt().getSeconds() >= graceStartSeconds && reward(w.t()).isEmpty()) {
         return true;
       }
     }
     return false;
   }
 
-  /** Eligible window trajectories with a reward (from feedback, else from the verifier). */
+  /** Waiting trajectories with a reward (from feedback, else from the verifier). */
   private int rewarded() {
     int n = 0;
-    for (Trajectory t : window) {
-      if (eligible(t) && reward(t).isPresent()) {
+    for (Waiting w : open.values()) {
+      if (reward(w.t()).isPresent()) {
         n++;
       }
     }
     return n;
-  }
-
-  /**
-   * Trajectories the weaver can learn from: memory on, this adapter, this base, finished normally (by the stop token,
-   * or at the length limit: a rewarded answer cut short still teaches its tokens, just not where to stop).
-   */
-  private boolean eligible(Trajectory t) {
-    return t.getMemoryEnabled() && t.getAdapterName().equals(s.adapterName()) && t.getBaseFingerprint().equals(fingerprint)
-        && (t.getFinishReason() == FinishReason.STOP_TOKEN || t.getFinishReason() == FinishReason.LENGTH)
-        && t.getCompletionTokenIdsCount() > 0;
   }
 
   /** The mean of the trajectory's feedback; without any, the verifier's score; else empty. */
@@ -312,86 +479,157 @@ public final class ContinualTrainer implements AutoCloseable {
     });
   }
 
-  private Outcome trainWindow(String reason) throws Exception {
-    List<TokenizedExample> examples = new ArrayList<>();
-    List<Evaluator.Problem> prompts = new ArrayList<>();
+  // ---- training
+
+  private Outcome trainWindow(String reason, boolean forcedNow) throws Exception {
+    windowStartedAtMs = System.currentTimeMillis(); // before the catch-up: what was in the log then is in the window
+    updateStatus("reading the log to its end");
+    catchUp();
+    expire();
+    List<Item> items = new ArrayList<>();
     int rewarded = 0;
-    for (Trajectory t : window) {
-      OptionalDouble r = eligible(t) ? reward(t) : OptionalDouble.empty();
+    for (Iterator<Waiting> it = open.values().iterator(); it.hasNext(); ) {
+      Waiting w = it.next();
+      OptionalDouble r = reward(w.t());
       if (r.isEmpty()) {
-        continue;
+        continue; // carried: its reward may still come
       }
       rewarded++;
-      int[] prompt = toArray(t.getPromptTokenIdsList());
-      if (r.getAsDouble() >= s.sftMinReward()) {
-        examples.add(new TokenizedExample(prompt, toArray(t.getCompletionTokenIdsList())));
+      int[] prompt = toArray(w.t().getPromptTokenIdsList());
+      TokenizedExample sft = r.getAsDouble() >= s.sftMinReward()
+          ? new TokenizedExample(prompt, toArray(w.t().getCompletionTokenIdsList())) : null;
+      Evaluator.Problem grpo = null;
+      if (s.grpoSteps() > 0 && s.verifier().isPresent()) {
+        String text = tokenizer.decode(prompt, false);
+        grpo = s.verifier().get().expected(text).map(e -> new Evaluator.Problem(text, e)).orElse(null);
       }
-      String text = tokenizer.decode(prompt, false);
-      s.verifier().flatMap(v -> v.expected(text)).ifPresent(e -> prompts.add(new Evaluator.Problem(text, e)));
+      if (sft == null && grpo == null) { // judged, nothing to learn from it: decided now
+        decided.add(new Ledger.Entry(w.source(), w.t().getTrajectoryId(), Ledger.Outcome.LOW_REWARD,
+            "reward " + r.getAsDouble() + " < sft-min-reward " + s.sftMinReward()));
+        verified.remove(w.t().getTrajectoryId());
+        it.remove();
+      } else {
+        items.add(new Item(w, r.getAsDouble(), sft, grpo));
+      }
     }
-    int windowSize = window.size();
-    window.clear();
-    windowIds.clear();
-    verified.clear();
     dueSinceNanos = 0;
-    windowOpenedNanos = System.nanoTime();
-    if (examples.isEmpty() && (s.grpoSteps() == 0 || prompts.isEmpty())) {
-      LOG.info("window of {} trajectories ({} rewarded) has nothing to learn from; its range carries over", windowSize, rewarded);
-      return Outcome.refused("no trajectory in the window is rewarded >= " + s.sftMinReward() + " (" + windowSize
+    lastAttemptNanos = System.nanoTime();
+    if (items.isEmpty()) {
+      rewardedAtLastAttempt = rewarded();
+      updateStatus("collecting");
+      if (forcedNow && rewarded == 0) {
+        return Outcome.refused("the window holds no rewarded trajectory (" + open.size() + " trajectories)");
+      }
+      LOG.info("window of {} trajectories ({} rewarded) has nothing to learn from; its range carries over", open.size() + rewarded,
+          rewarded);
+      return Outcome.refused("no trajectory in the window is rewarded >= " + s.sftMinReward() + " (" + (open.size() + rewarded)
           + " trajectories, " + rewarded + " rewarded)");
     }
+    Outcome o = trainIsolatingFailures(items, reason);
+    if (o.published().isEmpty() && failures == 0) { // refused by the gate (a failure retries after its back-off)
+      rewardedAtLastAttempt = rewarded();
+    }
+    updateStatus("collecting");
+    return o;
+  }
+
+  /**
+   * Trains, gates and publishes {@code items}; a failure is retried once, then the items are trained one by one and
+   * those that fail alone are dead-lettered (the rest train again without them). When every item trains alone, the
+   * failure is the window's, not a record's: it is held back under a back-off and nothing is dead-lettered.
+   */
+  private Outcome trainIsolatingFailures(List<Item> items, String reason) throws Exception {
+    Exception last = null;
+    for (int attempt = 0; attempt < 3 && !items.isEmpty(); attempt++) {
+      try {
+        Outcome o = trainGateAndPublish(items, reason);
+        failures = 0;
+        retryAtNanos = 0;
+        heldBack = "";
+        return o;
+      } catch (InterruptedException | DeadLetters.DeadLetterException e) {
+        throw e;
+      } catch (Exception e) {
+        last = e;
+        if (attempt == 0) {
+          LOG.warn("training a window of {} trajectories failed; retrying once: {}", items.size(), e.toString());
+          continue;
+        }
+        List<Map.Entry<Item, String>> culprits = isolate(items);
+        if (culprits.isEmpty() || culprits.size() == items.size()) {
+          break; // no record explains it (or every one would be blamed): the window's failure
+        }
+        List<Map.Entry<ConsumerRecord<String, byte[]>, String>> letters = new ArrayList<>();
+        for (Map.Entry<Item, String> c : culprits) {
+          Waiting w = c.getKey().w();
+          letters.add(Map.entry(w.asRecord(), "training failed on this trajectory: " + c.getValue()));
+        }
+        for (DeadLetters.Letter l : deadLetters.send(letters)) {
+          deadLettered += l.earlier() ? 0 : 1;
+          String id = Records.TRAJECTORY.deserializeOrNull(l.record().value()).getTrajectoryId();
+          decided.add(new Ledger.Entry(DeadLetters.source(l.record()), id, Ledger.Outcome.DEAD_LETTERED, l.reason()));
+          open.remove(id);
+          verified.remove(id);
+        }
+        List<Item> rest = new ArrayList<>(items);
+        culprits.forEach(c -> rest.remove(c.getKey()));
+        LOG.warn("{} of {} trajectories make training fail on their own; dead-lettered, training the other {}", culprits.size(),
+            items.size(), rest.size());
+        items = rest;
+      }
+    }
+    failures++;
+    long backoff = Math.min(MAX_RETRY_BACKOFF.toMillis(), 1000L << Math.min(20, failures - 1));
+    retryAtNanos = System.nanoTime() + backoff * 1_000_000;
+    heldBack = "training failed " + failures + " time(s) in a row, next attempt in " + backoff / 1000.0 + " s: " + last;
+    rejected++;
+    LOG.error("window of {} trajectories: {}", items.size(), heldBack, last);
+    return Outcome.refused(heldBack);
+  }
+
+  /** Each item trained alone (one update): the ones whose training throws, with the exception's message. */
+  private List<Map.Entry<Item, String>> isolate(List<Item> items) {
+    updateStatus("isolating a training failure");
+    List<Map.Entry<Item, String>> culprits = new ArrayList<>();
+    for (Item item : items) {
+      try {
+        training.train(currentDir, item.sft() == null ? List.of() : List.of(item.sft()),
+            item.prompt() == null ? List.of() : List.of(item.prompt()), 1, item.prompt() == null ? 0 : 1, s.seed(),
+            new HashMap<>());
+      } catch (Exception e) {
+        culprits.add(Map.entry(item, e.toString()));
+      }
+    }
+    return culprits;
+  }
+
+  private Outcome trainGateAndPublish(List<Item> items, String reason) throws Exception {
     followRollback();
     long started = System.nanoTime();
-    LOG.info("training window of {} trajectories ({} rewarded, {} SFT examples) from v{}", windowSize, rewarded,
+    List<TokenizedExample> examples = items.stream().map(Item::sft).filter(x -> x != null).toList();
+    List<Evaluator.Problem> prompts = items.stream().map(Item::prompt).filter(x -> x != null).toList();
+    LOG.info("training window of {} trajectories ({} rewarded, {} SFT examples) from v{}", open.size(), items.size(),
         examples.size(), current.version());
     Path candidate = s.workDir().resolve("candidate");
     Directories.deleteRecursively(candidate);
     Map<String, Double> metrics = new LinkedHashMap<>();
-    metrics.put("window_trajectories", (double) windowSize);
-    metrics.put("window_rewarded", (double) rewarded);
+    metrics.put("window_trajectories", (double) open.size());
+    metrics.put("window_rewarded", (double) items.size());
     metrics.put("sft_examples", (double) examples.size());
+    metrics.put("window_started_at_ms", (double) windowStartedAtMs);
     try {
-      Path trained = currentDir;
-      if (!examples.isEmpty()) {
-        updateStatus("training weaver (sft)");
-        Path out = s.workDir().resolve("candidate-sft");
-        Directories.deleteRecursively(out);
-        WeaverSft.Result r = WeaverSft.train(base, fingerprint, trained, out, examples, delimiters,
-            new WeaverSft.Settings(s.sftSteps(), s.sftBatch(), 1, s.sftLr(), Math.min(10, s.sftSteps() / 5), 0.1,
-                AdamW.Settings.DEFAULT, 0, s.seed() + current.version()), (step, steps, loss, lr, norm, tps) -> {});
-        metrics.put("sft_last_loss", r.lastLoss());
-        metrics.put("sft_skipped_updates", (double) r.skippedSteps());
-        if (!Double.isFinite(r.lastLoss()) || 2 * r.skippedSteps() > r.steps()) {
-          throw new TrainingDivergedException("SFT ended with loss " + r.lastLoss() + " after skipping " + r.skippedSteps()
-              + " of " + r.steps() + " updates for non-finite gradients");
-        }
-        trained = out;
-      }
-      if (s.grpoSteps() > 0 && !prompts.isEmpty()) {
-        updateStatus("training weaver (grpo)");
-        Verifier v = s.verifier().orElseThrow();
-        Path out = s.workDir().resolve("candidate-grpo");
-        Directories.deleteRecursively(out);
-        Reward reward = (completion, refs) -> v.score(completion, refs.get(0));
-        WeaverGrpo.Result r = WeaverGrpo.train(base, fingerprint, tokenizer, trained, out, prompts, reward, delimiters,
-            new WeaverGrpo.Settings(s.grpoSteps(), Math.min(4, prompts.size()), 4, s.sftLr() / 3, 0, 0.2, 0.0, 1, 8,
-                s.evalMaxNewTokens(), 1.0, AdamW.Settings.DEFAULT, 0, s.seed() + current.version()),
-            (step, steps, meanReward, loss, informative) -> {});
-        metrics.put("grpo_last_mean_reward", r.lastMeanReward());
-        trained = out;
-      }
-      checkFinite(trained);
-      Files.move(trained, candidate);
+      Path trainedDir = training.train(currentDir, examples, prompts, s.sftSteps(), prompts.isEmpty() ? 0 : s.grpoSteps(),
+          s.seed() + current.version(), metrics);
+      checkFinite(trainedDir);
+      Files.move(trainedDir, candidate);
     } catch (TrainingDivergedException e) {
       rejected++;
-      LOG.warn("window of {} trajectories: training diverged, nothing published ({}); its range carries over", windowSize,
+      LOG.warn("window of {} trajectories: training diverged, nothing published ({}); it stays open", items.size(),
           e.getMessage());
-      updateStatus("collecting");
       return Outcome.refused("training diverged: " + e.getMessage());
     }
     long next = store.latest(s.adapterName()).map(v -> v.version() + 1).orElse(1L);
-    MemoryManifest trained = MemoryManifest.read(candidate);
-    trained.withVersion(next).write(candidate); // serving reports the store's version number
+    MemoryManifest.read(candidate).withVersion(next).write(candidate); // serving reports the store's version number
 
     updateStatus("evaluating");
     double before = heldOutScore(current.version(), currentDir);
@@ -403,16 +641,52 @@ public final class ContinualTrainer implements AutoCloseable {
     lastEvalAt = Instant.now();
     if (!(after >= before - s.gateTolerance())) {
       rejected++;
-      LOG.info("candidate from {} trajectories scores {} on the held-out set against {} for v{}: not published; its range "
-          + "carries over", windowSize, fmt(after), fmt(before), current.version());
-      updateStatus("collecting");
+      LOG.info("candidate from {} trajectories scores {} on the held-out set against {} for v{}: not published; the window "
+          + "stays open", items.size(), fmt(after), fmt(before), current.version());
       return Outcome.refused("the candidate scores " + fmt(after) + " on the held-out set against " + fmt(before)
           + " for v" + current.version() + " (tolerance " + s.gateTolerance() + " points)");
     }
-    AdapterPublished a = publish(candidate, metrics, after, reason);
+    AdapterPublished a = publish(candidate, metrics, after, reason, items);
     LOG.info("published {} v{} (held-out {} -> {}) trained on {} trajectories ({} SFT examples)", s.adapterName(),
-        current.version(), fmt(before), fmt(after), windowSize, examples.size());
+        current.version(), fmt(before), fmt(after), items.size(), examples.size());
     return new Outcome(Optional.of(a), "");
+  }
+
+  /** The trainer's own {@link WindowTraining}: SFT on the rewarded completions, then GRPO by re-rollout of the prompts. */
+  private Path trainCandidate(Path from, List<TokenizedExample> examples, List<Evaluator.Problem> prompts, int sftSteps,
+      int grpoSteps, long seed, Map<String, Double> metrics) throws IOException {
+    Path trainedDir = from;
+    if (!examples.isEmpty()) {
+      updateStatus("training weaver (sft)");
+      Path out = s.workDir().resolve("candidate-sft");
+      Directories.deleteRecursively(out);
+      WeaverSft.Result r = WeaverSft.train(base, fingerprint, trainedDir, out, examples, delimiters,
+          new WeaverSft.Settings(sftSteps, s.sftBatch(), 1, s.sftLr(), Math.min(10, sftSteps / 5), 0.1,
+              AdamW.Settings.DEFAULT, 0, seed), (step, steps, loss, lr, norm, tps) -> {});
+      metrics.put("sft_last_loss", r.lastLoss());
+      metrics.put("sft_skipped_updates", (double) r.skippedSteps());
+      if (!Double.isFinite(r.lastLoss()) || 2 * r.skippedSteps() > r.steps()) {
+        throw new TrainingDivergedException("SFT ended with loss " + r.lastLoss() + " after skipping " + r.skippedSteps()
+            + " of " + r.steps() + " updates for non-finite gradients");
+      }
+      trainedDir = out;
+    }
+    if (grpoSteps > 0 && !prompts.isEmpty()) {
+      updateStatus("training weaver (grpo)");
+      Verifier v = s.verifier().orElseThrow();
+      Path out = s.workDir().resolve("candidate-grpo");
+      Directories.deleteRecursively(out);
+      Reward reward = (completion, refs) -> v.score(completion, refs.get(0));
+      WeaverGrpo.Result r = WeaverGrpo.train(base, fingerprint, tokenizer, trainedDir, out, prompts, reward, delimiters,
+          new WeaverGrpo.Settings(grpoSteps, Math.min(4, prompts.size()), 4, s.sftLr() / 3, 0, 0.2, 0.0, 1, 8,
+              s.evalMaxNewTokens(), 1.0, AdamW.Settings.DEFAULT, 0, seed), (step, steps, meanReward, loss, informative) -> {});
+      metrics.put("grpo_last_mean_reward", r.lastMeanReward());
+      trainedDir = out;
+    }
+    if (trainedDir.equals(from)) {
+      throw new IllegalArgumentException("nothing to train: no SFT example and no GRPO prompt");
+    }
+    return trainedDir;
   }
 
   /** A candidate with a NaN or infinite weight is diverged, whatever it scores. */
@@ -442,8 +716,13 @@ public final class ContinualTrainer implements AutoCloseable {
     }
   }
 
-  /** Store, then announce, then commit: see the class comment for why this order. */
-  private AdapterPublished publish(Path candidate, Map<String, Double> metrics, double score, String reason)
+  // ---- publishing and recovery
+
+  /**
+   * Store (with the ledger: the trained items, everything decided since the last publish, and the waiting
+   * trajectories as carried), then announce, then commit: see the class comment for why this order.
+   */
+  private AdapterPublished publish(Path candidate, Map<String, Double> metrics, double score, String reason, List<Item> items)
       throws Exception {
     updateStatus("publishing");
     Map<String, Long> offsets = new LinkedHashMap<>();
@@ -456,24 +735,50 @@ public final class ContinualTrainer implements AutoCloseable {
           .setToOffset(e.getValue()).build());
     }
     feedbackPosition.forEach((tp, o) -> offsets.put(tp.toString(), o));
-    AdapterStore.Version v = store.publish(s.adapterName(), candidate, current.version(), fingerprint, metrics, offsets);
+    // Where a restarted trainer looks for the dead letters it sends from now on (every earlier one is confirmed).
+    deadLetters.positions(s.bootstrapServers(), INPUTS).forEach((tp, o) -> offsets.put(tp.toString(), o));
+    List<Ledger.Entry> entries = new ArrayList<>(decided);
+    java.util.Set<String> taught = new java.util.HashSet<>();
+    for (Item item : items) {
+      taught.add(item.w().t().getTrajectoryId());
+      entries.add(new Ledger.Entry(item.w().source(), item.w().t().getTrajectoryId(), Ledger.Outcome.TRAINED,
+          "reward " + item.reward() + (item.sft() != null ? ", sft" : "") + (item.prompt() != null ? ", grpo" : "")));
+    }
+    for (Waiting w : open.values()) {
+      if (!taught.contains(w.t().getTrajectoryId())) {
+        entries.add(new Ledger.Entry(w.source(), w.t().getTrajectoryId(), Ledger.Outcome.CARRIED,
+            reward(w.t()).isPresent() ? "rewarded after its window started" : "no reward yet"));
+      }
+    }
+    Ledger ledger = new Ledger(entries, otherAdapters);
+    metrics.put("trajectories_trained", (double) items.size());
+    AdapterStore.Version v = store.publish(s.adapterName(), candidate, current.version(), fingerprint, metrics, offsets, ledger);
     AdapterPublished a = AdapterLog.announcement(store, v, AdapterComponent.WEAVER, ranges, 0, reason);
     AdapterLog.publish(log, a, KAFKA_TIMEOUT);
     Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
     position.forEach((tp, o) -> commit.put(tp, new OffsetAndMetadata(o, "v" + v.version())));
     trajectories.commitSync(commit, KAFKA_TIMEOUT);
+    for (String id : taught) {
+      trained.add(id, v.created());
+      open.remove(id);
+      verified.remove(id);
+    }
+    addStored(v.counts());
+    decided.clear();
+    otherAdapters = 0;
+    rewardedAtLastAttempt = 0;
     heldOutScore.put(v.version(), score);
     adopt(v);
     rangeStart = new HashMap<>(position);
     published++;
     lastPublished = a;
-    updateStatus("collecting");
     return a;
   }
 
   /**
    * Restart: finds the latest stored version (storing the initial memory as version 1 if there is none), announces
-   * it if a crash came between storing and announcing, and positions the consumers at its offsets.
+   * it if a crash came between storing and announcing, positions the consumers at its offsets, learns which ids are
+   * trained and which dead letters were sent since, and re-reads the trajectories its ledger carried.
    */
   private void recover() throws Exception {
     Optional<AdapterStore.Version> latest = store.latest(s.adapterName());
@@ -501,8 +806,7 @@ public final class ContinualTrainer implements AutoCloseable {
     lastPublished = now;
     // Train on from what serves now: the latest version, or the one an operator rolled back to.
     adopt(now.getVersion() == v.version() ? v : store.get(s.adapterName(), now.getVersion()));
-    List<TopicPartition> parts = trajectories.partitionsFor(Topics.TRAJECTORIES, KAFKA_TIMEOUT).stream()
-        .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
+    List<TopicPartition> parts = partitions(trajectories, Topics.TRAJECTORIES);
     trajectories.assign(parts);
     rangeStart = new HashMap<>();
     for (TopicPartition tp : parts) {
@@ -515,17 +819,92 @@ public final class ContinualTrainer implements AutoCloseable {
     Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
     position.forEach((tp, o) -> commit.put(tp, new OffsetAndMetadata(o, "v" + v.version())));
     trajectories.commitSync(commit, KAFKA_TIMEOUT);
-    List<TopicPartition> fbParts = feedback.partitionsFor(Topics.FEEDBACK, KAFKA_TIMEOUT).stream()
-        .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
+    List<TopicPartition> fbParts = partitions(feedback, Topics.FEEDBACK);
     feedback.assign(fbParts);
-    feedback.seekToBeginning(fbParts); // late rewards may name any trajectory still in the window
+    feedback.seekToBeginning(fbParts); // late rewards may name any waiting trajectory
     Map<TopicPartition, Long> judged = new HashMap<>();
     for (TopicPartition tp : fbParts) {
       judged.put(tp, v.offsets().getOrDefault(tp.toString(), 0L));
     }
     feedbackJudged = judged;
+    Map<TopicPartition, Long> dlqFrom = new HashMap<>();
+    v.offsets().forEach((k, o) -> {
+      for (String input : INPUTS) {
+        String dlq = Topics.deadLetter(input);
+        if (k.startsWith(dlq + "-") && k.substring(dlq.length() + 1).matches("\\d+")) {
+          dlqFrom.put(new TopicPartition(dlq, Integer.parseInt(k.substring(dlq.length() + 1))), o);
+        }
+      }
+    });
+    int earlier = deadLetters.recover(s.bootstrapServers(), INPUTS, dlqFrom);
+    Instant dedupFrom = Instant.now().minus(s.intake().dedupHorizon());
+    for (AdapterStore.Version each : store.versions(s.adapterName())) {
+      addStored(each.counts());
+      if (!each.created().isBefore(dedupFrom) && !each.ledgerSha256().isEmpty()) {
+        for (String id : store.ledger(s.adapterName(), each.version()).ids(Ledger.Outcome.TRAINED)) {
+          trained.add(id, each.created());
+        }
+      }
+    }
+    List<Ledger.Entry> carried = store.ledger(s.adapterName(), v.version()).entries(Ledger.Outcome.CARRIED);
+    refetch(carried);
     updateStatus("collecting");
-    LOG.info("training {} from v{} on {}, trajectories from {}", s.adapterName(), current.version(), s.bootstrapServers(), position);
+    LOG.info("training {} from v{} on {}, trajectories from {}; {} trained ids remembered, {} carried trajectories waiting, "
+        + "{} dead letters of the open range already sent", s.adapterName(), current.version(), s.bootstrapServers(), position,
+        trained.size(), open.size(), earlier);
+  }
+
+  /** The carried trajectories a version's ledger names, read again at their offsets into the open window. */
+  private void refetch(List<Ledger.Entry> carried) throws IOException {
+    if (carried.isEmpty()) {
+      return;
+    }
+    Map<TopicPartition, TreeSet<Long>> wanted = new HashMap<>();
+    for (Ledger.Entry e : carried) {
+      int at = e.source().lastIndexOf('@');
+      int dash = e.source().lastIndexOf('-', at);
+      wanted.computeIfAbsent(new TopicPartition(e.source().substring(0, dash), Integer.parseInt(e.source().substring(dash + 1, at))),
+          k -> new TreeSet<>()).add(Long.parseLong(e.source().substring(at + 1)));
+    }
+    Map<String, ConsumerRecord<String, byte[]>> found = new TreeMap<>();
+    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(s.bootstrapServers(), "memgen-trainer-carried-" + s.adapterName(),
+        null)) {
+      for (Map.Entry<TopicPartition, TreeSet<Long>> e : wanted.entrySet()) {
+        TopicPartition tp = e.getKey();
+        c.assign(List.of(tp));
+        long end = c.endOffsets(List.of(tp), KAFKA_TIMEOUT).get(tp);
+        for (long offset : e.getValue()) {
+          if (found.containsKey(tp + "@" + offset) || offset >= end) {
+            continue;
+          }
+          c.seek(tp, offset);
+          long deadline = System.nanoTime() + KAFKA_TIMEOUT.toNanos();
+          while (c.position(tp, KAFKA_TIMEOUT) <= offset && c.position(tp, KAFKA_TIMEOUT) < end) {
+            if (System.nanoTime() > deadline) {
+              throw new IOException("reading the carried trajectory at " + tp + "@" + offset + " took over " + KAFKA_TIMEOUT);
+            }
+            for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(200))) {
+              if (e.getValue().contains(r.offset())) {
+                found.put(tp + "@" + r.offset(), r);
+              }
+            }
+          }
+        }
+      }
+    }
+    for (Ledger.Entry e : carried) {
+      ConsumerRecord<String, byte[]> r = found.get(e.source());
+      Trajectory t = r == null ? null : Records.TRAJECTORY.deserializeOrNull(r.value());
+      if (t == null || !t.getTrajectoryId().equals(e.trajectoryId())) {
+        decided.add(new Ledger.Entry(e.source(), e.trajectoryId(), Ledger.Outcome.EXPIRED, "no longer in the log"));
+      } else {
+        admit(t, r);
+      }
+    }
+  }
+
+  private static List<TopicPartition> partitions(KafkaConsumer<String, byte[]> c, String topic) {
+    return c.partitionsFor(topic, KAFKA_TIMEOUT).stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
   }
 
   /** The ranges version {@code v} consumed beyond {@code parent} (from its store record's cumulative offsets). */
@@ -533,7 +912,7 @@ public final class ContinualTrainer implements AutoCloseable {
     List<OffsetRange> out = new ArrayList<>();
     for (Map.Entry<String, Long> e : v.offsets().entrySet()) {
       if (!e.getKey().startsWith(Topics.TRAJECTORIES + "-")) {
-        continue; // feedback positions are recorded too, but trained_on is about trajectories
+        continue; // feedback and dead-letter positions are recorded too, but trained_on is about trajectories
       }
       int dash = e.getKey().lastIndexOf('-');
       long from = parent == null ? 0 : parent.offsets().getOrDefault(e.getKey(), 0L);
@@ -568,24 +947,15 @@ public final class ContinualTrainer implements AutoCloseable {
     }
   }
 
-  private void remember(Feedback f) {
+  /** {@code fresh}: read for the first time (not re-read after a restart), so counted if it comes too late. */
+  private void remember(Feedback f, boolean fresh) {
+    if (fresh && trained.contains(f.getTrajectoryId())) {
+      feedbackAfterTraining++; // a trajectory is trained once, with the rewards it had then
+    }
     rewards.computeIfAbsent(f.getTrajectoryId(), k -> new LinkedHashMap<>()).put(f.getFeedbackId(), f.getReward());
     if (rewards.size() > MAX_REMEMBERED_FEEDBACK) { // the oldest trajectories' windows are long closed
       rewards.remove(rewards.keySet().iterator().next());
     }
-  }
-
-  static String checkTrajectory(Trajectory t) {
-    if (t.getSchemaVersion() != 1) {
-      return "schema_version " + t.getSchemaVersion() + " (this trainer reads 1)";
-    }
-    if (t.getTrajectoryId().isEmpty()) {
-      return "trajectory_id is empty";
-    }
-    if (t.getPromptTokenIdsCount() == 0) {
-      return "prompt_token_ids is empty";
-    }
-    return null;
   }
 
   static String checkFeedback(Feedback f) {
@@ -601,10 +971,36 @@ public final class ContinualTrainer implements AutoCloseable {
     return null;
   }
 
+  private void addStored(Map<String, Long> counts) {
+    counts.forEach((k, n) -> {
+      if (!k.equals(Ledger.Outcome.CARRIED.json())) {
+        stored.merge(k, n, Long::sum);
+      }
+    });
+  }
+
+  private Counts counts() {
+    Map<String, Long> all = new HashMap<>(stored);
+    decided.forEach(e -> all.merge(e.outcome().json(), 1L, Long::sum));
+    all.merge("other_adapters", otherAdapters, Long::sum);
+    return new Counts(n(all, Ledger.Outcome.TRAINED), n(all, Ledger.Outcome.LOW_REWARD), n(all, Ledger.Outcome.DUPLICATE),
+        n(all, Ledger.Outcome.DEAD_LETTERED), n(all, Ledger.Outcome.SKIPPED), n(all, Ledger.Outcome.EXPIRED), open.size(),
+        all.getOrDefault("other_adapters", 0L), feedbackDeadLettered, feedbackAfterTraining);
+  }
+
+  private static long n(Map<String, Long> counts, Ledger.Outcome o) {
+    return counts.getOrDefault(o.json(), 0L);
+  }
+
   private void updateStatus(String activity) {
-    status = new Status(current == null ? 0 : current.version(), window.size(), activity.equals("collecting") ? rewarded() : 0,
+    status = new Status(current == null ? 0 : current.version(), open.size(), activity.equals("collecting") ? rewarded() : 0,
         s.windowRewarded(), published, rejected, consumed, deadLettered, activity, lastPublished, lastEvalMetrics, lastEvalAt,
-        rangeStart == null ? Map.of() : Map.copyOf(rangeStart));
+        rangeStart == null ? Map.of() : Map.copyOf(rangeStart), counts(),
+        System.nanoTime() < retryAtNanos ? heldBack : "");
+  }
+
+  private static String clip(String id) {
+    return id.length() <= 200 ? id : id.substring(0, 200) + "…";
   }
 
   private static int[] toArray(List<Integer> ids) {

@@ -15,6 +15,7 @@ import dev.memgen.proto.v1.RollbackRequest;
 import dev.memgen.proto.v1.StatusRequest;
 import dev.memgen.proto.v1.TrainerAdminGrpc;
 import dev.memgen.proto.v1.TrainerStatus;
+import dev.memgen.proto.v1.TrajectoryCounts;
 import dev.memgen.proto.v1.WindowProgress;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -65,8 +66,9 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
           .setPublishedVersion(st.currentVersion())
           .setHasCandidate(false) // a candidate is published or refused as soon as it is evaluated
           .setWindow(WindowProgress.newBuilder().setTrajectories(st.windowTrajectories()).setRewarded(st.windowRewarded())
-              .setTarget(st.windowTarget()))
-          .putAllLastEvalMetrics(st.lastEvalMetrics());
+              .setTarget(st.windowTarget()).setHeldBack(st.heldBack()))
+          .putAllLastEvalMetrics(st.lastEvalMetrics())
+          .setTrajectories(counts(st.counts()));
       if (st.lastPublished() != null) {
         a.setPublishedAt(st.lastPublished().getCreatedAt());
       }
@@ -146,6 +148,13 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
         throw Status.FAILED_PRECONDITION.withDescription(e.getMessage()).asRuntimeException();
       }
     });
+  }
+
+  private static TrajectoryCounts counts(ContinualTrainer.Counts c) {
+    return TrajectoryCounts.newBuilder().setTrained(c.trained()).setLowReward(c.lowReward()).setDuplicated(c.duplicated())
+        .setDeadLettered(c.deadLettered()).setSkipped(c.skipped()).setExpired(c.expired()).setWaiting(c.waiting())
+        .setOtherAdapters(c.otherAdapters()).setFeedbackDeadLettered(c.feedbackDeadLettered())
+        .setFeedbackAfterTraining(c.feedbackAfterTraining()).build();
   }
 
   private ContinualTrainer running() {

@@ -27,6 +27,7 @@ import org.jboss.logging.Logger;
 @ApplicationScoped
 public class TrainerLoop {
   private static final Logger LOG = Logger.getLogger(TrainerLoop.class);
+  private static final Duration HEALTHY_RUN = Duration.ofMinutes(1);
 
   private final ContinualTrainer.Settings settings; // null: no experience log configured
   private final Thread thread;
@@ -52,7 +53,11 @@ public class TrainerLoop {
       @ConfigProperty(name = "memgen.trainer.grpo-steps", defaultValue = "0") int grpoSteps,
       @ConfigProperty(name = "memgen.trainer.verifier", defaultValue = "none") String verifier,
       @ConfigProperty(name = "memgen.trainer.eval-max-new-tokens", defaultValue = "48") int evalMaxNewTokens,
-      @ConfigProperty(name = "memgen.trainer.seed", defaultValue = "0") long seed) {
+      @ConfigProperty(name = "memgen.trainer.seed", defaultValue = "0") long seed,
+      @ConfigProperty(name = "memgen.trainer.reward-horizon", defaultValue = "PT1H") Duration rewardHorizon,
+      @ConfigProperty(name = "memgen.trainer.max-waiting", defaultValue = "100000") int maxWaiting,
+      @ConfigProperty(name = "memgen.trainer.dedup-horizon", defaultValue = "P7D") Duration dedupHorizon,
+      @ConfigProperty(name = "memgen.trainer.max-trajectory-tokens", defaultValue = "0") int maxTrajectoryTokens) {
     if (bootstrap.isEmpty()) {
       settings = null;
       thread = null;
@@ -69,7 +74,8 @@ public class TrainerLoop {
       settings = new ContinualTrainer.Settings(bootstrap.get(), adapterName, Path.of(modelDir.get()), Path.of(memoryDir.get()),
           Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, feedbackGrace, sftMinReward,
           sftSteps, sftBatch, lr, grpoSteps, verifier.equals("none") ? Optional.empty() : Optional.of(Verifier.named(verifier)),
-          evalMaxNewTokens, partitions, seed);
+          evalMaxNewTokens, partitions, seed, new ContinualTrainer.Intake(rewardHorizon, maxWaiting, dedupHorizon,
+              maxTrajectoryTokens));
     } catch (IOException | RuntimeException e) {
       throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
     }
@@ -111,12 +117,16 @@ public class TrainerLoop {
     return t == null || t.status() == null ? Optional.empty() : Optional.of(t);
   }
 
+  /**
+   * Runs the trainer, restarting it after a failure under an exponential back-off (1 s to 60 s) that starts over only
+   * once a trainer has run for a minute: one that fails right after starting, again and again, backs off.
+   */
   private void runWithRetries() {
     long backoffMs = 1000;
     while (!stopping) {
+      long started = System.nanoTime();
       try {
         trainer = new ContinualTrainer(settings);
-        backoffMs = 1000;
         if (stopping) { // shut down while it was starting
           trainer.release();
           return;
@@ -127,6 +137,9 @@ public class TrainerLoop {
           trainer.release();
         }
       } catch (Exception e) {
+        if (System.nanoTime() - started > HEALTHY_RUN.toNanos()) {
+          backoffMs = 1000;
+        }
         if (stopping) {
           return;
         }

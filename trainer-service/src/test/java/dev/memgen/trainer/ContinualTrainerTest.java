@@ -1,55 +1,36 @@
 package dev.memgen.trainer;
 
+import static dev.memgen.trainer.TrainerFixture.*;
+
 import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertFalse;
-import static org.junit.jupiter.api.Assertions.assertNotNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.memgen.log.AdapterLog;
 import dev.memgen.log.ExperienceLog;
 import dev.memgen.log.Topics;
-import dev.memgen.log.broker.KafkaBroker;
 import dev.memgen.log.store.AdapterStore;
-import dev.memgen.model.ModelConfig;
-import dev.memgen.model.checkpoint.Checkpoint;
-import dev.memgen.model.checkpoint.DType;
-import dev.memgen.model.checkpoint.TinyCheckpoint;
-import dev.memgen.model.data.ArithmeticTasks;
-import dev.memgen.model.eval.Evaluator;
-import dev.memgen.model.memory.LoraConfig;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
-import dev.memgen.model.text.ChatTemplate;
-import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.text.TextTokenizer;
-import dev.memgen.model.train.TokenizedExample;
 import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.Feedback;
 import dev.memgen.proto.v1.FinishReason;
 import dev.memgen.proto.v1.OffsetRange;
 import dev.memgen.proto.v1.Trajectory;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.security.MessageDigest;
 import java.time.Duration;
 import java.util.ArrayList;
-import java.util.HexFormat;
 import java.util.List;
 import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
-import java.util.concurrent.TimeUnit;
-import java.util.function.BooleanSupplier;
-import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
-import org.apache.kafka.clients.producer.ProducerRecord;
 import org.apache.kafka.common.TopicPartition;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
@@ -59,40 +40,10 @@ import org.junit.jupiter.api.io.TempDir;
  * between storing and announcing, rejected candidates and bad records (which go to the dead-letter topic).
  */
 class ContinualTrainerTest {
-  static final String NAME = "default";
-  static KafkaBroker broker;
-  static Path model;
-  static Path memory;
-  static String fingerprint;
-
   @TempDir Path tmp;
 
-  @BeforeAll
-  static void start(@TempDir Path shared) throws Exception {
-    broker = KafkaBroker.start(shared.resolve("kafka"), 0);
-    model = shared.resolve("model");
-    memory = shared.resolve("memory");
-    ModelConfig c = TinyCheckpoint.tiny("qwen2");
-    TinyCheckpoint.write(model, c, DType.F32, 1, 11);
-    fingerprint = Checkpoint.open(model).fingerprint();
-    Memory.init(memory, c, new MemoryManifest(1, fingerprint, c.hiddenSize(), c.numLayers(), 2, 2, "embeddings",
-        LoraConfig.REFERENCE, LoraConfig.REFERENCE, DelimiterTable.DEFAULT, 2), 3);
-    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers())) {
-      log.ensureTopics(2);
-    }
-  }
-
-  @AfterAll
-  static void stop() {
-    broker.stop();
-  }
-
-  /** Each test gets its own adapter store and its own topics' worth of traffic by using a fresh adapter name. */
   ContinualTrainer.Settings settings(String name, int window, double tolerance, Optional<Verifier> verifier) {
-    List<Evaluator.Problem> heldOut = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, 4, 1, 99).stream()
-        .map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList();
-    return new ContinualTrainer.Settings(broker.bootstrapServers(), name, model, memory, tmp.resolve("store"),
-        tmp.resolve("work"), heldOut, tolerance, window, Duration.ofHours(1), Duration.ZERO, 1.0, 4, 4, 1e-2, 0, verifier, 6, 2, 0);
+    return TrainerFixture.settings(tmp, name, window, tolerance, verifier);
   }
 
   @Test
@@ -109,7 +60,7 @@ class ContinualTrainerTest {
       }
       log.publish(Topics.FEEDBACK, "x", Feedback.newBuilder().setTrajectoryId("x").setReward(Double.NaN).setSource("h")
           .setSchemaVersion(1).build()).get();
-      garbage(log, Topics.TRAJECTORIES);
+      garbage(Topics.TRAJECTORIES);
       log.flush();
 
       ContinualTrainer.Settings s = settings(name, 3, 100, Optional.empty());
@@ -248,7 +199,7 @@ class ContinualTrainerTest {
       ContinualTrainer.Settings ok = settings(name, 3, 100, Optional.of(Verifier.named("arithmetic")));
       ContinualTrainer.Settings wild = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
           ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), ok.feedbackGrace(), 1.0, 4, 4, 1e30, 0,
-          ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0);
+          ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0, ok.intake());
       try (Running t = new Running(new ContinualTrainer(wild))) {
         await(() -> t.trainer.status().rejected() == 1, "the diverged candidate was refused");
         assertEquals(1, store.versions(name).size(), "nothing but the initial version");
@@ -256,7 +207,7 @@ class ContinualTrainerTest {
       // SFT then GRPO by re-rollout of the window's prompts, rewarded by the verifier.
       ContinualTrainer.Settings grpo = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
           ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 3, ok.maxWindowWait(), ok.feedbackGrace(), 1.0, 2, 4, 1e-2, 2,
-          ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0);
+          ok.verifier(), ok.evalMaxNewTokens(), ok.partitions(), 0, ok.intake());
       try (Running t = new Running(new ContinualTrainer(grpo))) {
         await(() -> t.trainer.status().published() == 1, "v2 after SFT and GRPO");
       }
@@ -271,7 +222,7 @@ class ContinualTrainerTest {
       ContinualTrainer.Settings ok = settings(name, 1, 100, Optional.empty());
       ContinualTrainer.Settings graceful = new ContinualTrainer.Settings(ok.bootstrapServers(), name, ok.modelDir(),
           ok.initialMemory(), ok.storeDir(), ok.workDir(), ok.heldOut(), 100, 1, ok.maxWindowWait(), Duration.ofSeconds(20),
-          1.0, 2, 2, 1e-2, 0, Optional.empty(), ok.evalMaxNewTokens(), ok.partitions(), 0);
+          1.0, 2, 2, 1e-2, 0, Optional.empty(), ok.evalMaxNewTokens(), ok.partitions(), 0, ok.intake());
       try (Running t = new Running(new ContinualTrainer(graceful))) {
         List<String> ids = publishTrajectories(log, tok, name, 2, 12, true);
         feedback(log, ids.get(0), 1.0); // the window (target 1) is due now, but the second one just finished
@@ -284,145 +235,5 @@ class ContinualTrainerTest {
       assertEquals(2.0, AdapterStore.open(tmp.resolve("store")).get(name, 2).metrics().get("sft_examples"),
           "the late-rewarded trajectory was trained on");
     }
-  }
-
-  // ---- helpers
-
-  /** Trajectories of {@code n} correct arithmetic answers (so the verifier rewards them), as a reasoner records them. */
-  List<String> publishTrajectories(ExperienceLog log, TextTokenizer tok, String name, int n, long seed) throws Exception {
-    return publishTrajectories(log, tok, name, n, seed, false);
-  }
-
-  /** {@code now}: stamped as just finished (created_at), as the reasoner does. */
-  List<String> publishTrajectories(ExperienceLog log, TextTokenizer tok, String name, int n, long seed, boolean now)
-      throws Exception {
-    List<String> ids = new ArrayList<>();
-    for (ArithmeticTasks.Example e : ArithmeticTasks.generate(ArithmeticTasks.Domain.B, n, 2, seed)) {
-      TokenizedExample x = TokenizedExample.of(tok, ChatTemplate.userPrompt(e.prompt()), e.answer());
-      String id = UUID.randomUUID().toString();
-      Trajectory.Builder t = Trajectory.newBuilder().setTrajectoryId(id).setSessionId("s-" + id).setAdapterName(name)
-          .setWeaverVersion(1).setBaseFingerprint(fingerprint).setFinishReason(FinishReason.STOP_TOKEN).setSchemaVersion(1)
-          .setMemoryEnabled(true);
-      if (now) {
-        t.setCreatedAt(com.google.protobuf.Timestamp.newBuilder().setSeconds(java.time.Instant.now().getEpochSecond()));
-      }
-      for (int p : x.prompt()) {
-        t.addPromptTokenIds(p);
-      }
-      for (int a : x.answer()) {
-        t.addCompletionTokenIds(a);
-      }
-      log.publish(Topics.TRAJECTORIES, t.getSessionId(), t.build()).get();
-      ids.add(id);
-    }
-    return ids;
-  }
-
-  static void feedback(ExperienceLog log, String trajectoryId, double reward) throws Exception {
-    log.publish(Topics.FEEDBACK, trajectoryId, Feedback.newBuilder().setTrajectoryId(trajectoryId).setReward(reward)
-        .setSource("human").setFeedbackId(UUID.randomUUID().toString()).setSchemaVersion(1).build()).get();
-  }
-
-  static void garbage(ExperienceLog log, String topic) throws Exception {
-    try (var producer = ExperienceLog.reliableProducer(broker.bootstrapServers(), new java.util.Properties())) {
-      producer.send(new ProducerRecord<>(topic, "bad", "not a protobuf \u0000\u00ff".getBytes(StandardCharsets.ISO_8859_1))).get();
-    }
-  }
-
-  static Map<TopicPartition, Long> endOffsets() {
-    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(broker.bootstrapServers(), "check", null)) {
-      List<TopicPartition> parts = c.partitionsFor(Topics.TRAJECTORIES).stream()
-          .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
-      return c.endOffsets(parts, Duration.ofSeconds(10));
-    }
-  }
-
-  /** Ids of the valid trajectories at offsets [from, to) of {@code tp}. */
-  static List<String> trajectoryIds(TopicPartition tp, long from, long to) {
-    List<String> out = new ArrayList<>();
-    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(broker.bootstrapServers(), "check", null)) {
-      c.assign(List.of(tp));
-      c.seek(tp, from);
-      while (c.position(tp) < to) {
-        for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
-          if (r.offset() < to) {
-            try {
-              out.add(Trajectory.parseFrom(r.value()).getTrajectoryId());
-            } catch (com.google.protobuf.InvalidProtocolBufferException e) {
-              // garbage records are accounted for by range, not by id
-            }
-          }
-        }
-      }
-    }
-    return out;
-  }
-
-  static long countRecords(String topic) {
-    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(broker.bootstrapServers(), "check", null)) {
-      List<TopicPartition> parts = c.partitionsFor(topic).stream().map(p -> new TopicPartition(p.topic(), p.partition())).toList();
-      return c.endOffsets(parts, Duration.ofSeconds(10)).values().stream().mapToLong(Long::longValue).sum();
-    }
-  }
-
-  static int versions(AdapterStore store, String name) {
-    try {
-      return store.versions(name).size();
-    } catch (java.io.IOException e) {
-      return -1;
-    }
-  }
-
-  static void await(BooleanSupplier condition, String what) throws InterruptedException {
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(180);
-    while (!condition.getAsBoolean()) {
-      assertTrue(System.nanoTime() < deadline, "timed out waiting: " + what);
-      Thread.sleep(100);
-    }
-  }
-
-  static byte[] digest(Path dir) throws Exception {
-    MessageDigest sha = MessageDigest.getInstance("SHA-256");
-    try (var files = Files.list(dir)) {
-      for (Path f : files.sorted().toList()) {
-        sha.update(Files.readAllBytes(f));
-      }
-    }
-    return sha.digest();
-  }
-
-  /** A trainer on its own thread, stopped and released at close. */
-  static final class Running implements AutoCloseable {
-    final ContinualTrainer trainer;
-    final Thread thread;
-    volatile Throwable failure;
-
-    Running(ContinualTrainer trainer) {
-      this.trainer = trainer;
-      thread = new Thread(() -> {
-        try {
-          trainer.run();
-        } catch (Throwable t) {
-          failure = t;
-        }
-      });
-      thread.start();
-    }
-
-    @Override
-    public void close() throws Exception {
-      trainer.close();
-      thread.join(60_000);
-      trainer.release();
-      assertFalse(thread.isAlive());
-      if (failure != null) {
-        throw new AssertionError("the trainer failed", failure);
-      }
-      assertNotNull(trainer.status());
-    }
-  }
-
-  static String hex(byte[] b) {
-    return HexFormat.of().formatHex(b);
   }
 }

@@ -29,6 +29,7 @@ import io.quarkus.grpc.runtime.GrpcServer;
 import io.quarkus.test.common.QuarkusTestResource;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.value.registry.ValueRegistry;
+import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 import org.junit.jupiter.api.Test;
@@ -50,7 +51,7 @@ class TrainerAdminTest {
       assertEquals(1, st.getAdapters(0).getPublishedVersion(), "the initial memory is v1");
       assertEquals(1000, st.getAdapters(0).getWindow().getTarget());
 
-      publishTrajectories(3);
+      List<Trajectory> sent = publishTrajectories(3);
       st = awaitStatus(admin, s -> s.getAdapters(0).getWindow().getRewarded() == 3);
       assertEquals(3, st.getAdapters(0).getWindow().getTrajectories());
       assertEquals(1, st.getConsumerPositionsCount());
@@ -69,6 +70,15 @@ class TrainerAdminTest {
       assertEquals(2, st.getAdapters(0).getPublishedVersion());
       assertEquals(0, st.getConsumerPositions(0).getLag(), st.toString());
       assertTrue(st.getAdapters(0).containsLastEvalMetrics("eval_accuracy"), st.toString());
+
+      assertEquals(3, st.getAdapters(0).getTrajectories().getTrained(), st.toString());
+      // A reasoner's spool redelivers one after a crash: counted as a duplicate, not trained again.
+      try (ExperienceLog log = new ExperienceLog(TrainerLoopResource.broker.bootstrapServers())) {
+        log.publish(Topics.TRAJECTORIES, sent.get(1).getSessionId(), sent.get(1)).get();
+      }
+      st = awaitStatus(admin, s -> s.getAdapters(0).getTrajectories().getDuplicated() == 1);
+      assertEquals(3, st.getAdapters(0).getTrajectories().getTrained());
+      assertEquals(0, st.getAdapters(0).getTrajectories().getWaiting(), st.toString());
 
       StatusRuntimeException empty = assertThrows(StatusRuntimeException.class, () -> admin.withDeadlineAfter(60,
           TimeUnit.SECONDS).publish(PublishRequest.newBuilder().setAdapterName("default").build()));
@@ -91,7 +101,8 @@ class TrainerAdminTest {
     }
   }
 
-  static void publishTrajectories(int n) throws Exception {
+  static List<Trajectory> publishTrajectories(int n) throws Exception {
+    List<Trajectory> sent = new java.util.ArrayList<>();
     String fingerprint = Checkpoint.open(TrainerLoopResource.model).fingerprint();
     try (ExperienceLog log = new ExperienceLog(TrainerLoopResource.broker.bootstrapServers());
         TextTokenizer tok = TextTokenizer.load(TrainerLoopResource.model)) {
@@ -108,8 +119,10 @@ class TrainerAdminTest {
           t.addCompletionTokenIds(a);
         }
         log.publish(Topics.TRAJECTORIES, id, t.build()).get();
+        sent.add(t.build());
       }
     }
+    return sent;
   }
 
   static TrainerStatus awaitStatus(TrainerAdminGrpc.TrainerAdminBlockingStub admin,

@@ -31,13 +31,14 @@ public class TriggerModel {
       @ConfigProperty(name = "memgen.sessions.max-length", defaultValue = "0") int maxLength,
       @ConfigProperty(name = "memgen.sessions.max-append-rows", defaultValue = "8192") int maxAppendRows,
       @ConfigProperty(name = "memgen.warm-up.budget", defaultValue = "10s") Duration warmUpBudget,
-      @ConfigProperty(name = "memgen.warm-up.calls", defaultValue = "600") int warmUpCalls) {
+      @ConfigProperty(name = "memgen.warm-up.calls", defaultValue = "600") int warmUpCalls, TriggerReady ready) {
     served = ServedMemory.forService(modelDir, memoryDir);
     service = new TriggerService(served.base(), served.memory(), served.fingerprint(), adapterName, threshold,
         new ServiceLimits(maxSessions, maxLength, maxAppendRows));
     LOG.infof("deciding with %s (version %d, threshold %.2f) on %s", memoryDir, served.memory().manifest().version(),
         threshold, modelDir);
     service.warmUp(warmUpBudget, warmUpCalls);
+    ready.set(service); // from now on the endpoint hands calls to it
   }
 
   public TriggerService service() {

@@ -43,7 +43,7 @@ public class WeaverModel {
       @ConfigProperty(name = "memgen.adapters.cache-dir") Optional<String> cacheDir,
       @ConfigProperty(name = "memgen.adapters.catch-up-timeout", defaultValue = "30s") Duration catchUpTimeout,
       @ConfigProperty(name = "memgen.warm-up.budget", defaultValue = "10s") Duration warmUpBudget,
-      @ConfigProperty(name = "memgen.warm-up.calls", defaultValue = "600") int warmUpCalls)
+      @ConfigProperty(name = "memgen.warm-up.calls", defaultValue = "600") int warmUpCalls, WeaverReady ready)
       throws InterruptedException {
     if (maxResident < 1) {
       throw new IllegalStateException("memgen.adapters.max-resident=" + maxResident + ": at least one adapter must fit");
@@ -86,6 +86,7 @@ public class WeaverModel {
       }
     }
     service.warmUp(warmUpBudget, warmUpCalls); // with the version it will serve first
+    ready.set(service); // from now on the endpoint hands calls to it
   }
 
   public WeaverService service() {

@@ -29,16 +29,21 @@ import java.util.stream.Stream;
  * version is stored once under {@code blobs/sha256/<hex>}; each version is a small JSON record
  * {@code adapters/<name>/<version>.json} naming its files' hashes, its parent version, the base model's fingerprint,
  * its evaluation metrics and the input offsets it was trained on (so a trainer restarted after a crash resumes from
- * the last published version's offsets). Writes are atomic (temporary file, then rename), so a reader never sees half
+ * the last published version's offsets), and, beside it, the version's {@link Ledger}: what became of every trajectory
+ * record it consumed, by id. Writes are atomic (temporary file, then rename), so a reader never sees half
  * a version; reading a version back verifies every hash and refuses a corrupted file by name.
  */
 public final class AdapterStore {
   private static final ObjectMapper JSON = new ObjectMapper();
   private static final Pattern NAME = Pattern.compile("[A-Za-z0-9][A-Za-z0-9._-]{0,127}");
 
-  /** One published version. {@code parent} is 0 for a first version. */
+  /**
+   * One published version. {@code parent} is 0 for a first version. {@code ledgerSha256} is the hash of its
+   * {@link Ledger} ("" for a version published without one), {@code counts} that ledger's {@link Ledger#counts}.
+   */
   public record Version(String name, long version, long parent, String baseFingerprint, Map<String, String> files,
-      Map<String, Double> metrics, Map<String, Long> offsets, Instant created) {}
+      Map<String, Double> metrics, Map<String, Long> offsets, Instant created, String ledgerSha256,
+      Map<String, Long> counts) {}
 
   private final Path root;
 
@@ -61,8 +66,18 @@ public final class AdapterStore {
    *
    * @param offsets input offsets the adapter was trained on, e.g. {@code "memgen.trajectories-0" -> 1234}
    */
-  public synchronized Version publish(String name, Path dir, long parent, String baseFingerprint, Map<String, Double> metrics,
+  public Version publish(String name, Path dir, long parent, String baseFingerprint, Map<String, Double> metrics,
       Map<String, Long> offsets) throws IOException {
+    return publish(name, dir, parent, baseFingerprint, metrics, offsets, Ledger.EMPTY);
+  }
+
+  /**
+   * {@link #publish(String, Path, long, String, Map, Map)} with the version's {@link Ledger}: written before the
+   * record, which names its hash (the record is the commit point: a ledger without a record is overwritten by the next
+   * publish).
+   */
+  public synchronized Version publish(String name, Path dir, long parent, String baseFingerprint, Map<String, Double> metrics,
+      Map<String, Long> offsets, Ledger ledger) throws IOException {
     checkName(name);
     Map<String, String> files = new TreeMap<>();
     try (DirectoryStream<Path> entries = Files.newDirectoryStream(dir, Files::isRegularFile)) {
@@ -74,9 +89,16 @@ public final class AdapterStore {
       throw new IllegalArgumentException(dir + ": no files to publish");
     }
     long version = latest(name).map(v -> v.version() + 1).orElse(1L);
-    Version v = new Version(name, version, parent, baseFingerprint, files, Map.copyOf(metrics), Map.copyOf(offsets), Instant.now());
     Path record = recordPath(name, version);
     Files.createDirectories(record.getParent());
+    String ledgerSha256 = "";
+    if (!ledger.entries().isEmpty() || ledger.otherAdapters() > 0) {
+      byte[] lines = ledger.toJsonLines();
+      writeAtomically(ledgerPath(name, version), lines);
+      ledgerSha256 = HexFormat.of().formatHex(sha256().digest(lines));
+    }
+    Version v = new Version(name, version, parent, baseFingerprint, files, Map.copyOf(metrics), Map.copyOf(offsets), Instant.now(),
+        ledgerSha256, ledger.counts());
     writeAtomically(record, JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(toJson(v)));
     return v;
   }
@@ -110,6 +132,30 @@ public final class AdapterStore {
       throw new IllegalArgumentException("adapter " + name + " has no version " + version + " in " + root);
     }
     return read(record);
+  }
+
+  /**
+   * The ledger of version {@code version} of {@code name}, checked against the hash its record names ({@link
+   * Ledger#EMPTY} for a version published without one).
+   *
+   * @throws CorruptedAdapterException the ledger is missing or does not match its hash
+   */
+  public Ledger ledger(String name, long version) throws IOException {
+    Version v = get(name, version);
+    if (v.ledgerSha256().isEmpty()) {
+      return Ledger.EMPTY;
+    }
+    Path file = ledgerPath(name, version);
+    if (!Files.isRegularFile(file)) {
+      throw new CorruptedAdapterException(name + " v" + version + ": its ledger " + file + " is missing");
+    }
+    byte[] bytes = Files.readAllBytes(file);
+    String actual = HexFormat.of().formatHex(sha256().digest(bytes));
+    if (!actual.equals(v.ledgerSha256())) {
+      throw new CorruptedAdapterException(name + " v" + version + ": ledger " + file + " is corrupted (sha256 " + actual
+          + ", published as " + v.ledgerSha256() + ")");
+    }
+    return Ledger.fromJsonLines(bytes, file.toString());
   }
 
   /** The names of every adapter in the store. */
@@ -216,6 +262,10 @@ public final class AdapterStore {
     return root.resolve("adapters").resolve(name).resolve(version + ".json");
   }
 
+  private Path ledgerPath(String name, long version) {
+    return root.resolve("adapters").resolve(name).resolve(version + ".ledger.jsonl");
+  }
+
   private static void checkName(String name) {
     if (name == null || !NAME.matcher(name).matches()) {
       throw new IllegalArgumentException("adapter name '" + name + "' must be 1-128 letters, digits, '.', '_' or '-', "
@@ -242,6 +292,11 @@ public final class AdapterStore {
     ObjectNode offsets = n.putObject("offsets");
     new TreeMap<>(v.offsets()).forEach(offsets::put);
     n.put("created", v.created().toString());
+    if (!v.ledgerSha256().isEmpty()) {
+      n.put("ledger_sha256", v.ledgerSha256());
+      ObjectNode counts = n.putObject("counts");
+      new TreeMap<>(v.counts()).forEach(counts::put);
+    }
     return n;
   }
 
@@ -258,8 +313,11 @@ public final class AdapterStore {
     n.path("metrics").fields().forEachRemaining(e -> metrics.put(e.getKey(), e.getValue().asDouble()));
     Map<String, Long> offsets = new LinkedHashMap<>();
     n.path("offsets").fields().forEachRemaining(e -> offsets.put(e.getKey(), e.getValue().asLong()));
+    Map<String, Long> counts = new LinkedHashMap<>();
+    n.path("counts").fields().forEachRemaining(e -> counts.put(e.getKey(), e.getValue().asLong()));
     return new Version(n.path("name").asText(), n.path("version").asLong(), n.path("parent").asLong(),
-        n.path("base_fingerprint").asText(), files, metrics, offsets, Instant.parse(n.path("created").asText()));
+        n.path("base_fingerprint").asText(), files, metrics, offsets, Instant.parse(n.path("created").asText()),
+        n.path("ledger_sha256").asText(""), counts);
   }
 
   private static MessageDigest sha256() {
