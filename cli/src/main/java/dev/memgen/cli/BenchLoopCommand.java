@@ -60,17 +60,18 @@ final class BenchLoopCommand implements Callable<Integer> {
     LoopBench.Result r = new LoopBench(new LoopBench.Settings(Main.home(), model.toAbsolutePath(), mem.toAbsolutePath(),
         dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout),
         line -> System.err.println("bench loop: " + line)).run();
-    System.out.printf("%d trajectories published, %d trained, %d judged (reward too low to teach), %d waiting, %d lost, "
-        + "%d trained twice; %d adapter versions; trainer ingest %.1f trajectories/s; trajectory -> serving median %.1f s "
-        + "(p90 %.1f s)%s%n",
-        r.trajectoriesPublished(), r.trajectoriesTrained(), r.trajectoriesJudged(), r.trajectoriesWaiting(),
-        r.trajectoriesLost(), r.trajectoriesDuplicated(),
+    System.out.printf("%d trajectories published, %d trained, %d judged (reward too low to teach), %d not yet in a "
+        + "published version (%d of them waiting in the open window), %d lost, %d trained twice; %d adapter versions; "
+        + "trainer ingest %.1f trajectories/s; trajectory -> serving median %.1f s (p90 %.1f s)%s%n",
+        r.trajectoriesPublished(), r.trajectoriesTrained(), r.trajectoriesJudged(), r.trajectoriesPending(),
+        r.trajectoriesWaiting(), r.trajectoriesLost(), r.trajectoriesDuplicated(),
         r.adapterVersions(), r.ingestTps(), r.trajectoryToServingMedianS(), r.trajectoryToServingP90S(),
         crashTrainer ? (r.trainerKilledMidWindow() ? "; trainer killed mid-window" : "; trainer killed after its window") : "");
     ObjectNode json = Json.object();
     json.put("trajectories_published", r.trajectoriesPublished());
     json.put("trajectories_trained", r.trajectoriesTrained());
     json.put("trajectories_judged", r.trajectoriesJudged());
+    json.put("trajectories_pending", r.trajectoriesPending());
     json.put("trajectories_waiting", r.trajectoriesWaiting());
     json.put("trajectories_lost", r.trajectoriesLost());
     json.put("trajectories_duplicated", r.trajectoriesDuplicated());

@@ -35,6 +35,7 @@ import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.Iterator;
+import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
 import java.util.concurrent.ConcurrentHashMap;
@@ -63,7 +64,7 @@ public final class LoopBench {
 
   /** What a run measured. Times in seconds; versions count the announcements after the initial one. */
   public record Result(long trajectoriesPublished, long trajectoriesTrained, long trajectoriesJudged,
-      long trajectoriesWaiting, long trajectoriesLost, long trajectoriesDuplicated, long trajectoriesDeduplicated,
+      long trajectoriesPending, long trajectoriesWaiting, long trajectoriesLost, long trajectoriesDuplicated, long trajectoriesDeduplicated,
       int adapterVersions, double ingestTps, double trajectoryToServingMedianS,
       double trajectoryToServingP90S, long latestVersion, long lastRequestWeaverVersion, boolean trainerKilledMidWindow,
       long trainerLag, double seconds) {}
@@ -135,7 +136,7 @@ public final class LoopBench {
         prober.interrupt();
         Served last = generate(reasoner, tasks.get(0).prompt());
         long lag = trainerLag(channel(grpcBase + 3));
-        return new Result(a.published, a.trained, a.judged, a.waiting, a.lost, a.duplicated, a.deduplicated,
+        return new Result(a.published, a.trained, a.judged, a.pending, a.waiting, a.lost, a.duplicated, a.deduplicated,
             a.announced.size(), a.ingestTps(),
             a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion, killed,
             lag, (System.nanoTime() - t0) / 1e9);
@@ -245,13 +246,15 @@ public final class LoopBench {
   /**
    * The published trajectories set against what the versions' ledgers (in the adapter store) say of each id: trained
    * (taught a published version), judged (rewarded too low to teach), otherwise decided (skipped, dead-lettered,
-   * expired), waiting in the trainer's open window, or lost (none of these: a bug).
+   * expired); pending (after the last published version's range: the trainer's open window, of which {@code waiting}
+   * wait for a reward or for a candidate the gate accepts); or lost (inside a published range with no outcome: a bug).
    */
   private static final class Accounting {
     long published;
     long trained;
     long judged;
     long otherwiseDecided;
+    long pending;
     long waiting;
     long lost;
     long duplicated; // ids trained into more than one version
@@ -280,7 +283,7 @@ public final class LoopBench {
 
     /** A signature of the state: unchanged for a while, nothing more will happen. */
     String signature() {
-      return trained + "/" + judged + "/" + otherwiseDecided + "/" + waiting + "/" + announced.size();
+      return trained + "/" + judged + "/" + otherwiseDecided + "/" + pending + "/" + waiting + "/" + announced.size();
     }
   }
 
@@ -298,7 +301,7 @@ public final class LoopBench {
         last = a.signature();
         sameSince = System.nanoTime();
       }
-      if (a.waiting + a.lost == 0 || System.nanoTime() > deadline || System.nanoTime() - sameSince > SETTLE.toNanos()) {
+      if (a.pending + a.lost == 0 || System.nanoTime() > deadline || System.nanoTime() - sameSince > SETTLE.toNanos()) {
         return a;
       }
       Thread.sleep(1000);
@@ -307,7 +310,7 @@ public final class LoopBench {
 
   private Accounting account(String bootstrap, ManagedChannel trainer) throws IOException {
     Accounting a = new Accounting();
-    List<String> ids = new ArrayList<>(); // every trajectory, in log order per partition
+    Map<String, ConsumerRecord<String, byte[]>> ids = new LinkedHashMap<>(); // every trajectory, by id
     try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(bootstrap, "memgen-bench-accounting", null)) {
       List<TopicPartition> parts = c.partitionsFor(Topics.TRAJECTORIES).stream()
           .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
@@ -318,7 +321,7 @@ public final class LoopBench {
         for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
           Trajectory t = dev.memgen.log.Records.TRAJECTORY.deserializeOrNull(r.value());
           String id = t == null ? "offset:" + r.partition() + "@" + r.offset() : t.getTrajectoryId();
-          ids.add(id);
+          ids.putIfAbsent(id, r);
           a.publishedAtMillis.put(id, r.timestamp());
           a.published++;
         }
@@ -328,6 +331,7 @@ public final class LoopBench {
     Map<String, Integer> trainedTimes = new HashMap<>();
     java.util.Set<String> judged = new java.util.HashSet<>();
     java.util.Set<String> decided = new java.util.HashSet<>();
+    java.util.Set<String> carried = new java.util.HashSet<>(); // carried by a version: still open unless decided later
     for (AdapterPublished p : AdapterLog.readAll(bootstrap, Duration.ofSeconds(30))) {
       if (!p.getAdapterName().equals(NAME) || p.getComponent() != AdapterComponent.WEAVER || p.getVersion() == 1
           || p.getRolledBackFrom() != 0) {
@@ -342,7 +346,7 @@ public final class LoopBench {
           }
           case LOW_REWARD -> judged.add(e.trajectoryId());
           case DUPLICATE -> a.deduplicated++;
-          case CARRIED -> { }
+          case CARRIED -> carried.add(e.trajectoryId());
           default -> decided.add(e.trajectoryId());
         }
       }
@@ -354,8 +358,9 @@ public final class LoopBench {
     } catch (RuntimeException e) {
       // the trainer is restarting: it holds nothing then, and what it will hold is not yet decided either
     }
-    long undecided = 0;
-    for (String id : new java.util.LinkedHashSet<>(ids)) {
+    Map<String, Long> rangeEnd = store.latest(NAME).map(AdapterStore.Version::offsets).orElse(Map.of());
+    for (Map.Entry<String, ConsumerRecord<String, byte[]>> r : ids.entrySet()) {
+      String id = r.getKey();
       int n = trainedTimes.getOrDefault(id, 0);
       if (n > 0) {
         a.trained++;
@@ -364,12 +369,13 @@ public final class LoopBench {
         a.judged++;
       } else if (decided.contains(id)) {
         a.otherwiseDecided++;
+      } else if (carried.contains(id) || r.getValue().offset() >= rangeEnd.getOrDefault(r.getValue().topic() + "-" + r.getValue().partition(), 0L)) {
+        a.pending++; // carried, or not in a published version's range yet: the open window
       } else {
-        undecided++;
+        a.lost++;
       }
     }
-    a.waiting = Math.min(waiting, undecided);
-    a.lost = undecided - a.waiting;
+    a.waiting = waiting;
     return a;
   }
 

@@ -36,7 +36,7 @@ class ContinualLoopTest {
     assertTrue(r.trainerKilledMidWindow(), "the trainer was killed in the middle of a window: " + r);
     assertEquals(24, r.trajectoriesPublished(), "one trajectory per request: " + r);
     assertEquals(24, r.trajectoriesTrained(), "every one taught a published version, by id: " + r);
-    assertEquals(0, r.trajectoriesWaiting(), r.toString());
+    assertEquals(0, r.trajectoriesPending(), "every one in a published version: " + r);
     assertEquals(0, r.trajectoriesLost(), r.toString());
     assertEquals(0, r.trajectoriesDuplicated(), r.toString());
     assertTrue(r.adapterVersions() >= 1 && r.latestVersion() >= 2, "at least one trained version published: " + r);
