@@ -92,6 +92,17 @@ public final class LoopBench {
     int httpBase = grpcBase + 4;
     String bootstrap = broker.bootstrapServers();
     Services services = new Services(runDir, grpcBase, httpBase, bootstrap);
+    // SIGTERM or Ctrl-C mid-run: the finally below never runs, so a hook stops the services (the broker's watchdog
+    // would stop the broker with this JVM anyway).
+    Thread onSignal = new Thread(() -> {
+      try {
+        services.stop();
+      } catch (Exception e) {
+        System.err.println("bench loop: stopping the services failed: " + e.getMessage());
+      }
+      broker.stop();
+    }, "memgen-bench-loop-stop");
+    Runtime.getRuntime().addShutdownHook(onSignal);
     try {
       try (ExperienceLog log = new ExperienceLog(bootstrap)) {
         log.ensureTopics(2);
@@ -126,16 +137,19 @@ public final class LoopBench {
         progress.accept("traffic done; waiting until every trajectory is in a published version");
         ManagedChannel trainer = channel(grpcBase + 3);
         Accounting a;
+        long latest;
+        long lag;
+        Served last;
         try {
           a = awaitAccounted(bootstrap, trainer);
+          latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
+          awaitVersion(weaver, latest, "the weaver to serve v" + latest);
+          prober.interrupt();
+          last = generate(reasoner, tasks.get(0).prompt());
+          lag = trainerLag(trainer);
         } finally {
           trainer.shutdownNow();
         }
-        long latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
-        awaitVersion(weaver, latest, "the weaver to serve v" + latest);
-        prober.interrupt();
-        Served last = generate(reasoner, tasks.get(0).prompt());
-        long lag = trainerLag(channel(grpcBase + 3));
         return new Result(a.published, a.trained, a.judged, a.pending, a.waiting, a.lost, a.duplicated, a.deduplicated,
             a.announced.size(), a.ingestTps(),
             a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion, killed,
@@ -145,8 +159,18 @@ public final class LoopBench {
         weaver.shutdownNow();
       }
     } finally {
-      services.stop();
-      broker.stop();
+      if (removed(onSignal)) { // else the JVM is shutting down and the hook stops everything
+        services.stop();
+        broker.stop();
+      }
+    }
+  }
+
+  private static boolean removed(Thread hook) {
+    try {
+      return Runtime.getRuntime().removeShutdownHook(hook);
+    } catch (IllegalStateException shutdownInProgress) {
+      return false;
     }
   }
 
@@ -166,13 +190,9 @@ public final class LoopBench {
    * trajectory, which no window holds yet, counts).
    */
   private static long trainerLag(ManagedChannel trainer) {
-    try {
-      return TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
-          .status(StatusRequest.getDefaultInstance()).getConsumerPositionsList().stream()
-          .mapToLong(ConsumerPosition::getLag).sum();
-    } finally {
-      trainer.shutdownNow();
-    }
+    return TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
+        .status(StatusRequest.getDefaultInstance()).getConsumerPositionsList().stream()
+        .mapToLong(ConsumerPosition::getLag).sum();
   }
 
   /** One answer: its text, its Finished event, and the weaver version its memory events report (0: none). */

@@ -88,7 +88,23 @@ public final class DeadLetters {
 
   /** A record's source as the headers write it: {@code topic-partition@offset}. */
   public static String source(ConsumerRecord<?, ?> r) {
-    return r.topic() + "-" + r.partition() + "@" + r.offset();
+    return source(new TopicPartition(r.topic(), r.partition()), r.offset());
+  }
+
+  /** {@code topic-partition@offset} (what {@link TopicPartition#toString} writes, then the offset). */
+  public static String source(TopicPartition tp, long offset) {
+    return tp + "@" + offset;
+  }
+
+  /** The partition and offset a {@link #source} names. */
+  public static Map.Entry<TopicPartition, Long> parseSource(String source) {
+    int at = source.lastIndexOf('@');
+    int dash = source.lastIndexOf('-', at);
+    if (at < 0 || dash < 0) {
+      throw new IllegalArgumentException("not a topic-partition@offset source: '" + source + "'");
+    }
+    return Map.entry(new TopicPartition(source.substring(0, dash), Integer.parseInt(source.substring(dash + 1, at))),
+        Long.parseLong(source.substring(at + 1)));
   }
 
   /**

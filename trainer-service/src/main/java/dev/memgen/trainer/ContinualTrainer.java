@@ -172,7 +172,7 @@ public final class ContinualTrainer implements AutoCloseable {
   /** A trajectory in the open window: the record, where it is in the log, and when it was logged. */
   private record Waiting(Trajectory t, String key, TopicPartition tp, long offset, long loggedAtMillis) {
     String source() {
-      return tp.topic() + "-" + tp.partition() + "@" + offset;
+      return DeadLetters.source(tp, offset);
     }
 
     ConsumerRecord<String, byte[]> asRecord() { // for a dead letter: the parsed record re-encoded, at its source
@@ -564,12 +564,13 @@ public final class ContinualTrainer implements AutoCloseable {
           Waiting w = c.getKey().w();
           letters.add(Map.entry(w.asRecord(), "training failed on this trajectory: " + c.getValue()));
         }
-        for (DeadLetters.Letter l : deadLetters.send(letters)) {
-          deadLettered += l.earlier() ? 0 : 1;
-          String id = Records.TRAJECTORY.deserializeOrNull(l.record().value()).getTrajectoryId();
-          decided.add(new Ledger.Entry(DeadLetters.source(l.record()), id, Ledger.Outcome.DEAD_LETTERED, l.reason()));
-          open.remove(id);
-          verified.remove(id);
+        List<DeadLetters.Letter> sent = deadLetters.send(letters);
+        for (int i = 0; i < sent.size(); i++) { // in the order of the culprits
+          Waiting w = culprits.get(i).getKey().w();
+          deadLettered += sent.get(i).earlier() ? 0 : 1;
+          decided.add(new Ledger.Entry(w.source(), w.t().getTrajectoryId(), Ledger.Outcome.DEAD_LETTERED, sent.get(i).reason()));
+          open.remove(w.t().getTrajectoryId());
+          verified.remove(w.t().getTrajectoryId());
         }
         List<Item> rest = new ArrayList<>(items);
         culprits.forEach(c -> rest.remove(c.getKey()));
@@ -861,10 +862,8 @@ public final class ContinualTrainer implements AutoCloseable {
     }
     Map<TopicPartition, TreeSet<Long>> wanted = new HashMap<>();
     for (Ledger.Entry e : carried) {
-      int at = e.source().lastIndexOf('@');
-      int dash = e.source().lastIndexOf('-', at);
-      wanted.computeIfAbsent(new TopicPartition(e.source().substring(0, dash), Integer.parseInt(e.source().substring(dash + 1, at))),
-          k -> new TreeSet<>()).add(Long.parseLong(e.source().substring(at + 1)));
+      Map.Entry<TopicPartition, Long> at = DeadLetters.parseSource(e.source());
+      wanted.computeIfAbsent(at.getKey(), k -> new TreeSet<>()).add(at.getValue());
     }
     Map<String, ConsumerRecord<String, byte[]>> found = new TreeMap<>();
     try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(s.bootstrapServers(), "memgen-trainer-carried-" + s.adapterName(),
@@ -874,7 +873,7 @@ public final class ContinualTrainer implements AutoCloseable {
         c.assign(List.of(tp));
         long end = c.endOffsets(List.of(tp), KAFKA_TIMEOUT).get(tp);
         for (long offset : e.getValue()) {
-          if (found.containsKey(tp + "@" + offset) || offset >= end) {
+          if (found.containsKey(DeadLetters.source(tp, offset)) || offset >= end) {
             continue;
           }
           c.seek(tp, offset);
@@ -885,7 +884,7 @@ public final class ContinualTrainer implements AutoCloseable {
             }
             for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(200))) {
               if (e.getValue().contains(r.offset())) {
-                found.put(tp + "@" + r.offset(), r);
+                found.put(DeadLetters.source(r), r);
               }
             }
           }

@@ -23,7 +23,6 @@ import dev.memgen.proto.v1.Feedback;
 import dev.memgen.proto.v1.TriggerDecision;
 import dev.memgen.proto.v1.Trajectory;
 import java.nio.file.Path;
-import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashMap;
@@ -112,6 +111,8 @@ class TrainerInputTest {
         AdapterStore st = store();
         await(() -> versions(st, name) == 4, "v4 after the restart");
         await(() -> t.trainer.status().counts().duplicated() == 3, "the third copy counted");
+        // the store's record comes before the trainer's status says so: wait for the status, then it must be exact
+        await(() -> t.trainer.status().published() == 1, "v4 in the restarted trainer's status");
         assertEquals(9, t.trainer.status().counts().trained());
       }
     }
