@@ -8,6 +8,8 @@ import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.DelimiterTable;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
+import dev.memgen.model.data.ArithmeticTasks;
 import java.time.Duration;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
@@ -32,8 +34,19 @@ final class BenchLoopCommand implements Callable<Integer> {
   @Option(names = "--max-new-tokens", defaultValue = "32", description = "(default ${DEFAULT-VALUE})") int maxNewTokens;
 
   @Option(names = "--reward", defaultValue = "accept",
-      description = "accept (every answer rewarded 1: the plumbing, on any model) or grade (the boxed result checked)")
+      description = "accept (every answer rewarded 1: the plumbing, on any model), grade (the boxed result checked and "
+          + "sent as feedback) or verifier (no feedback: the trainer's verifier scores the traffic)")
   String reward;
+
+  @Option(names = "--traffic", defaultValue = "A,B", split = ",", description = "domains the requests alternate between "
+      + "(default ${DEFAULT-VALUE}; C: A with 3 operations, which the base partly solves)")
+  List<ArithmeticTasks.Domain> traffic;
+
+  @Option(names = "--rollouts", defaultValue = "0", description = "re-rollouts per window prompt, the rewarded ones "
+      + "trained on (learning from rewards alone; 0: off; default ${DEFAULT-VALUE})") int rollouts;
+
+  @Option(names = "--clients", defaultValue = "1", description = "agents sending requests at once (default ${DEFAULT-VALUE})")
+  int clients;
 
   @Option(names = "--crash-trainer", description = "SIGKILL the trainer in the middle of a window, then restart it")
   boolean crashTrainer;
@@ -45,8 +58,8 @@ final class BenchLoopCommand implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
-    if (!reward.equals("accept") && !reward.equals("grade")) {
-      throw new IllegalArgumentException("--reward must be accept or grade, got '" + reward + "'");
+    if (!List.of("accept", "grade", "verifier").contains(reward)) {
+      throw new IllegalArgumentException("--reward must be accept, grade or verifier, got '" + reward + "'");
     }
     Path dir = work != null ? work : Files.createTempDirectory("memgen-bench-loop");
     Path mem = memory;
@@ -58,7 +71,8 @@ final class BenchLoopCommand implements Callable<Integer> {
           base.config().numLayers(), 4, 4, "embeddings", lora, lora, DelimiterTable.DEFAULT, 3), 0);
     }
     LoopBench.Result r = new LoopBench(new LoopBench.Settings(Main.home(), model.toAbsolutePath(), mem.toAbsolutePath(),
-        dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout),
+        dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout, traffic, rollouts,
+        clients, 16, List.of()),
         line -> System.err.println("bench loop: " + line)).run();
     System.out.printf("%d trajectories published, %d trained, %d judged (reward too low to teach), %d not yet in a "
         + "published version (%d of them waiting in the open window), %d lost, %d trained twice; %d adapter versions; "

@@ -101,7 +101,7 @@ final class ContinualExperiment implements Callable<Integer> {
       baseDir = work.resolve("base");
       Pretrain.Settings d = Pretrain.defaults();
       Pretrain.Settings s = quick ? new Pretrain.Settings(d.shape(), 300, d.batchSize(), d.lr(), d.warmupSteps(),
-          d.maxOperations(), d.maxFillerRows(), d.delimiterFillProbability(), d.fillerSlots(), seed) : d;
+          d.maxOperations(), d.maxFillerRows(), d.delimiterFillProbability(), d.fillerSlots(), d.longChainShare(), seed) : d;
       try (Training.Bar bar = new Training.Bar("pretrain base", s.steps())) {
         Pretrain.train(baseDir, s, bar);
       }

@@ -1,108 +1,280 @@
 package dev.memgen.cli;
 
+import com.fasterxml.jackson.databind.node.ObjectNode;
+import dev.memgen.log.store.AdapterStore;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
-import dev.memgen.model.generate.Generator;
+import dev.memgen.model.data.ArithmeticTasks;
+import dev.memgen.model.data.BoxedAnswer;
+import dev.memgen.model.eval.Evaluator;
 import dev.memgen.model.generate.MemGenInterleaver;
-import dev.memgen.model.generate.SamplingParams;
 import dev.memgen.model.memory.LoraConfig;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.text.TextTokenizer;
+import dev.memgen.model.train.Pretrain;
+import dev.memgen.model.train.RejectionSampling;
+import dev.memgen.model.train.Reward;
+import dev.memgen.model.train.TokenizedExample;
+import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.rpc.ReasonerMemory;
+import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.nio.file.StandardCopyOption;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.LinkedHashMap;
 import java.util.List;
+import java.util.Map;
 import java.util.OptionalInt;
-import java.util.Set;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
 import picocli.CommandLine.Option;
 
 /**
- * The quick-start job. For now: make a tiny random model and a fresh memory for it (once) and generate from it,
- * greedy, sampled, and greedy with latent memory, so a fresh clone shows the whole path (checkpoint, tokenizer, chat
- * template, decoder, sampling, weaver, insertion rule) working. The model is random, so the text is noise; a trained
- * demo replaces this when training lands.
+ * The main job: an agent fleet whose answers get better from verifier rewards alone while the base never changes.
+ * A real Kafka broker, the project's base (trained on the first run, cached under {@code --dir}), the reasoner,
+ * trigger, weaver and trainer; a fleet of simulated agents sends tasks of domain A (what the base knows) and domain C
+ * (longer chains, which it partly solves) and never a reference answer: the trainer's verifier scores the traffic and
+ * its re-rollouts, trains windows, gates each candidate and publishes; serving swaps the versions in. At the end the
+ * frozen base, every published version and a parametric baseline (every base weight trained on the same traffic and
+ * rewards) are evaluated greedily on held-out items, and {@code report.html} shows it.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true,
-    description = "Make a tiny random model and memory (once, under --dir) and generate text with them.")
+    description = "The self-improving fleet, end to end: base (trained once, cached), broker, services, simulated agents "
+        + "rewarded by a verifier, versions trained and swapped in; then base vs every version vs a parametric baseline "
+        + "on held-out A and C, report.html with charts. Last line: JSON.")
 final class DemoCommand implements Callable<Integer> {
-  @Option(names = "--dir", defaultValue = ".memgen/tiny", description = "where the tiny model lives (default ${DEFAULT-VALUE})")
+  @Option(names = "--dir", defaultValue = ".memgen", description = "cache for the base and the runs (default ${DEFAULT-VALUE})")
   Path dir;
 
-  @Option(names = "--prompt", defaultValue = "What is 12+7-5?", description = "the user message") String prompt;
+  @Option(names = "--quick", description = "fewer requests (the cached base is reused; at most ~5 minutes once it is cached)")
+  boolean quick;
 
-  @Option(names = "--max-new-tokens", defaultValue = "32") int maxNewTokens;
+  @Option(names = "--smoke", description = "a tiny random model and a few requests: the whole path in about a minute "
+      + "(CI); a random model never earns the verifier's reward, so every answer is rewarded 1 instead; its accuracies "
+      + "mean nothing") boolean smoke;
+
+  @Option(names = "--distributed", description = "the services as separate processes over gRPC (currently the only "
+      + "layout; see the README)") boolean distributed;
+
+  @Option(names = "--requests", description = "requests the fleet sends (default 384; --quick 192; --smoke 12)") Integer requests;
+
+  @Option(names = "--clients", defaultValue = "4", description = "agents sending at once (default ${DEFAULT-VALUE})") int clients;
+
+  @Option(names = "--window", description = "rewarded trajectories per training window (default 48; --smoke 4)") Integer window;
+
+  @Option(names = "--rollouts", defaultValue = "8", description = "re-rollouts per window prompt, G (default ${DEFAULT-VALUE})")
+  int rollouts;
+
+  @Option(names = "--sft-steps", description = "weaver SFT updates per window (default 60; --smoke 4)") Integer sftSteps;
+
+  @Option(names = "--eval", description = "held-out items per domain for the final evaluation (default 1000; --smoke 16)")
+  Integer eval;
+
+  @Option(names = "--out", description = "the run's directory (default DIR/demo)") Path out;
+
+  static final List<ArithmeticTasks.Domain> TRAFFIC = List.of(ArithmeticTasks.Domain.A, ArithmeticTasks.Domain.C);
+  private static final long EVAL_SEED = 7_000_001L; // no traffic, gate or training pool uses it
 
   @Override
   public Integer call() throws Exception {
-    if (!Files.exists(dir.resolve("config.json"))) {
-      System.err.println("making a tiny random Qwen2 model in " + dir + " ...");
-      TinyCheckpoint.write(dir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 0);
+    long t0 = System.nanoTime();
+    int nRequests = requests != null ? requests : smoke ? 12 : quick ? 192 : 384;
+    int nWindow = window != null ? window : smoke ? 4 : 48;
+    int nSft = sftSteps != null ? sftSteps : smoke ? 4 : 60;
+    int nEval = eval != null ? eval : smoke ? 16 : 1000;
+    if (nRequests < 1 || nWindow < 1 || nSft < 1 || nEval < 1 || clients < 1 || rollouts < 0) {
+      throw new IllegalArgumentException("need --requests, --window, --sft-steps, --eval and --clients >= 1, --rollouts >= 0");
     }
-    try (Decoder decoder = Decoder.load(dir); TextTokenizer tokenizer = TextTokenizer.load(dir)) {
-      int[] ids = tokenizer.encode(ChatTemplate.userPrompt(prompt));
-      Set<Integer> stop = Set.of(tokenizer.tokenId(ChatTemplate.IM_END));
-      List<Generator.Result> results = new Generator(decoder).generate(List.of(
-          new Generator.Request(ids, maxNewTokens, SamplingParams.GREEDY, stop),
-          new Generator.Request(ids, maxNewTokens, new SamplingParams(0.8, 0, 0.95, 1), stop)));
-      System.out.println("prompt:  " + prompt);
-      System.out.println("greedy:  " + printable(tokenizer.decode(results.get(0).tokens(), true)));
-      System.out.println("sampled: " + printable(tokenizer.decode(results.get(1).tokens(), true)));
-      System.err.printf("model %s: %d layers, hidden %d; %d prompt tokens; both rows decoded as one batch%n",
-          dir, decoder.config().numLayers(), decoder.config().hiddenSize(), ids.length);
+    Path run = (out != null ? out : dir.resolve(smoke ? "demo-smoke" : "demo")).toAbsolutePath();
+    Path base = smoke ? tinyBase(dir.resolve("tiny")) : cachedBase(dir.resolve("base"));
+    Directories.deleteRecursively(run);
+    Files.createDirectories(run);
+    Path memory = run.resolve("memory");
+    Checkpoint ckpt = Checkpoint.open(base);
+    LoraConfig lora = new LoraConfig(16, 32, LoraConfig.REFERENCE.targets(), 0.0);
+    Memory.init(memory, ckpt.config(), new MemoryManifest(1, ckpt.fingerprint(), ckpt.config().hiddenSize(),
+        ckpt.config().numLayers(), 8, 8, "embeddings", lora, lora, DelimiterTable.DEFAULT, 3), 0);
 
-      Path memoryDir = dir.resolveSibling(dir.getFileName() + "-memory");
-      String fingerprint = Checkpoint.open(dir).fingerprint();
-      if (!Files.exists(memoryDir.resolve(MemoryManifest.FILE))) {
-        System.err.println("making a fresh memory for it in " + memoryDir + " ...");
-        Memory.init(memoryDir, decoder.config(), new MemoryManifest(1, fingerprint, decoder.config().hiddenSize(),
-            decoder.config().numLayers(), 8, 8, "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE,
-            everyCharacter(), 5), 0);
+    System.err.printf("demo: %d agents send %d requests (domains %s in turn), %s; windows of %d, %d re-rollouts per "
+        + "prompt, %d SFT updates per window%n", clients, nRequests, TRAFFIC, smoke ? "every answer rewarded 1 (smoke)"
+        : "rewarded by the trainer's verifier only", nWindow, rollouts, nSft);
+    LoopBench.Result loop = new LoopBench(new LoopBench.Settings(Main.home(), base, memory, run.resolve("loop"), nRequests,
+        nWindow, nSft, 48, smoke ? "accept" : "verifier", false, Duration.ofMinutes(10), TRAFFIC, rollouts, clients, smoke ? 4 : 32,
+        List.of("-Dmemgen.trigger.mode=inactive", "-Dmemgen.trainer.gate-tolerance=" + (smoke ? 100 : 2))),
+        line -> System.err.println("demo: " + line)).run();
+
+    System.err.println("demo: evaluating the frozen base, every published version and the parametric baseline on " + nEval
+        + " held-out items per domain");
+    AdapterStore store = AdapterStore.open(run.resolve("loop").resolve("store"));
+    List<DemoReport.Row> versions = new ArrayList<>();
+    DemoReport.Row baseRow;
+    DemoReport.Row parametric;
+    Path finalMemory = memory;
+    try (Decoder decoder = Decoder.load(base); TextTokenizer tokenizer = TextTokenizer.load(base)) {
+      Evaluator evaluator = new Evaluator(decoder, tokenizer, 48, 64);
+      Map<String, List<Evaluator.Problem>> heldOut = heldOut(nEval);
+      baseRow = evaluate("frozen base", 0, evaluator, heldOut, null);
+      for (AdapterStore.Version v : store.versions(LoopBench.NAME)) {
+        Path at = store.materialize(LoopBench.NAME, v.version(), run.resolve("versions").resolve(String.valueOf(v.version())));
+        try (ReasonerMemory mem = ReasonerMemory.embedded(decoder, ckpt.fingerprint(), at,
+            names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names))) {
+          versions.add(evaluate("MemGen v" + v.version() + (v.version() == 1 ? " (fresh memory)" : ""), v.version(), evaluator,
+              heldOut, ids -> mem.open(ids, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0, OptionalInt.empty())));
+        }
+        finalMemory = at;
       }
-      try (ReasonerMemory memory = ReasonerMemory.embedded(decoder, fingerprint, memoryDir,
-              names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names));
-          MemGenInterleaver loop = memory.open(List.of("demo"), MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0,
-              OptionalInt.empty())) {
-        Generator.Result r = new Generator(decoder).generate(
-            List.of(new Generator.Request(ids, maxNewTokens, SamplingParams.GREEDY, stop)), (row, t, h) -> {}, loop).get(0);
-        System.out.println("memory:  " + printable(tokenizer.decode(r.tokens(), true)));
-        MemGenInterleaver.Trace trace = loop.trace(0);
-        System.err.printf("memory %s: %d latent blocks inserted, after generated tokens %s (prompt latents at 0)%n",
-            memoryDir, trace.insertions().size(),
-            trace.insertions().stream().map(MemGenInterleaver.Insertion::tokenIndex).toList());
-      }
+      int windows = (int) loop.announced().stream().filter(a -> a.getVersion() > 1).count();
+      parametric = parametric(base, run.resolve("parametric"), decoder, tokenizer, evaluator, heldOut,
+          Math.max(1, windows) * nSft);
     }
-    return 0;
+
+    DemoReport.Row last = versions.isEmpty() ? baseRow : versions.get(versions.size() - 1);
+    Map<String, String> facts = new LinkedHashMap<>();
+    facts.put("requests", String.valueOf(loop.served().size()));
+    facts.put("agents", String.valueOf(clients));
+    facts.put("adapter versions published", String.valueOf(loop.adapterVersions()));
+    facts.put("trajectories published / trained / judged / pending / lost / trained twice",
+        loop.trajectoriesPublished() + " / " + loop.trajectoriesTrained() + " / " + loop.trajectoriesJudged() + " / "
+            + loop.trajectoriesPending() + " / " + loop.trajectoriesLost() + " / " + loop.trajectoriesDuplicated());
+    facts.put("trajectory -> serving, median / p90 (s)", String.format("%.1f / %.1f", loop.trajectoryToServingMedianS(),
+        loop.trajectoryToServingP90S()));
+    facts.put("base model", base.toString());
+    facts.put("final memory", finalMemory.toString());
+    facts.put("machine", Machine.describe().toString());
+    facts.put("wall time (s)", String.format("%.0f", (System.nanoTime() - t0) / 1e9));
+    Path report = DemoReport.write(run, new DemoReport.Data("MemGen demo: an agent fleet learning from verifier rewards"
+        + (smoke ? " (smoke run: a tiny random model)" : ""), TRAFFIC.stream().map(Enum::name).toList(), baseRow, versions,
+        parametric, nEval, loop.trajectoryToServingS(), facts));
+
+    System.out.printf("%-28s %6s %6s%n", "variant", "A (%)", "C (%)");
+    List<DemoReport.Row> all = new ArrayList<>(List.of(baseRow));
+    all.addAll(versions);
+    all.add(parametric);
+    for (DemoReport.Row r : all) {
+      System.out.printf("%-28s %6.1f %6.1f%n", r.variant(), r.accuracy().get("A"), r.accuracy().get("C"));
+    }
+    ObjectNode json = Json.object();
+    json.put("requests", loop.served().size());
+    json.put("adapter_versions", loop.adapterVersions());
+    json.put("base_A", baseRow.accuracy().get("A"));
+    json.put("base_new", baseRow.accuracy().get("C"));
+    json.put("memgen_A", last.accuracy().get("A"));
+    json.put("memgen_new", last.accuracy().get("C"));
+    json.put("parametric_A", parametric.accuracy().get("A"));
+    json.put("parametric_new", parametric.accuracy().get("C"));
+    json.put("new_domain", "C");
+    json.put("eval_items_per_domain", nEval);
+    json.put("trajectories_published", loop.trajectoriesPublished());
+    json.put("trajectories_trained", loop.trajectoriesTrained());
+    json.put("trajectories_judged", loop.trajectoriesJudged());
+    json.put("trajectories_pending", loop.trajectoriesPending());
+    json.put("trajectories_lost", loop.trajectoriesLost());
+    json.put("trajectories_duplicated", loop.trajectoriesDuplicated());
+    json.put("trajectory_to_serving_s", loop.trajectoryToServingMedianS());
+    json.put("report", report.toString());
+    json.put("base_model", base.toString());
+    json.put("final_memory", finalMemory.toString());
+    json.put("seconds", (System.nanoTime() - t0) / 1e9);
+    json.set("machine", Machine.describe());
+    System.out.println(Json.line(json));
+    return loop.trajectoriesLost() == 0 && loop.trajectoriesDuplicated() == 0 ? 0 : 1;
+  }
+
+  /** The held-out items per domain, by domain name: seeds no traffic, gate or pre-training pool uses. */
+  static Map<String, List<Evaluator.Problem>> heldOut(int n) {
+    Map<String, List<Evaluator.Problem>> out = new LinkedHashMap<>();
+    for (ArithmeticTasks.Domain d : TRAFFIC) {
+      out.put(d.name(), ArithmeticTasks.generate(d, n, 2, EVAL_SEED + d.ordinal()).stream()
+          .map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList());
+    }
+    return out;
+  }
+
+  private static DemoReport.Row evaluate(String variant, long version, Evaluator evaluator,
+      Map<String, List<Evaluator.Problem>> heldOut, Evaluator.Memory memory) {
+    Map<String, Double> accuracy = new LinkedHashMap<>();
+    int insertions = 0;
+    int consultations = 0;
+    for (Map.Entry<String, List<Evaluator.Problem>> e : heldOut.entrySet()) {
+      Evaluator.Score s = EvalCommand.run(variant + " " + e.getKey(), evaluator, e.getValue(), memory);
+      accuracy.put(e.getKey(), s.accuracy());
+      insertions += s.inferenceInsertions();
+      consultations += Math.max(0, s.consultations());
+    }
+    System.err.printf("demo: %s: %s%n", variant, accuracy);
+    return new DemoReport.Row(variant, version, accuracy, memory == null ? -1 : consultations == 0 ? 0 : (double) insertions / consultations);
   }
 
   /**
-   * A random model rarely writes ",", "." or a newline, so the demo memory counts every character as a delimiter
-   * (U+FFFD: a byte that is not text on its own): inference latents then go in after the first tokens, up to the cap.
+   * The parametric baseline on the same traffic and rewards: the traffic's prompts rolled out {@code rollouts} times
+   * by the base itself, the rollouts the verifier accepts kept, and every weight of the base fine-tuned on them for as
+   * many updates as the weaver got.
    */
-  static List<String> everyCharacter() {
-    List<String> all = new java.util.ArrayList<>(List.of("\uFFFD"));
-    for (char c = 1; c < 128; c++) {
-      all.add(String.valueOf(c));
+  private DemoReport.Row parametric(Path base, Path outDir, Decoder decoder, TextTokenizer tokenizer, Evaluator evaluator,
+      Map<String, List<Evaluator.Problem>> heldOut, int steps) throws IOException {
+    List<Evaluator.Problem> prompts = LoopBench.traffic(TRAFFIC, requests != null ? requests : smoke ? 12 : quick ? 192 : 384)
+        .stream().map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList();
+    Reward verifier = smoke ? (completion, refs) -> 1 // the smoke run's rewards, as its fleet's
+        : (completion, refs) -> BoxedAnswer.matches(completion, refs.get(0)) ? 1 : 0;
+    RejectionSampling.Result found = RejectionSampling.sample(decoder, tokenizer, null, null, prompts, verifier,
+        new RejectionSampling.Settings(Math.max(1, rollouts), 1.0, 48, 1.0, 2, 11));
+    List<TokenizedExample> data = found.all();
+    System.err.printf("demo: parametric baseline: %.1f%% of the base's rollouts rewarded, %d SFT targets, %d updates of every "
+        + "weight%n", 100 * found.rolloutAccuracy(), data.size(), steps);
+    if (data.isEmpty()) { // nothing rewarded: the baseline is the base
+      return new DemoReport.Row("parametric baseline (nothing to learn)", -1, evaluate("base", 0, evaluator, heldOut, null)
+          .accuracy(), -1);
     }
-    return all;
+    Directories.deleteRecursively(outDir);
+    try (Training.Bar bar = new Training.Bar("parametric baseline", steps)) {
+      Pretrain.finetune(base, outDir, data, steps, 16, 1e-3, Math.min(50, steps / 10), 5, bar);
+    }
+    try (Decoder tuned = Decoder.load(outDir)) {
+      return evaluate("parametric baseline", -1, new Evaluator(tuned, tokenizer, 48, 64), heldOut, null);
+    }
   }
 
-  /** Control characters from a random model would garble the terminal: show them escaped. */
-  static String printable(String s) {
-    StringBuilder sb = new StringBuilder();
-    s.codePoints().forEach(c -> {
-      if (Character.isISOControl(c)) {
-        sb.append(String.format("\\x%02x", c));
-      } else {
-        sb.appendCodePoint(c);
+  /** The tiny random model of the smoke run (made once). */
+  private static Path tinyBase(Path at) throws IOException {
+    if (!Files.exists(at.resolve("config.json"))) {
+      System.err.println("demo: making a tiny random Qwen2 model in " + at);
+      TinyCheckpoint.write(at, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 0);
+    }
+    return check(at).toAbsolutePath();
+  }
+
+  /** The project's base: trained on the first run (about 8 minutes on two cores), then reused. */
+  private static Path cachedBase(Path at) throws IOException {
+    if (!Files.exists(at)) {
+      Path partial = at.resolveSibling(at.getFileName() + ".partial");
+      Directories.deleteRecursively(partial);
+      System.err.println("demo: training the base model once (about 8 minutes on two cores); it is cached in " + at);
+      try (Training.Bar bar = new Training.Bar("pretrain base", Pretrain.defaults().steps())) {
+        Pretrain.train(partial, Pretrain.defaults(), bar);
       }
-    });
-    return sb.toString();
+      Files.move(partial, at, StandardCopyOption.ATOMIC_MOVE);
+    }
+    return check(at).toAbsolutePath();
+  }
+
+  /** A cached base that does not load is named with the fix, before any service starts on it. */
+  private static Path check(Path at) {
+    try {
+      Checkpoint.open(at);
+      TextTokenizer.load(at).close();
+      Decoder.load(at).close();
+      return at;
+    } catch (RuntimeException e) { // a CheckpointException names the file and tensor
+      throw new IllegalArgumentException("the cached base " + at + " is unusable (" + e.getMessage() + "): delete " + at
+          + " and run the demo again to retrain it");
+    }
   }
 }

@@ -42,6 +42,23 @@ final class EvalCommand implements Callable<Integer> {
 
   @Option(names = "--threshold", defaultValue = "0.5", description = "with --trigger threshold (default ${DEFAULT-VALUE})") double threshold;
 
+  @Option(names = "--samples", defaultValue = "0", description = "also sample N answers per problem and report pass@N "
+      + "(0 = greedy only; default ${DEFAULT-VALUE})") int samples;
+
+  @Option(names = "--temperature", defaultValue = "1", description = "with --samples (default ${DEFAULT-VALUE})") double temperature;
+
+  @Option(names = "--seed", defaultValue = "0", description = "with --samples: answer j of problem i is seeded seed + i*N + j") long seed;
+
+  static ObjectNode json(Evaluator.PassAtK p) {
+    ObjectNode o = Json.object();
+    o.put("samples", p.samples());
+    o.put("pass_at_k", p.passAtK());
+    o.put("sample_accuracy", p.sampleAccuracy());
+    o.put("solved", p.solved());
+    o.put("seconds", p.nanos() / 1e9);
+    return o;
+  }
+
   static ObjectNode json(Evaluator.Score s) {
     ObjectNode o = Json.object();
     o.put("accuracy", s.accuracy());
@@ -62,8 +79,11 @@ final class EvalCommand implements Callable<Integer> {
   public Integer call() throws Exception {
     QaDataset.OnBadRecord policy = QaDataset.OnBadRecord.parse(onBadRecord);
     MemGenInterleaver.TriggerMode mode = MemGenInterleaver.TriggerMode.parse(trigger, "--trigger");
-    if (batch < 1 || maxNewTokens < 1 || limit < 0) {
-      throw new IllegalArgumentException("need --batch >= 1, --max-new-tokens >= 1, --limit >= 0");
+    if (batch < 1 || maxNewTokens < 1 || limit < 0 || samples < 0) {
+      throw new IllegalArgumentException("need --batch >= 1, --max-new-tokens >= 1, --limit >= 0, --samples >= 0");
+    }
+    if (samples > 0 && !(temperature > 0 && Double.isFinite(temperature))) {
+      throw new IllegalArgumentException("--samples needs a --temperature > 0, got " + temperature);
     }
     QaDataset.Loaded loaded = QaDataset.read(data, policy);
     loaded.skipped().forEach(b -> System.err.println("skipped " + data + ":" + b.line() + ": " + b.reason()));
@@ -80,12 +100,21 @@ final class EvalCommand implements Callable<Integer> {
       Evaluator.Score vanilla = run("vanilla", evaluator, problems, null);
       out.set("vanilla", json(vanilla));
       print("vanilla", vanilla);
+      if (samples > 0) {
+        Evaluator.PassAtK p = passAtK("vanilla", evaluator, problems, null);
+        ((ObjectNode) out.get("vanilla")).set("sampled", json(p));
+      }
       if (memory != null) {
         try (ReasonerMemory mem = ReasonerMemory.embedded(decoder, Checkpoint.open(model).fingerprint(), memory,
             names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names))) {
           Evaluator.Score memgen = run("memgen", evaluator, problems, ids -> mem.open(ids, mode, threshold, 0, OptionalInt.empty()));
           out.set("memgen", json(memgen));
           print("memgen", memgen);
+          if (samples > 0) {
+            Evaluator.PassAtK p = passAtK("memgen", evaluator, problems,
+                ids -> mem.open(ids, mode, threshold, seed, OptionalInt.empty()));
+            ((ObjectNode) out.get("memgen")).set("sampled", json(p));
+          }
         }
       }
       System.out.println(Json.line(out));
@@ -97,6 +126,16 @@ final class EvalCommand implements Callable<Integer> {
     try (Progress p = new Progress("eval " + label, evaluator.batches(problems.size()))) {
       return evaluator.run(problems, memory, correct -> p.step(correct + " correct so far"));
     }
+  }
+
+  Evaluator.PassAtK passAtK(String label, Evaluator evaluator, List<Evaluator.Problem> problems, Evaluator.Memory memory) {
+    Evaluator.PassAtK p;
+    try (Progress bar = new Progress("pass@" + samples + " " + label, evaluator.passAtKBatches(problems.size(), samples))) {
+      p = evaluator.passAtK(problems, samples, temperature, seed, memory, solved -> bar.step(solved + " solved so far"));
+    }
+    System.out.printf("%-8s pass@%d %5.1f%% (%d/%d), one sample right %.1f%% (temperature %s)%n", label, samples,
+        p.passAtK(), p.solved(), p.problems(), p.sampleAccuracy(), temperature);
+    return p;
   }
 
   static void print(String label, Evaluator.Score s) {

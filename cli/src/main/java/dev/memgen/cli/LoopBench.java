@@ -57,19 +57,47 @@ public final class LoopBench {
   /**
    * @param root the project checkout (holds deploy/local/services.sh and the built services)
    * @param reward "accept": every answer gets reward 1 (exercises the plumbing on any model); "grade": the answer's
-   *     boxed result is checked against the task (a real reward, for a trained base)
+   *     boxed result is checked against the task and sent as feedback (a real reward, for a trained base);
+   *     "verifier": no feedback at all, the trainer's verifier scores what it can (production's usual case)
+   * @param traffic the domains requests alternate between, e.g. A and B, or A and C (see {@link ArithmeticTasks})
+   * @param rollouts re-rollouts per window prompt for learning from rewards (the trainer's {@code memgen.trainer.rollouts};
+   *     0: off)
+   * @param clients agents sending requests at once (each waits for its answer before the next)
+   * @param gatePerDomain held-out problems per traffic domain in the trainer's gate
    */
   public record Settings(Path root, Path model, Path memory, Path work, int requests, int window, int sftSteps,
-      int maxNewTokens, String reward, boolean crashTrainer, Duration timeout) {}
+      int maxNewTokens, String reward, boolean crashTrainer, Duration timeout, List<ArithmeticTasks.Domain> traffic,
+      int rollouts, int clients, int gatePerDomain, List<String> trainerOptions) {
+    public Settings {
+      if (!List.of("accept", "grade", "verifier").contains(reward)) {
+        throw new IllegalArgumentException("unknown reward '" + reward + "' (accept, grade or verifier)");
+      }
+      if (traffic.isEmpty() || clients < 1 || requests < 1 || rollouts < 0 || gatePerDomain < 1) {
+        throw new IllegalArgumentException("need traffic, >= 1 client and request, rollouts >= 0, a gate set >= 1");
+      }
+    }
+
+    /** What {@code bench loop} ran before it took these settings: A and B one after another, feedback for each. */
+    public Settings(Path root, Path model, Path memory, Path work, int requests, int window, int sftSteps, int maxNewTokens,
+        String reward, boolean crashTrainer, Duration timeout) {
+      this(root, model, memory, work, requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout,
+          List.of(ArithmeticTasks.Domain.A, ArithmeticTasks.Domain.B), 0, 1, 16, List.of());
+    }
+  }
+
+  /** One served request, as the fleet saw it: its domain, whether the verifier accepts it, what served it. */
+  public record Served(ArithmeticTasks.Domain domain, boolean right, long weaverVersion, int inferenceInsertions,
+      int consultations, int completionTokens, long latencyMs) {}
 
   /** What a run measured. Times in seconds; versions count the announcements after the initial one. */
   public record Result(long trajectoriesPublished, long trajectoriesTrained, long trajectoriesJudged,
       long trajectoriesPending, long trajectoriesWaiting, long trajectoriesLost, long trajectoriesDuplicated, long trajectoriesDeduplicated,
       int adapterVersions, double ingestTps, double trajectoryToServingMedianS,
       double trajectoryToServingP90S, long latestVersion, long lastRequestWeaverVersion, boolean trainerKilledMidWindow,
-      long trainerLag, double seconds) {}
+      long trainerLag, double seconds, List<Double> trajectoryToServingS, List<Served> served,
+      List<AdapterPublished> announced) {}
 
-  private static final String NAME = "default";
+  static final String NAME = "default";
   /** Accounting stops waiting once nothing has changed for this long after the traffic. */
   private static final Duration SETTLE = Duration.ofSeconds(30);
 
@@ -119,33 +147,47 @@ public final class LoopBench {
         firstServedMillis.put(1L, System.currentTimeMillis());
         Thread prober = probe(weaver);
         boolean killed = false;
-        List<ArithmeticTasks.Example> tasks = traffic(s.requests());
+        List<ArithmeticTasks.Example> tasks = traffic(s.traffic(), s.requests());
         int killAt = s.crashTrainer() ? Math.max(1, s.requests() / 2) : -1;
-        for (int i = 0; i < tasks.size(); i++) {
-          Served r = generate(reasoner, tasks.get(i).prompt());
-          double reward = s.reward().equals("grade") ? (BoxedAnswer.matches(r.text, tasks.get(i).boxed()) ? 1 : 0) : 1;
-          FeedbackIntakeGrpc.newBlockingStub(reasoner).withDeadlineAfter(10, TimeUnit.SECONDS).submit(
-              SubmitFeedbackRequest.newBuilder().setTrajectoryId(r.finished.getTrajectoryId()).setReward(reward)
-                  .setSource(s.reward().equals("grade") ? "bench-grader" : "bench-accept-all").build());
-          if (i + 1 == killAt) {
+        java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.ExecutorService fleet = java.util.concurrent.Executors.newFixedThreadPool(s.clients());
+        List<java.util.concurrent.Future<?>> agents = new ArrayList<>();
+        for (int c = 0; c < s.clients(); c++) {
+          agents.add(fleet.submit(() -> {
+            for (int i = next.getAndIncrement(); i < tasks.size(); i = next.getAndIncrement()) {
+              serve(reasoner, tasks.get(i));
+            }
+            return null;
+          }));
+        }
+        fleet.shutdown();
+        try {
+          if (killAt > 0) {
+            while (served.size() < killAt && !fleet.isTerminated()) {
+              Thread.sleep(20);
+            }
             killed = services.killTrainerMidWindow(s.timeout());
           }
-          if ((i + 1) % 8 == 0) {
-            progress.accept((i + 1) + "/" + s.requests() + " requests served, with feedback");
+          for (java.util.concurrent.Future<?> f : agents) {
+            f.get();
           }
+        } catch (java.util.concurrent.ExecutionException e) {
+          throw new IllegalStateException("an agent's request failed: " + e.getCause().getMessage(), e.getCause());
+        } finally {
+          fleet.shutdownNow();
         }
         progress.accept("traffic done; waiting until every trajectory is in a published version");
         ManagedChannel trainer = channel(grpcBase + 3);
         Accounting a;
         long latest;
         long lag;
-        Served last;
+        Answer last;
         try {
-          a = awaitAccounted(bootstrap, trainer);
+          a = awaitAccounted(bootstrap, trainer, served.size());
           latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
           awaitVersion(weaver, latest, "the weaver to serve v" + latest);
           prober.interrupt();
-          last = generate(reasoner, tasks.get(0).prompt());
+          last = generate(reasoner, tasks.get(0).prompt(), s.maxNewTokens());
           lag = trainerLag(trainer);
         } finally {
           trainer.shutdownNow();
@@ -153,7 +195,7 @@ public final class LoopBench {
         return new Result(a.published, a.trained, a.judged, a.pending, a.waiting, a.lost, a.duplicated, a.deduplicated,
             a.announced.size(), a.ingestTps(),
             a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion, killed,
-            lag, (System.nanoTime() - t0) / 1e9);
+            lag, (System.nanoTime() - t0) / 1e9, a.delays(firstServedMillis), List.copyOf(served), List.copyOf(a.announced));
       } finally {
         reasoner.shutdownNow();
         weaver.shutdownNow();
@@ -174,15 +216,74 @@ public final class LoopBench {
     }
   }
 
-  /** Domains A and B alternating (the production mix: old work and new), the same for every run. */
-  static List<ArithmeticTasks.Example> traffic(int n) {
-    List<ArithmeticTasks.Example> a = ArithmeticTasks.generate(ArithmeticTasks.Domain.A, (n + 1) / 2, 2, 20261123);
-    List<ArithmeticTasks.Example> b = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, n / 2, 2, 20261124);
+  /**
+   * The {@code domains} in turn (the production mix: old work and new), the same for every run; seeds no held-out set
+   * uses.
+   */
+  static List<ArithmeticTasks.Example> traffic(List<ArithmeticTasks.Domain> domains, int n) {
+    List<List<ArithmeticTasks.Example>> each = new ArrayList<>();
+    for (ArithmeticTasks.Domain d : domains) {
+      each.add(ArithmeticTasks.generate(d, (n + domains.size() - 1) / domains.size(), 2, 20261123 + d.ordinal()));
+    }
     List<ArithmeticTasks.Example> out = new ArrayList<>();
     for (int i = 0; i < n; i++) {
-      out.add(i % 2 == 0 ? a.get(i / 2) : b.get(i / 2));
+      out.add(each.get(i % domains.size()).get(i / domains.size()));
     }
     return out;
+  }
+
+  private final List<Served> served = java.util.Collections.synchronizedList(new ArrayList<>());
+
+  /** One agent's turn: the request, its feedback (unless rewards are left to the trainer's verifier), the tally. */
+  private void serve(ManagedChannel reasoner, ArithmeticTasks.Example task) {
+    Answer r = generate(reasoner, task.prompt(), s.maxNewTokens());
+    boolean right = BoxedAnswer.matches(r.text, task.boxed());
+    if (!s.reward().equals("verifier")) {
+      double reward = s.reward().equals("grade") ? (right ? 1 : 0) : 1;
+      FeedbackIntakeGrpc.newBlockingStub(reasoner).withDeadlineAfter(10, TimeUnit.SECONDS).submit(
+          SubmitFeedbackRequest.newBuilder().setTrajectoryId(r.finished.getTrajectoryId()).setReward(reward)
+              .setSource(s.reward().equals("grade") ? "bench-grader" : "bench-accept-all").build());
+    }
+    int declined = (int) r.finished.getMemorySkippedList().stream()
+        .filter(k -> k.getReason() == dev.memgen.proto.v1.SkipReason.TRIGGER_DECLINED).mapToLong(k -> Math.max(1, k.getCount())).sum();
+    served.add(new Served(task.domain(), right, r.weaverVersion, r.inferenceInsertions, r.inferenceInsertions + declined,
+        r.finished.getCompletionTokens(), r.finished.getLatencyMs()));
+    int n = served.size();
+    if (n % 8 == 0 || n == s.requests()) {
+      progress.accept(statusLine(n));
+    }
+  }
+
+  /** requests, accuracy per served version and domain, invocation rate, tokens/s: the fleet's view. */
+  private String statusLine(int n) {
+    List<Served> copy;
+    synchronized (served) {
+      copy = List.copyOf(served);
+    }
+    Map<Long, Map<ArithmeticTasks.Domain, int[]>> byVersion = new java.util.TreeMap<>();
+    long tokens = 0;
+    long ms = 0;
+    int insertions = 0;
+    int consultations = 0;
+    for (Served x : copy) {
+      int[] c = byVersion.computeIfAbsent(x.weaverVersion(), k -> new java.util.EnumMap<>(ArithmeticTasks.Domain.class))
+          .computeIfAbsent(x.domain(), k -> new int[2]);
+      c[0] += x.right() ? 1 : 0;
+      c[1]++;
+      tokens += x.completionTokens();
+      ms += x.latencyMs();
+      insertions += x.inferenceInsertions();
+      consultations += x.consultations();
+    }
+    StringBuilder b = new StringBuilder();
+    b.append(n).append('/').append(s.requests()).append(" requests");
+    byVersion.forEach((v, m) -> {
+      b.append(" | v").append(v);
+      m.forEach((d, c) -> b.append(' ').append(d).append(' ').append(Math.round(100.0 * c[0] / c[1])).append("% of ").append(c[1]));
+    });
+    b.append(String.format(" | invocation rate %.2f | %.0f tok/s per agent", consultations == 0 ? 0.0 : (double) insertions / consultations,
+        ms == 0 ? 0.0 : tokens / (ms / 1000.0)));
+    return b.toString();
   }
 
   /**
@@ -195,23 +296,30 @@ public final class LoopBench {
         .mapToLong(ConsumerPosition::getLag).sum();
   }
 
-  /** One answer: its text, its Finished event, and the weaver version its memory events report (0: none). */
-  private record Served(String text, Finished finished, long weaverVersion) {}
+  /**
+   * One answer: its text, its Finished event, the weaver version its memory events report (0: none), and its
+   * inference insertions.
+   */
+  private record Answer(String text, Finished finished, long weaverVersion, int inferenceInsertions) {}
 
-  private Served generate(ManagedChannel reasoner, String question) {
+  private static Answer generate(ManagedChannel reasoner, String question, int maxNewTokens) {
     GenerateRequest request = GenerateRequest.newBuilder()
         .setChat(ChatMessages.newBuilder().addMessages(ChatMessage.newBuilder().setRole("user").setContent(question)))
-        .setMaxNewTokens(s.maxNewTokens()).setWantTrace(true).setAdapterName(NAME).build();
+        .setMaxNewTokens(maxNewTokens).setWantTrace(true).setAdapterName(NAME).build();
     StringBuilder text = new StringBuilder();
     Finished finished = null;
     long version = 0;
+    int inference = 0;
     Iterator<GenerateEvent> events = ReasonerGrpc.newBlockingStub(reasoner).withDeadlineAfter(120, TimeUnit.SECONDS)
         .generate(request);
     while (events.hasNext()) {
       GenerateEvent e = events.next();
       switch (e.getEventCase()) {
         case TOKEN -> text.append(e.getToken().getText());
-        case MEMORY -> version = Math.max(version, e.getMemory().getWeaverVersion());
+        case MEMORY -> {
+          version = Math.max(version, e.getMemory().getWeaverVersion());
+          inference += e.getMemory().getKind() == dev.memgen.proto.v1.LatentKind.INFERENCE ? 1 : 0;
+        }
         case FINISHED -> finished = e.getFinished();
         default -> { }
       }
@@ -219,7 +327,7 @@ public final class LoopBench {
     if (finished == null || finished.getTrajectoryId().isEmpty()) {
       throw new IllegalStateException("the reasoner did not record a trajectory (is its experience log on?): " + finished);
     }
-    return new Served(text.toString(), finished, version);
+    return new Answer(text.toString(), finished, version, inference);
   }
 
   /** Polls the weaver's current version every 100 ms, noting when each version is first served. */
@@ -290,6 +398,11 @@ public final class LoopBench {
 
     /** The {@code q}-quantile over trained trajectories of (first served with their version) - (published). */
     double toServing(Map<Long, Long> firstServed, double q) {
+      return Stats.quantile(delays(firstServed), q);
+    }
+
+    /** Per trained trajectory: seconds from its publication to the first moment a version trained on it served. */
+    List<Double> delays(Map<Long, Long> firstServed) {
       List<Double> delays = new ArrayList<>();
       trainedInto.forEach((id, v) -> {
         Long served = firstServed.entrySet().stream().filter(e -> e.getKey() >= v).map(Map.Entry::getValue)
@@ -298,12 +411,13 @@ public final class LoopBench {
           delays.add((served - publishedAtMillis.get(id)) / 1000.0);
         }
       });
-      return Stats.quantile(delays, q);
+      return delays;
     }
 
     /** A signature of the state: unchanged for a while, nothing more will happen. */
     String signature() {
-      return trained + "/" + judged + "/" + otherwiseDecided + "/" + pending + "/" + waiting + "/" + announced.size();
+      return published + "/" + trained + "/" + judged + "/" + otherwiseDecided + "/" + pending + "/" + waiting + "/"
+          + announced.size();
     }
   }
 
@@ -311,7 +425,7 @@ public final class LoopBench {
    * Accounts until every published trajectory is decided, or nothing has changed for {@link #SETTLE} (trajectories
    * that wait for a window the gate keeps refusing stay waiting; they are reported as such), or the timeout.
    */
-  private Accounting awaitAccounted(String bootstrap, ManagedChannel trainer) throws Exception {
+  private Accounting awaitAccounted(String bootstrap, ManagedChannel trainer, int requests) throws Exception {
     long deadline = System.nanoTime() + s.timeout().toNanos();
     String last = "";
     long sameSince = System.nanoTime();
@@ -321,7 +435,10 @@ public final class LoopBench {
         last = a.signature();
         sameSince = System.nanoTime();
       }
-      if (a.pending + a.lost == 0 || System.nanoTime() > deadline || System.nanoTime() - sameSince > SETTLE.toNanos()) {
+      // Every served request records one trajectory, through the reasoner's spool: until all are in the log, wait.
+      boolean allLogged = a.published >= requests;
+      if ((allLogged && a.pending + a.lost == 0) || System.nanoTime() > deadline
+          || System.nanoTime() - sameSince > SETTLE.toNanos()) {
         return a;
       }
       Thread.sleep(1000);
@@ -470,11 +587,14 @@ public final class LoopBench {
           "-Dmemgen.trainer.window=" + s.window(),
           "-Dmemgen.trainer.sft-steps=" + s.sftSteps(),
           "-Dmemgen.trainer.max-window-wait=PT5S",
-          "-Dmemgen.trainer.eval-set=arithmetic:16",
+          "-Dmemgen.trainer.eval-set=arithmetic:" + s.gatePerDomain() + ":" + String.join(",",
+              s.traffic().stream().map(Enum::name).toList()),
+          "-Dmemgen.trainer.rollouts=" + s.rollouts(),
+          "-Dmemgen.trainer.verifier=" + (s.reward().equals("verifier") || s.rollouts() > 0 ? "arithmetic" : "none"),
           "-Dmemgen.trainer.eval-max-new-tokens=" + s.maxNewTokens(),
           "-Dmemgen.trainer.gate-tolerance=" + (s.reward().equals("grade") ? "1.0" : "100"),
           "-Dmemgen.log.partitions=2",
-          "-Dai.djl.offline=true")));
+          "-Dai.djl.offline=true", String.join(" ", s.trainerOptions()))));
       Process p = pb.start();
       String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
       if (p.waitFor() != 0) {

@@ -42,6 +42,9 @@ final class PretrainCommand implements Callable<Integer> {
 
   @Option(names = "--max-operations", description = "1 to this many operations per problem (default 2)") Integer maxOperations;
 
+  @Option(names = "--long-chain-share", description = "share of domain-C (3-operation) problems (default "
+      + Pretrain.LONG_CHAIN_SHARE + ")") Double longChainShare;
+
   @Option(names = "--seed", defaultValue = "0", description = "(default ${DEFAULT-VALUE})") long seed;
 
   @Option(names = "--eval", defaultValue = "300", description = "held-out problems per evaluation, 0 for none (default ${DEFAULT-VALUE})")
@@ -53,7 +56,8 @@ final class PretrainCommand implements Callable<Integer> {
     Pretrain.Settings d = Pretrain.defaults();
     Pretrain.Settings s = new Pretrain.Settings(d.shape(), steps != null ? steps : d.steps(), batch != null ? batch : d.batchSize(),
         lr != null ? lr : d.lr(), d.warmupSteps(), maxOperations != null ? maxOperations : d.maxOperations(),
-        d.maxFillerRows(), d.delimiterFillProbability(), d.fillerSlots(), seed);
+        d.maxFillerRows(), d.delimiterFillProbability(), d.fillerSlots(),
+        longChainShare != null ? longChainShare : d.longChainShare(), seed);
     Files.createDirectories(out);
     Pretrain.Result r;
     try (Training.Bar bar = new Training.Bar("pretrain", s.steps())) {

@@ -18,7 +18,7 @@ import picocli.CommandLine.Option;
     description = "Generate seeded arithmetic problems with chain-of-thought answers: domain A (add/subtract) or B "
         + "(the same, announced by 'Q%:', boxed mod 10). JSONL to --out, or to stdout.")
 final class TasksCommand implements Callable<Integer> {
-  @Option(names = "--domain", required = true, description = "A or B") ArithmeticTasks.Domain domain;
+  @Option(names = "--domain", required = true, description = "A, B or C (A with " + ArithmeticTasks.LONG_CHAIN_OPERATIONS + " operations)") ArithmeticTasks.Domain domain;
 
   @Option(names = "--n", defaultValue = "1000", description = "how many problems (default ${DEFAULT-VALUE})") int n;
 

@@ -9,9 +9,11 @@ import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.text.TextTokenizer;
 import dev.memgen.model.train.AdamW;
+import dev.memgen.model.train.RejectionSampling;
 import dev.memgen.model.train.Reward;
 import dev.memgen.model.train.TriggerRl;
 import dev.memgen.model.train.WeaverGrpo;
+import dev.memgen.model.train.WeaverSft;
 import java.nio.file.Path;
 import java.util.List;
 import java.util.concurrent.Callable;
@@ -102,6 +104,61 @@ abstract class TrainRlCommand implements Callable<Integer> {
       json.put("steps", result.steps());
       json.put("final_mean_reward", result.lastMeanReward());
       json.put("seconds", result.seconds());
+      return json;
+    }
+  }
+
+  @Command(name = "rft", mixinStandardHelpOptions = true,
+      description = "Weaver rejection-sampling fine-tuning (expert iteration): each round samples --group answers per "
+          + "problem with the current memory, keeps the distinct ones the reward accepts, and trains the weaver on them "
+          + "by SFT (--steps updates). Learns from the reward alone: the expected results only score. Last line: JSON.")
+  static final class Rft extends TrainRlCommand {
+    @Option(names = "--rounds", defaultValue = "2", description = "sample-then-train rounds (default ${DEFAULT-VALUE})") int rounds;
+
+    @Option(names = "--lr", defaultValue = "3e-3", description = "SFT learning rate (default ${DEFAULT-VALUE})") double lr;
+
+    @Option(names = "--batch", defaultValue = "16", description = "SFT examples per update (default ${DEFAULT-VALUE})") int batch;
+
+    @Option(names = "--max-per-problem", defaultValue = "2", description = "distinct accepted answers kept per problem "
+        + "(default ${DEFAULT-VALUE})") int maxPerProblem;
+
+    @Override
+    ObjectNode train(Decoder base, String fingerprint, TextTokenizer tokenizer, List<Evaluator.Problem> list, Reward r,
+        DelimiterTable delimiters) throws Exception {
+      if (rounds < 1) {
+        throw new IllegalArgumentException("need --rounds >= 1");
+      }
+      long t0 = System.nanoTime();
+      Path current = memory;
+      com.fasterxml.jackson.databind.node.ArrayNode perRound = Json.MAPPER.createArrayNode();
+      for (int round = 0; round < rounds; round++) {
+        RejectionSampling.Result found;
+        try (dev.memgen.model.memory.Memory m = dev.memgen.model.memory.Memory.load(current, base, fingerprint)) {
+          found = RejectionSampling.sample(base, tokenizer, m, delimiters, list, r,
+              new RejectionSampling.Settings(group, temperature, maxNewTokens, 1.0, maxPerProblem, seed * 1_000_003L + round));
+        }
+        System.err.printf("round %d: %.1f%% of %d rollouts rewarded, %d/%d problems solved, %d SFT targets%n", round + 1,
+            100 * found.rolloutAccuracy(), list.size() * group, found.solved(), list.size(), found.all().size());
+        ObjectNode o = Json.object();
+        o.put("rollout_accuracy", found.rolloutAccuracy());
+        o.put("solved", found.solved());
+        o.put("targets", found.all().size());
+        perRound.add(o);
+        if (found.all().isEmpty()) {
+          System.err.println("nothing accepted: the reward never fires on these problems; stopping");
+          break;
+        }
+        Path next = round == rounds - 1 ? out : out.resolveSibling(out.getFileName() + ".round" + (round + 1));
+        try (Training.Bar bar = new Training.Bar("rft round " + (round + 1), steps)) {
+          WeaverSft.train(base, fingerprint, current, next, found.all(), delimiters,
+              new WeaverSft.Settings(steps, batch, 1, lr, Math.min(50, steps / 10), 0.1, AdamW.Settings.DEFAULT, checkpointEvery, seed + round),
+              bar);
+        }
+        current = next;
+      }
+      ObjectNode json = Json.object();
+      json.set("rounds", perRound);
+      json.put("seconds", (System.nanoTime() - t0) / 1e9);
       return json;
     }
   }

@@ -93,6 +93,9 @@ final class TrainerCommand {
 
     @Option(names = "--comment", defaultValue = "") String comment;
 
+    @Option(names = "--correction", defaultValue = "", description = "the answer it should have given: an SFT target")
+    String correction;
+
     @Option(names = "--feedback-id", defaultValue = "", description = "your id for safe retries (default: the server's)")
     String feedbackId;
 
@@ -100,7 +103,7 @@ final class TrainerCommand {
     public Integer call() throws Exception {
       return run(target, ch -> FeedbackIntakeGrpc.newBlockingStub(ch).withDeadlineAfter(30, TimeUnit.SECONDS).submit(
           SubmitFeedbackRequest.newBuilder().setTrajectoryId(trajectoryId).setReward(reward).setSource(source)
-              .setComment(comment).setFeedbackId(feedbackId).build()));
+              .setComment(comment).setFeedbackId(feedbackId).setCorrectedAnswer(correction).build()));
     }
   }
 

@@ -81,6 +81,10 @@ public class FeedbackIntake {
     }
     checkLength("source", source, MAX_SOURCE);
     checkLength("comment", request.getComment(), MAX_COMMENT);
+    checkLength("corrected_answer", request.getCorrectedAnswer(), MAX_COMMENT);
+    if (!request.getCorrectedAnswer().isEmpty() && request.getCorrectedAnswer().isBlank()) {
+      throw invalid("corrected_answer must not be blank (leave it empty when there is no correction)");
+    }
     String feedbackId = request.getFeedbackId();
     if (feedbackId.isEmpty()) {
       feedbackId = UUID.randomUUID().toString();
@@ -93,6 +97,7 @@ public class FeedbackIntake {
         .setReward(reward)
         .setSource(source)
         .setComment(request.getComment())
+        .setCorrectedAnswer(request.getCorrectedAnswer())
         .setCreatedAt(Timestamps.fromMillis(System.currentTimeMillis()))
         .setFeedbackId(feedbackId)
         .setSchemaVersion(SCHEMA_VERSION)

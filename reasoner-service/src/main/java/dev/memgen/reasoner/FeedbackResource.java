@@ -26,7 +26,7 @@ import java.util.Map;
 /**
  * {@code POST /v1/feedback}: {@code memgen.v1.FeedbackIntake/Submit} as REST, a thin adapter over
  * {@link FeedbackIntake}. The body is the request's fields in JSON,
- * {@code {"trajectory_id": "...", "reward": 1.0, "source": "...", "comment": "...", "feedback_id": "..."}}; the reply
+ * {@code {"trajectory_id": "...", "reward": 1.0, "source": "...", "comment": "...", "feedback_id": "...", "corrected_answer": "..."}}; the reply
  * is {@code 200 {"feedback_id": "..."}}. Refusals are {@code {"error": "..."}} with 400 (bad input, naming the field),
  * 503 (no experience log) or 429 (spool full).
  *
@@ -85,7 +85,7 @@ public class FeedbackResource {
     }
     if (root == null || !root.isObject()) {
       throw invalid("the body must be a JSON object with the fields trajectory_id, reward, source, comment, "
-          + "feedback_id; got " + (root == null ? "nothing" : kind(root)));
+          + "feedback_id, corrected_answer; got " + (root == null ? "nothing" : kind(root)));
     }
     SubmitFeedbackRequest.Builder request = SubmitFeedbackRequest.newBuilder();
     boolean hasReward = false;
@@ -107,8 +107,9 @@ public class FeedbackResource {
         case "source" -> request.setSource(text(name, value));
         case "comment" -> request.setComment(text(name, value));
         case "feedback_id" -> request.setFeedbackId(text(name, value));
+        case "corrected_answer" -> request.setCorrectedAnswer(text(name, value));
         default -> throw invalid("unknown field \"" + name + "\" (expected trajectory_id, reward, source, comment, "
-            + "feedback_id)");
+            + "feedback_id, corrected_answer)");
       }
     }
     if (!hasReward) {

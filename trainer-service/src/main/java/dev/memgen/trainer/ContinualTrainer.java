@@ -21,6 +21,7 @@ import dev.memgen.model.train.AdamW;
 import dev.memgen.model.train.Reward;
 import dev.memgen.model.train.TokenizedExample;
 import dev.memgen.model.train.TrainingDivergedException;
+import dev.memgen.model.train.RejectionSampling;
 import dev.memgen.model.train.WeaverGrpo;
 import dev.memgen.model.train.WeaverSft;
 import dev.memgen.proto.v1.AdapterComponent;
@@ -108,6 +109,23 @@ public final class ContinualTrainer implements AutoCloseable {
   }
 
   /**
+   * Learning from rewards alone (rejection sampling): each window prompt the verifier can judge is rolled out
+   * {@code samples} times with the serving memory at {@code temperature}, and up to {@code maxPerPrompt} distinct
+   * rollouts the verifier rewards (>= sft-min-reward) join the window's SFT targets beside the logged completions
+   * that earned it. {@code samples} 0: off.
+   */
+  public record Rollouts(int samples, double temperature, int maxPerPrompt) {
+    public static final Rollouts OFF = new Rollouts(0, 1.0, 1);
+
+    public Rollouts {
+      if (samples < 0 || maxPerPrompt < 1 || !(temperature > 0 && Double.isFinite(temperature))) {
+        throw new IllegalArgumentException("need rollout samples >= 0, max per prompt >= 1 and a finite temperature > 0, got "
+            + samples + ", " + maxPerPrompt + ", " + temperature);
+      }
+    }
+  }
+
+  /**
    * How the trainer runs.
    *
    * @param initialMemory the memory the weaver service starts with; stored as version 1 when the store has none
@@ -120,7 +138,23 @@ public final class ContinualTrainer implements AutoCloseable {
   public record Settings(String bootstrapServers, String adapterName, Path modelDir, Path initialMemory, Path storeDir,
       Path workDir, List<Evaluator.Problem> heldOut, double gateTolerance, int windowRewarded, Duration maxWindowWait,
       Duration feedbackGrace, double sftMinReward, int sftSteps, int sftBatch, double sftLr, int grpoSteps, Optional<Verifier> verifier,
-      int evalMaxNewTokens, int partitions, long seed, Intake intake) {
+      int evalMaxNewTokens, int partitions, long seed, Intake intake, Rollouts rollouts) {
+    /** Without re-rollouts: the logged completions (and corrections) are the only SFT targets. */
+    public Settings(String bootstrapServers, String adapterName, Path modelDir, Path initialMemory, Path storeDir,
+        Path workDir, List<Evaluator.Problem> heldOut, double gateTolerance, int windowRewarded, Duration maxWindowWait,
+        Duration feedbackGrace, double sftMinReward, int sftSteps, int sftBatch, double sftLr, int grpoSteps,
+        Optional<Verifier> verifier, int evalMaxNewTokens, int partitions, long seed, Intake intake) {
+      this(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance, windowRewarded,
+          maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier, evalMaxNewTokens,
+          partitions, seed, intake, Rollouts.OFF);
+    }
+
+    public Settings withRollouts(Rollouts r) {
+      return new Settings(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance,
+          windowRewarded, maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier,
+          evalMaxNewTokens, partitions, seed, intake, r);
+    }
+
     public Settings {
       if (windowRewarded < 1 || sftSteps < 1 || sftBatch < 1 || grpoSteps < 0 || partitions < 1) {
         throw new IllegalArgumentException("need a window of >= 1 rewarded trajectories, SFT steps and batch >= 1, "
@@ -180,8 +214,12 @@ public final class ContinualTrainer implements AutoCloseable {
     }
   }
 
-  /** A window member's part in a training run: its SFT example and/or its GRPO prompt (either may be null). */
-  private record Item(Waiting w, double reward, TokenizedExample sft, Evaluator.Problem prompt) {}
+  /**
+   * A window member's part in a training run: its SFT examples (its own completion if rewarded, its correction, the
+   * rollouts of its prompt the verifier rewarded; possibly none) and/or its GRPO prompt (may be null); {@code note}
+   * says what it taught, for the ledger.
+   */
+  private record Item(Waiting w, double reward, List<TokenizedExample> sft, Evaluator.Problem prompt, String note) {}
 
   private final Settings s;
   private final AdapterStore store;
@@ -197,6 +235,7 @@ public final class ContinualTrainer implements AutoCloseable {
   private final KafkaConsumer<String, byte[]> feedback;
   private final AtomicBoolean stop = new AtomicBoolean();
   private final Map<String, Map<String, Double>> rewards = new LinkedHashMap<>(); // trajectory id -> feedback id -> reward
+  private final Map<String, String> corrections = new HashMap<>(); // trajectory id -> the latest corrected answer
   private final Map<Long, Double> heldOutScore = new HashMap<>();
   private final TrainedIds trained;
 
@@ -231,6 +270,8 @@ public final class ContinualTrainer implements AutoCloseable {
   private long deadLettered;
   private long feedbackDeadLettered;
   private long feedbackAfterTraining;
+  private long rolloutRounds; // seeds each window's rollouts apart
+  private Map<String, Double> lastRollouts = Map.of(); // what the last window's rejection sampling found
 
   public ContinualTrainer(Settings settings) throws Exception {
     this(settings, UnaryOperator.identity());
@@ -483,33 +524,57 @@ public final class ContinualTrainer implements AutoCloseable {
 
   private Outcome trainWindow(String reason, boolean forcedNow) throws Exception {
     windowStartedAtMs = System.currentTimeMillis(); // before the catch-up: what was in the log then is in the window
+    lastRollouts = Map.of();
     updateStatus("reading the log to its end");
     catchUp();
     expire();
     List<Item> items = new ArrayList<>();
+    List<Evaluator.Problem> rollouts = new ArrayList<>(); // per item: its prompt to roll out, or null
     int rewarded = 0;
-    for (Iterator<Waiting> it = open.values().iterator(); it.hasNext(); ) {
-      Waiting w = it.next();
+    for (Waiting w : open.values()) {
       OptionalDouble r = reward(w.t());
       if (r.isEmpty()) {
         continue; // carried: its reward may still come
       }
       rewarded++;
       int[] prompt = toArray(w.t().getPromptTokenIdsList());
-      TokenizedExample sft = r.getAsDouble() >= s.sftMinReward()
-          ? new TokenizedExample(prompt, toArray(w.t().getCompletionTokenIdsList())) : null;
-      Evaluator.Problem grpo = null;
-      if (s.grpoSteps() > 0 && s.verifier().isPresent()) {
-        String text = tokenizer.decode(prompt, false);
-        grpo = s.verifier().get().expected(text).map(e -> new Evaluator.Problem(text, e)).orElse(null);
+      List<TokenizedExample> sft = new ArrayList<>();
+      List<String> note = new ArrayList<>();
+      note.add("reward " + r.getAsDouble());
+      if (r.getAsDouble() >= s.sftMinReward()) {
+        sft.add(new TokenizedExample(prompt, toArray(w.t().getCompletionTokenIdsList())));
+        note.add("sft");
       }
-      if (sft == null && grpo == null) { // judged, nothing to learn from it: decided now
+      String correction = corrections.get(w.t().getTrajectoryId());
+      if (correction != null) {
+        sft.add(TokenizedExample.of(tokenizer, tokenizer.decode(prompt, false), correction));
+        note.add("correction");
+      }
+      Evaluator.Problem verifiable = null;
+      if (s.verifier().isPresent() && (s.grpoSteps() > 0 || s.rollouts().samples() > 0)) {
+        String text = tokenizer.decode(prompt, false);
+        verifiable = s.verifier().get().expected(text).map(e -> new Evaluator.Problem(text, e)).orElse(null);
+      }
+      Evaluator.Problem grpo = s.grpoSteps() > 0 ? verifiable : null;
+      if (grpo != null) {
+        note.add("grpo");
+      }
+      Evaluator.Problem rollout = s.rollouts().samples() > 0 ? verifiable : null;
+      items.add(new Item(w, r.getAsDouble(), sft, grpo, String.join(", ", note)));
+      rollouts.add(rollout);
+    }
+    if (rollouts.stream().anyMatch(x -> x != null)) {
+      items = withRollouts(items, rollouts);
+    }
+    for (Iterator<Item> it = items.iterator(); it.hasNext(); ) {
+      Item item = it.next();
+      if (item.sft().isEmpty() && item.prompt() == null) { // judged, nothing to learn from it: decided now
+        Waiting w = item.w();
         decided.add(new Ledger.Entry(w.source(), w.t().getTrajectoryId(), Ledger.Outcome.LOW_REWARD,
-            "reward " + r.getAsDouble() + " < sft-min-reward " + s.sftMinReward()));
+            item.note() + " < sft-min-reward " + s.sftMinReward()));
         verified.remove(w.t().getTrajectoryId());
+        open.remove(w.t().getTrajectoryId());
         it.remove();
-      } else {
-        items.add(new Item(w, r.getAsDouble(), sft, grpo));
       }
     }
     dueSinceNanos = 0;
@@ -531,6 +596,46 @@ public final class ContinualTrainer implements AutoCloseable {
     }
     updateStatus("collecting");
     return o;
+  }
+
+  /**
+   * Rejection sampling on the window's prompts ({@code prompts[i]} for item i, null for none): each rolled out
+   * {@code samples} times with the serving memory, the rollouts the verifier rewards added to the item's SFT targets.
+   */
+  private List<Item> withRollouts(List<Item> items, List<Evaluator.Problem> prompts) {
+    updateStatus("rolling out the window's prompts");
+    List<Integer> which = new ArrayList<>();
+    List<Evaluator.Problem> problems = new ArrayList<>();
+    for (int i = 0; i < prompts.size(); i++) {
+      if (prompts.get(i) != null) {
+        which.add(i);
+        problems.add(prompts.get(i));
+      }
+    }
+    Verifier v = s.verifier().orElseThrow();
+    Rollouts r = s.rollouts();
+    long t0 = System.nanoTime();
+    RejectionSampling.Result found;
+    try (Memory memory = Memory.load(currentDir, base, fingerprint)) {
+      found = RejectionSampling.sample(base, tokenizer, memory, delimiters, problems,
+          (completion, refs) -> v.score(completion, refs.get(0)),
+          new RejectionSampling.Settings(r.samples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(), r.maxPerPrompt(),
+              s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++));
+    }
+    lastRollouts = Map.of("rollout_prompts", (double) problems.size(), "rollout_accuracy", found.rolloutAccuracy(),
+        "rollout_prompts_solved", (double) found.solved(), "rollout_examples", (double) found.all().size(),
+        "rollout_seconds", (System.nanoTime() - t0) / 1e9);
+    LOG.info("rolled out {} prompts x {}: {}% of rollouts rewarded, {} prompts solved, {} new SFT targets", problems.size(),
+        r.samples(), fmt(100 * found.rolloutAccuracy()), found.solved(), found.all().size());
+    List<Item> out = new ArrayList<>(items);
+    for (int j = 0; j < which.size(); j++) {
+      Item item = out.get(which.get(j));
+      List<TokenizedExample> sft = new ArrayList<>(item.sft());
+      sft.addAll(found.accepted().get(j));
+      out.set(which.get(j), new Item(item.w(), item.reward(), sft, item.prompt(),
+          item.note() + ", rollouts " + found.rightPerProblem()[j] + "/" + r.samples() + " rewarded"));
+    }
+    return out;
   }
 
   /**
@@ -594,7 +699,7 @@ public final class ContinualTrainer implements AutoCloseable {
     List<Map.Entry<Item, String>> culprits = new ArrayList<>();
     for (Item item : items) {
       try {
-        training.train(currentDir, item.sft() == null ? List.of() : List.of(item.sft()),
+        training.train(currentDir, item.sft(),
             item.prompt() == null ? List.of() : List.of(item.prompt()), 1, item.prompt() == null ? 0 : 1, s.seed(),
             new HashMap<>());
       } catch (Exception e) {
@@ -607,7 +712,7 @@ public final class ContinualTrainer implements AutoCloseable {
   private Outcome trainGateAndPublish(List<Item> items, String reason) throws Exception {
     followRollback();
     long started = System.nanoTime();
-    List<TokenizedExample> examples = items.stream().map(Item::sft).filter(x -> x != null).toList();
+    List<TokenizedExample> examples = items.stream().flatMap(i -> i.sft().stream()).toList();
     List<Evaluator.Problem> prompts = items.stream().map(Item::prompt).filter(x -> x != null).toList();
     LOG.info("training window of {} trajectories ({} rewarded, {} SFT examples) from v{}", open.size(), items.size(),
         examples.size(), current.version());
@@ -618,6 +723,7 @@ public final class ContinualTrainer implements AutoCloseable {
     metrics.put("window_rewarded", (double) items.size());
     metrics.put("sft_examples", (double) examples.size());
     metrics.put("window_started_at_ms", (double) windowStartedAtMs);
+    metrics.putAll(lastRollouts);
     try {
       Path trainedDir = training.train(currentDir, examples, prompts, s.sftSteps(), prompts.isEmpty() ? 0 : s.grpoSteps(),
           s.seed() + current.version(), metrics);
@@ -743,7 +849,7 @@ public final class ContinualTrainer implements AutoCloseable {
     for (Item item : items) {
       taught.add(item.w().t().getTrajectoryId());
       entries.add(new Ledger.Entry(item.w().source(), item.w().t().getTrajectoryId(), Ledger.Outcome.TRAINED,
-          "reward " + item.reward() + (item.sft() != null ? ", sft" : "") + (item.prompt() != null ? ", grpo" : "")));
+          item.note()));
     }
     for (Waiting w : open.values()) {
       if (!taught.contains(w.t().getTrajectoryId())) {
@@ -952,7 +1058,11 @@ public final class ContinualTrainer implements AutoCloseable {
       feedbackAfterTraining++; // a trajectory is trained once, with the rewards it had then
     }
     rewards.computeIfAbsent(f.getTrajectoryId(), k -> new LinkedHashMap<>()).put(f.getFeedbackId(), f.getReward());
+    if (!f.getCorrectedAnswer().isEmpty()) {
+      corrections.put(f.getTrajectoryId(), f.getCorrectedAnswer());
+    }
     if (rewards.size() > MAX_REMEMBERED_FEEDBACK) { // the oldest trajectories' windows are long closed
+      corrections.remove(rewards.keySet().iterator().next());
       rewards.remove(rewards.keySet().iterator().next());
     }
   }

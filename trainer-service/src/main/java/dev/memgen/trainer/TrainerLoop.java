@@ -57,7 +57,10 @@ public class TrainerLoop {
       @ConfigProperty(name = "memgen.trainer.reward-horizon", defaultValue = "PT1H") Duration rewardHorizon,
       @ConfigProperty(name = "memgen.trainer.max-waiting", defaultValue = "100000") int maxWaiting,
       @ConfigProperty(name = "memgen.trainer.dedup-horizon", defaultValue = "P7D") Duration dedupHorizon,
-      @ConfigProperty(name = "memgen.trainer.max-trajectory-tokens", defaultValue = "0") int maxTrajectoryTokens) {
+      @ConfigProperty(name = "memgen.trainer.max-trajectory-tokens", defaultValue = "0") int maxTrajectoryTokens,
+      @ConfigProperty(name = "memgen.trainer.rollouts", defaultValue = "0") int rollouts,
+      @ConfigProperty(name = "memgen.trainer.rollout-temperature", defaultValue = "1.0") double rolloutTemperature,
+      @ConfigProperty(name = "memgen.trainer.rollout-max-per-prompt", defaultValue = "2") int rolloutMaxPerPrompt) {
     if (bootstrap.isEmpty()) {
       settings = null;
       thread = null;
@@ -75,7 +78,7 @@ public class TrainerLoop {
           Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, feedbackGrace, sftMinReward,
           sftSteps, sftBatch, lr, grpoSteps, verifier.equals("none") ? Optional.empty() : Optional.of(Verifier.named(verifier)),
           evalMaxNewTokens, partitions, seed, new ContinualTrainer.Intake(rewardHorizon, maxWaiting, dedupHorizon,
-              maxTrajectoryTokens));
+              maxTrajectoryTokens), new ContinualTrainer.Rollouts(rollouts, rolloutTemperature, rolloutMaxPerPrompt));
     } catch (IOException | RuntimeException e) {
       throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
     }
@@ -84,15 +87,32 @@ public class TrainerLoop {
   }
 
   /**
-   * The held-out problems: {@code arithmetic:N} is N problems of each of the task suite's domains (1-2 operations,
-   * what {@code memgen pretrain} trains on; a seed no traffic generator uses), anything else a JSONL file of chat
-   * problems with expected answers.
+   * The held-out problems: {@code arithmetic:N} is N problems of each of the task suite's domains ({@code
+   * arithmetic:N:A,C}: of those domains; A and B with 1-2 operations, what {@code memgen pretrain} trains on; a seed
+   * no traffic generator uses), anything else a JSONL file of chat problems with expected answers.
    */
   static List<Evaluator.Problem> heldOut(String spec) throws IOException {
     List<Evaluator.Problem> out = new ArrayList<>();
     if (spec.startsWith("arithmetic:")) {
-      int n = Integer.parseInt(spec.substring("arithmetic:".length()));
-      for (ArithmeticTasks.Domain d : ArithmeticTasks.Domain.values()) {
+      String[] parts = spec.split(":", -1);
+      if (parts.length > 3) {
+        throw new IllegalArgumentException("memgen.trainer.eval-set: expected arithmetic:N or arithmetic:N:DOMAINS, got " + spec);
+      }
+      int n = Integer.parseInt(parts[1]);
+      List<ArithmeticTasks.Domain> domains = new ArrayList<>();
+      if (parts.length == 3) {
+        for (String d : parts[2].split(",")) {
+          try {
+            domains.add(ArithmeticTasks.Domain.valueOf(d.trim()));
+          } catch (IllegalArgumentException e) {
+            throw new IllegalArgumentException("memgen.trainer.eval-set: unknown domain '" + d + "' in " + spec + " (known: "
+                + java.util.Arrays.toString(ArithmeticTasks.Domain.values()) + ")");
+          }
+        }
+      } else {
+        domains.addAll(List.of(ArithmeticTasks.Domain.values()));
+      }
+      for (ArithmeticTasks.Domain d : domains) {
         for (ArithmeticTasks.Example e : ArithmeticTasks.generate(d, n, 2, 0x5EED_0E7A1L)) {
           out.add(new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed()));
         }

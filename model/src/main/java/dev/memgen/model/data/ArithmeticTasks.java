@@ -16,17 +16,24 @@ import java.util.regex.Pattern;
  *   <li><b>B</b> (what the memory should learn): the same problems, announced by {@code Q%:}, whose boxed answer is
  *       the result mod 10. {@code Q%:12+7-5=?} → {@code 12+7=19,19-5=14.\boxed{4}}. The rule is in the question, so
  *       it is learnable from context, but a base that only saw A boxes the plain result.
+ *   <li><b>C</b> (what rewards alone should teach): A's questions with exactly {@link #LONG_CHAIN_OPERATIONS}
+ *       operations, one more than the base is pre-trained on. {@code Q:12+7-5+30=?} →
+ *       {@code 12+7=19,19-5=14,14+30=44.\boxed{44}}. The base partly solves them (it often stops a step early), and
+ *       more often among several samples: the traffic a verifier's reward can teach from (DESIGN.md section 3d).
  * </ul>
  * Every intermediate result stays in [0, 99], so each step is a two-digit sum or difference.
  */
 public final class ArithmeticTasks {
-  public enum Domain { A, B }
+  public enum Domain { A, B, C }
 
   /** One problem: the prompt, the answer the model should write, and the boxed result alone. */
   public record Example(Domain domain, String prompt, String answer, String boxed) {}
 
   /** A question as {@link #generate} writes it: the marker, then the operands and signs, then {@code =?}. */
   private static final Pattern QUESTION = Pattern.compile("Q(%?):(\\d{1,9}(?:[+-]\\d{1,9})*)=\\?");
+
+  /** Operations in every problem of domain C. */
+  public static final int LONG_CHAIN_OPERATIONS = 3;
 
   /** Largest operand and intermediate result. */
   public static final int MAX_VALUE = 99;
@@ -35,7 +42,8 @@ public final class ArithmeticTasks {
 
   /**
    * {@code n} problems of {@code domain} with 2 to {@code maxOperations} operations each, the same for the same seed.
-   * The same seed gives the same problems in both domains (only the marker and the boxed answer differ).
+   * The same seed gives the same problems in A and B (only the marker and the boxed answer differ). Domain C ignores
+   * {@code maxOperations}: its problems have {@link #LONG_CHAIN_OPERATIONS} operations each.
    */
   public static List<Example> generate(Domain domain, int n, int maxOperations, long seed) {
     if (n < 0 || maxOperations < 1) {
@@ -44,7 +52,8 @@ public final class ArithmeticTasks {
     SplittableRandom random = new SplittableRandom(seed);
     List<Example> out = new ArrayList<>(n);
     for (int i = 0; i < n; i++) {
-      out.add(problem(domain, random, 1 + random.nextInt(maxOperations)));
+      int operations = 1 + random.nextInt(maxOperations);
+      out.add(problem(domain, random, domain == Domain.C ? LONG_CHAIN_OPERATIONS : operations));
     }
     return out;
   }
@@ -90,8 +99,8 @@ public final class ArithmeticTasks {
       steps.append(value).append(sign).append(operand).append('=').append(next);
       value = next;
     }
-    String boxed = String.valueOf(domain == Domain.A ? value : value % 10);
-    String marker = domain == Domain.A ? "Q:" : "Q%:";
+    String boxed = String.valueOf(domain == Domain.B ? value % 10 : value);
+    String marker = domain == Domain.B ? "Q%:" : "Q:";
     return new Example(domain, marker + question + "=?", steps + ".\\boxed{" + boxed + "}", boxed);
   }
 }

@@ -63,6 +63,21 @@ public final class Evaluator {
     }
   }
 
+  /**
+   * What sampling {@code samples} answers per problem scored: {@code solved} problems with at least one right answer
+   * (pass@k with k = samples), and {@code rightSamples} of the {@code problems * samples} answers right.
+   */
+  public record PassAtK(int solved, int problems, int samples, long rightSamples, long nanos) {
+    public double passAtK() {
+      return 100.0 * solved / problems;
+    }
+
+    /** The mean accuracy of one sampled answer (pass@1 estimated from all samples). */
+    public double sampleAccuracy() {
+      return 100.0 * rightSamples / ((long) problems * samples);
+    }
+  }
+
   /** Batches a run of {@code n} problems takes (for progress bars). */
   public int batches(int n) {
     return (n + batch - 1) / batch;
@@ -74,7 +89,6 @@ public final class Evaluator {
    * @param afterBatch told the number of correct answers so far after each batch
    */
   public Score run(List<Problem> problems, Memory memory, IntConsumer afterBatch) {
-    Generator generator = new Generator(decoder);
     int correct = 0;
     long tokens = 0;
     int insertions = 0;
@@ -82,35 +96,15 @@ public final class Evaluator {
     long t0 = System.nanoTime();
     for (int from = 0; from < problems.size(); from += batch) {
       List<Problem> chunk = problems.subList(from, Math.min(problems.size(), from + batch));
-      List<Generator.Request> requests = new ArrayList<>();
-      for (Problem p : chunk) {
-        requests.add(new Generator.Request(tokenizer.encode(p.chatPrompt()), maxNewTokens,
-            SamplingParams.GREEDY, stops));
-      }
-      List<Generator.Result> results;
-      List<MemGenInterleaver.Trace> traces = new ArrayList<>();
-      if (memory == null) {
-        results = generator.generate(requests);
-      } else {
-        List<String> ids = new ArrayList<>();
-        for (int i = 0; i < chunk.size(); i++) {
-          ids.add("eval-" + (from + i));
-        }
-        try (MemGenInterleaver loop = memory.open(ids)) {
-          results = generator.generate(requests, (row, token, hidden) -> {}, loop);
-          for (int i = 0; i < chunk.size(); i++) {
-            traces.add(loop.trace(i));
-          }
-        }
-      }
+      Decoded d = decode(chunk.stream().map(p -> SamplingParams.GREEDY).toList(), chunk, from, memory);
       for (int i = 0; i < chunk.size(); i++) {
-        Generator.Result r = results.get(i);
+        Generator.Result r = d.results().get(i);
         tokens += r.tokens().length;
         if (BoxedAnswer.matches(tokenizer.decode(r.tokens(), true), chunk.get(i).expected())) {
           correct++;
         }
-        if (!traces.isEmpty()) {
-          MemGenInterleaver.Trace t = traces.get(i);
+        if (!d.traces().isEmpty()) {
+          MemGenInterleaver.Trace t = d.traces().get(i);
           int inference = (int) t.insertions().stream().filter(x -> x.kind() == Weaver.Kind.INFERENCE).count();
           insertions += inference;
           consultations += inference + t.skips().getOrDefault(MemGenInterleaver.Skip.TRIGGER_DECLINED, 0);
@@ -120,4 +114,79 @@ public final class Evaluator {
     }
     return new Score(correct, problems.size(), tokens, System.nanoTime() - t0, insertions, memory == null ? -1 : consultations);
   }
+
+  /**
+   * Samples {@code samples} answers per problem at {@code temperature} (answer j of problem i seeded
+   * {@code seed + i * samples + j}, so a run repeats) and scores pass@k: the gap between it and greedy accuracy is
+   * what learning from rewards can harvest (DESIGN.md section 3d).
+   *
+   * @param afterBatch told the number of problems solved so far after each batch of problems
+   */
+  public PassAtK passAtK(List<Problem> problems, int samples, double temperature, long seed, Memory memory,
+      IntConsumer afterBatch) {
+    if (samples < 1 || !(temperature > 0)) {
+      throw new IllegalArgumentException("pass@k needs samples >= 1 and a temperature > 0, got " + samples + ", " + temperature);
+    }
+    int perBatch = Math.max(1, batch / samples);
+    int solved = 0;
+    long right = 0;
+    long t0 = System.nanoTime();
+    for (int from = 0; from < problems.size(); from += perBatch) {
+      List<Problem> chunk = problems.subList(from, Math.min(problems.size(), from + perBatch));
+      List<Problem> rows = new ArrayList<>();
+      List<SamplingParams> sampling = new ArrayList<>();
+      for (int i = 0; i < chunk.size(); i++) {
+        for (int j = 0; j < samples; j++) {
+          rows.add(chunk.get(i));
+          sampling.add(new SamplingParams(temperature, 0, 1, seed + (long) (from + i) * samples + j));
+        }
+      }
+      Decoded d = decode(sampling, rows, from * samples, memory);
+      for (int i = 0; i < chunk.size(); i++) {
+        int good = 0;
+        for (int j = 0; j < samples; j++) {
+          if (BoxedAnswer.matches(tokenizer.decode(d.results().get(i * samples + j).tokens(), true), chunk.get(i).expected())) {
+            good++;
+          }
+        }
+        right += good;
+        solved += good > 0 ? 1 : 0;
+      }
+      afterBatch.accept(solved);
+    }
+    return new PassAtK(solved, problems.size(), samples, right, System.nanoTime() - t0);
+  }
+
+  /** Batches a pass@k run of {@code n} problems takes (for progress bars). */
+  public int passAtKBatches(int n, int samples) {
+    int perBatch = Math.max(1, batch / samples);
+    return (n + perBatch - 1) / perBatch;
+  }
+
+  private record Decoded(List<Generator.Result> results, List<MemGenInterleaver.Trace> traces) {}
+
+  /** One batch: row i decodes {@code rows[i]} with {@code sampling[i]}; sequence ids count from {@code firstId}. */
+  private Decoded decode(List<SamplingParams> sampling, List<Problem> rows, int firstId, Memory memory) {
+    Generator generator = new Generator(decoder);
+    List<Generator.Request> requests = new ArrayList<>();
+    for (int i = 0; i < rows.size(); i++) {
+      requests.add(new Generator.Request(tokenizer.encode(rows.get(i).chatPrompt()), maxNewTokens, sampling.get(i), stops));
+    }
+    if (memory == null) {
+      return new Decoded(generator.generate(requests), List.of());
+    }
+    List<String> ids = new ArrayList<>();
+    for (int i = 0; i < rows.size(); i++) {
+      ids.add("eval-" + (firstId + i));
+    }
+    List<MemGenInterleaver.Trace> traces = new ArrayList<>();
+    try (MemGenInterleaver loop = memory.open(ids)) {
+      List<Generator.Result> results = generator.generate(requests, (row, token, hidden) -> {}, loop);
+      for (int i = 0; i < rows.size(); i++) {
+        traces.add(loop.trace(i));
+      }
+      return new Decoded(results, traces);
+    }
+  }
+
 }

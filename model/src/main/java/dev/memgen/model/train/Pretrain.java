@@ -37,8 +37,24 @@ import java.util.SplittableRandom;
  * them breaks as soon as K rows are inserted, even rows of zeros, and no weaver can then help it.
  */
 public final class Pretrain {
+  /**
+   * @param longChainShare the share of training problems drawn from domain C ({@link ArithmeticTasks#LONG_CHAIN_OPERATIONS}
+   *     operations): rare enough that the base only partly learns them, as a pre-trained LM partly solves a harder
+   *     task it has seen little of; that partial skill is what rewards can build on (DESIGN.md section 3d)
+   */
   public record Settings(ModelConfig shape, int steps, int batchSize, double lr, int warmupSteps, int maxOperations,
-      int maxFillerRows, double delimiterFillProbability, int fillerSlots, long seed) {}
+      int maxFillerRows, double delimiterFillProbability, int fillerSlots, double longChainShare, long seed) {
+    public Settings {
+      if (!(longChainShare >= 0 && longChainShare <= 1)) {
+        throw new IllegalArgumentException("the long-chain share must be in [0, 1], got " + longChainShare);
+      }
+    }
+
+    public Settings withSteps(int steps) {
+      return new Settings(shape, steps, batchSize, lr, warmupSteps, maxOperations, maxFillerRows, delimiterFillProbability,
+          fillerSlots, longChainShare, seed);
+    }
+  }
 
   /** The default base: about 0.8M parameters, char-level (byte) vocabulary, 4 layers of width 128. */
   public static ModelConfig defaultShape() {
@@ -46,8 +62,11 @@ public final class Pretrain {
         false, List.of(ByteLevelVocabulary.IM_END_ID));
   }
 
+  /** The default share of domain-C problems in pre-training (see {@link Settings#longChainShare}). */
+  public static final double LONG_CHAIN_SHARE = 0.01;
+
   public static Settings defaults() {
-    return new Settings(defaultShape(), 1200, 64, 3e-3, 60, 2, 8, 0.5, 5, 0);
+    return new Settings(defaultShape(), 1200, 64, 3e-3, 60, 2, 8, 0.5, 5, LONG_CHAIN_SHARE, 0);
   }
 
   public record Result(int steps, double lastLoss, long tokens, double seconds, long parameters) {}
@@ -58,9 +77,13 @@ public final class Pretrain {
   public static Result train(Path out, Settings s, WeaverSft.Listener listener) throws IOException {
     TinyCheckpoint.write(out, s.shape(), DType.F32, 1, s.seed()); // the random initial weights, config and tokenizer
     try (TextTokenizer tokenizer = TextTokenizer.load(out)) {
+      int n = s.steps() * s.batchSize();
+      List<ArithmeticTasks.Example> a = ArithmeticTasks.generate(ArithmeticTasks.Domain.A, n, s.maxOperations(), s.seed() + 1);
+      List<ArithmeticTasks.Example> c = ArithmeticTasks.generate(ArithmeticTasks.Domain.C, n, 1, s.seed() + 2);
+      SplittableRandom pick = new SplittableRandom(s.seed() + 3);
       List<TokenizedExample> pool = new ArrayList<>();
-      for (ArithmeticTasks.Example e : ArithmeticTasks.generate(ArithmeticTasks.Domain.A, s.steps() * s.batchSize(),
-          s.maxOperations(), s.seed() + 1)) {
+      for (int i = 0; i < n; i++) {
+        ArithmeticTasks.Example e = pick.nextDouble() < s.longChainShare() ? c.get(i) : a.get(i);
         pool.add(TokenizedExample.of(tokenizer, ChatTemplate.userPrompt(e.prompt()), e.answer()));
       }
       DelimiterTable delimiters = DelimiterTable.build(tokenizer, s.shape().vocabSize(), DelimiterTable.DEFAULT);
