@@ -45,6 +45,9 @@ final class BenchLoopCommand implements Callable<Integer> {
   @Option(names = "--rollouts", defaultValue = "0", description = "re-rollouts per window prompt, the rewarded ones "
       + "trained on (learning from rewards alone; 0: off; default ${DEFAULT-VALUE})") int rollouts;
 
+  @Option(names = "--base-rollouts", defaultValue = "0", description = "more re-rollouts per window prompt from the frozen "
+      + "base alone, memory off (default ${DEFAULT-VALUE})") int baseRollouts;
+
   @Option(names = "--clients", defaultValue = "1", description = "agents sending requests at once (default ${DEFAULT-VALUE})")
   int clients;
 
@@ -72,7 +75,7 @@ final class BenchLoopCommand implements Callable<Integer> {
     }
     LoopBench.Result r = new LoopBench(new LoopBench.Settings(Main.home(), model.toAbsolutePath(), mem.toAbsolutePath(),
         dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout, traffic, rollouts,
-        clients, 16, List.of()),
+        baseRollouts, clients, 16, List.of()),
         line -> System.err.println("bench loop: " + line)).run();
     System.out.printf("%d trajectories published, %d trained, %d judged (reward too low to teach), %d not yet in a "
         + "published version (%d of them waiting in the open window), %d lost, %d trained twice; %d adapter versions; "

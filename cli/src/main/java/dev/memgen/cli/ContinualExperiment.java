@@ -46,7 +46,7 @@ final class ContinualExperiment implements Callable<Integer> {
   @Option(names = "--work", defaultValue = ".memgen/experiment", description = "working directory (default ${DEFAULT-VALUE})")
   Path work;
 
-  @Option(names = "--base", description = "a base trained by `memgen pretrain` (default: train one into --work)") Path base;
+  @Option(names = "--base", description = "a base trained by `memgen pretrain` (default: the cached .memgen/base, trained once if missing)") Path base;
 
   @Option(names = "--reuse", description = "reuse stages a previous run with the same settings completed in --work")
   boolean reuse;
@@ -96,16 +96,8 @@ final class ContinualExperiment implements Callable<Integer> {
     int grpo = grpoSteps != null ? grpoSteps : quick ? 10 : 60;
     Files.createDirectories(work);
     long t0 = System.nanoTime();
-    Path baseDir = base;
-    if (baseDir == null) {
-      baseDir = work.resolve("base");
-      Pretrain.Settings d = Pretrain.defaults();
-      Pretrain.Settings s = quick ? new Pretrain.Settings(d.shape(), 300, d.batchSize(), d.lr(), d.warmupSteps(),
-          d.maxOperations(), d.maxFillerRows(), d.delimiterFillProbability(), d.fillerSlots(), d.longChainShare(), seed) : d;
-      try (Training.Bar bar = new Training.Bar("pretrain base", s.steps())) {
-        Pretrain.train(baseDir, s, bar);
-      }
-    }
+    // Without --base: the project's cached base (trained once, as the demo's), never a short run whose figures mean nothing.
+    Path baseDir = base != null ? base : CachedBase.trained(Path.of(".memgen", "base"));
     String fingerprint = Checkpoint.open(baseDir).fingerprint();
     Map<String, double[]> results = new LinkedHashMap<>(); // variant -> {A, B, invocation rate}
     List<TokenizedExample> traffic;

@@ -4,9 +4,7 @@ import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.checkpoint.Checkpoint;
-import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.Directories;
-import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.model.data.ArithmeticTasks;
 import dev.memgen.model.data.BoxedAnswer;
 import dev.memgen.model.eval.Evaluator;
@@ -26,7 +24,6 @@ import dev.memgen.rpc.ReasonerMemory;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.nio.file.StandardCopyOption;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.LinkedHashMap;
@@ -64,19 +61,22 @@ final class DemoCommand implements Callable<Integer> {
   @Option(names = "--distributed", description = "the services as separate processes over gRPC (currently the only "
       + "layout; see the README)") boolean distributed;
 
-  @Option(names = "--requests", description = "requests the fleet sends (default 384; --quick 192; --smoke 12)") Integer requests;
+  @Option(names = "--requests", description = "requests the fleet sends (default 256; --quick 128; --smoke 12)") Integer requests;
 
   @Option(names = "--clients", defaultValue = "4", description = "agents sending at once (default ${DEFAULT-VALUE})") int clients;
 
-  @Option(names = "--window", description = "rewarded trajectories per training window (default 48; --smoke 4)") Integer window;
+  @Option(names = "--window", description = "rewarded trajectories per training window, and the most one trains (default 64; --smoke 4)") Integer window;
 
-  @Option(names = "--rollouts", defaultValue = "8", description = "re-rollouts per window prompt, G (default ${DEFAULT-VALUE})")
-  int rollouts;
+  @Option(names = "--rollouts", defaultValue = "4", description = "re-rollouts per window prompt with the serving memory "
+      + "(default ${DEFAULT-VALUE})") int rollouts;
 
-  @Option(names = "--sft-steps", description = "weaver SFT updates per window (default 60; --smoke 4)") Integer sftSteps;
+  @Option(names = "--base-rollouts", defaultValue = "4", description = "re-rollouts per window prompt with the frozen base "
+      + "alone, memory off (default ${DEFAULT-VALUE})") int baseRollouts;
 
-  @Option(names = "--eval", description = "held-out items per domain for the final evaluation (default 1000; --smoke 16)")
-  Integer eval;
+  @Option(names = "--sft-steps", description = "weaver SFT updates per window (default 100; --smoke 4)") Integer sftSteps;
+
+  @Option(names = "--eval", description = "held-out items per domain for the final evaluation (default 1000; --quick 500; "
+      + "--smoke 16)") Integer eval;
 
   @Option(names = "--out", description = "the run's directory (default DIR/demo)") Path out;
 
@@ -86,15 +86,16 @@ final class DemoCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     long t0 = System.nanoTime();
-    int nRequests = requests != null ? requests : smoke ? 12 : quick ? 192 : 384;
-    int nWindow = window != null ? window : smoke ? 4 : 48;
-    int nSft = sftSteps != null ? sftSteps : smoke ? 4 : 60;
-    int nEval = eval != null ? eval : smoke ? 16 : 1000;
-    if (nRequests < 1 || nWindow < 1 || nSft < 1 || nEval < 1 || clients < 1 || rollouts < 0) {
-      throw new IllegalArgumentException("need --requests, --window, --sft-steps, --eval and --clients >= 1, --rollouts >= 0");
+    int nRequests = requests != null ? requests : smoke ? 12 : quick ? 128 : 256;
+    int nWindow = window != null ? window : smoke ? 4 : 64;
+    int nSft = sftSteps != null ? sftSteps : smoke ? 4 : 100;
+    int nEval = eval != null ? eval : smoke ? 16 : quick ? 500 : 1000;
+    if (nRequests < 1 || nWindow < 1 || nSft < 1 || nEval < 1 || clients < 1 || rollouts < 0 || baseRollouts < 0) {
+      throw new IllegalArgumentException("need --requests, --window, --sft-steps, --eval and --clients >= 1, --rollouts and "
+          + "--base-rollouts >= 0");
     }
     Path run = (out != null ? out : dir.resolve(smoke ? "demo-smoke" : "demo")).toAbsolutePath();
-    Path base = smoke ? tinyBase(dir.resolve("tiny")) : cachedBase(dir.resolve("base"));
+    Path base = smoke ? CachedBase.tiny(dir.resolve("tiny")) : CachedBase.trained(dir.resolve("base"));
     Directories.deleteRecursively(run);
     Files.createDirectories(run);
     Path memory = run.resolve("memory");
@@ -103,12 +104,14 @@ final class DemoCommand implements Callable<Integer> {
     Memory.init(memory, ckpt.config(), new MemoryManifest(1, ckpt.fingerprint(), ckpt.config().hiddenSize(),
         ckpt.config().numLayers(), 8, 8, "embeddings", lora, lora, DelimiterTable.DEFAULT, 3), 0);
 
-    System.err.printf("demo: %d agents send %d requests (domains %s in turn), %s; windows of %d, %d re-rollouts per "
-        + "prompt, %d SFT updates per window%n", clients, nRequests, TRAFFIC, smoke ? "every answer rewarded 1 (smoke)"
-        : "rewarded by the trainer's verifier only", nWindow, rollouts, nSft);
+    System.err.printf("demo: %d agents send %d requests (domains %s in turn), %s; windows of %d, %d + %d re-rollouts per "
+        + "prompt (serving memory + base alone), %d SFT updates per window%n", clients, nRequests, TRAFFIC,
+        smoke ? "every answer rewarded 1 (smoke)" : "rewarded by the trainer's verifier only", nWindow, rollouts, baseRollouts,
+        nSft);
     LoopBench.Result loop = new LoopBench(new LoopBench.Settings(Main.home(), base, memory, run.resolve("loop"), nRequests,
-        nWindow, nSft, 48, smoke ? "accept" : "verifier", false, Duration.ofMinutes(10), TRAFFIC, rollouts, clients, smoke ? 4 : 32,
-        List.of("-Dmemgen.trigger.mode=inactive", "-Dmemgen.trainer.gate-tolerance=" + (smoke ? 100 : 2))),
+        nWindow, nSft, 48, smoke ? "accept" : "verifier", false, Duration.ofMinutes(10), TRAFFIC, rollouts, baseRollouts,
+        clients, smoke ? 4 : 32, List.of("-Dmemgen.trigger.mode=inactive", "-Dmemgen.trainer.max-window=" + nWindow,
+            "-Dmemgen.trainer.gate-tolerance=" + (smoke ? 100 : 2))),
         line -> System.err.println("demo: " + line)).run();
 
     System.err.println("demo: evaluating the frozen base, every published version and the parametric baseline on " + nEval
@@ -133,7 +136,7 @@ final class DemoCommand implements Callable<Integer> {
       }
       int windows = (int) loop.announced().stream().filter(a -> a.getVersion() > 1).count();
       parametric = parametric(base, run.resolve("parametric"), decoder, tokenizer, evaluator, heldOut,
-          Math.max(1, windows) * nSft);
+          Math.max(1, windows) * nSft, nRequests);
     }
 
     DemoReport.Row last = versions.isEmpty() ? baseRow : versions.get(versions.size() - 1);
@@ -219,13 +222,13 @@ final class DemoCommand implements Callable<Integer> {
    * many updates as the weaver got.
    */
   private DemoReport.Row parametric(Path base, Path outDir, Decoder decoder, TextTokenizer tokenizer, Evaluator evaluator,
-      Map<String, List<Evaluator.Problem>> heldOut, int steps) throws IOException {
-    List<Evaluator.Problem> prompts = LoopBench.traffic(TRAFFIC, requests != null ? requests : smoke ? 12 : quick ? 192 : 384)
+      Map<String, List<Evaluator.Problem>> heldOut, int steps, int nRequests) throws IOException {
+    List<Evaluator.Problem> prompts = LoopBench.traffic(TRAFFIC, nRequests)
         .stream().map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList();
     Reward verifier = smoke ? (completion, refs) -> 1 // the smoke run's rewards, as its fleet's
         : (completion, refs) -> BoxedAnswer.matches(completion, refs.get(0)) ? 1 : 0;
     RejectionSampling.Result found = RejectionSampling.sample(decoder, tokenizer, null, null, prompts, verifier,
-        new RejectionSampling.Settings(Math.max(1, rollouts), 1.0, 48, 1.0, 2, 11));
+        new RejectionSampling.Settings(Math.max(1, rollouts + baseRollouts), 1.0, 48, 1.0, 2, 11));
     List<TokenizedExample> data = found.all();
     System.err.printf("demo: parametric baseline: %.1f%% of the base's rollouts rewarded, %d SFT targets, %d updates of every "
         + "weight%n", 100 * found.rolloutAccuracy(), data.size(), steps);
@@ -239,42 +242,6 @@ final class DemoCommand implements Callable<Integer> {
     }
     try (Decoder tuned = Decoder.load(outDir)) {
       return evaluate("parametric baseline", -1, new Evaluator(tuned, tokenizer, 48, 64), heldOut, null);
-    }
-  }
-
-  /** The tiny random model of the smoke run (made once). */
-  private static Path tinyBase(Path at) throws IOException {
-    if (!Files.exists(at.resolve("config.json"))) {
-      System.err.println("demo: making a tiny random Qwen2 model in " + at);
-      TinyCheckpoint.write(at, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 0);
-    }
-    return check(at).toAbsolutePath();
-  }
-
-  /** The project's base: trained on the first run (about 8 minutes on two cores), then reused. */
-  private static Path cachedBase(Path at) throws IOException {
-    if (!Files.exists(at)) {
-      Path partial = at.resolveSibling(at.getFileName() + ".partial");
-      Directories.deleteRecursively(partial);
-      System.err.println("demo: training the base model once (about 8 minutes on two cores); it is cached in " + at);
-      try (Training.Bar bar = new Training.Bar("pretrain base", Pretrain.defaults().steps())) {
-        Pretrain.train(partial, Pretrain.defaults(), bar);
-      }
-      Files.move(partial, at, StandardCopyOption.ATOMIC_MOVE);
-    }
-    return check(at).toAbsolutePath();
-  }
-
-  /** A cached base that does not load is named with the fix, before any service starts on it. */
-  private static Path check(Path at) {
-    try {
-      Checkpoint.open(at);
-      TextTokenizer.load(at).close();
-      Decoder.load(at).close();
-      return at;
-    } catch (RuntimeException e) { // a CheckpointException names the file and tensor
-      throw new IllegalArgumentException("the cached base " + at + " is unusable (" + e.getMessage() + "): delete " + at
-          + " and run the demo again to retrain it");
     }
   }
 }

@@ -54,6 +54,14 @@ final class DemoReport {
 
   private static void save(Path file, JFreeChart chart) throws IOException {
     chart.setBackgroundPaint(Color.WHITE);
+    org.jfree.chart.plot.Plot plot = chart.getPlot();
+    plot.setBackgroundPaint(Color.WHITE);
+    if (plot instanceof XYPlot xy) {
+      xy.setRangeGridlinePaint(Color.LIGHT_GRAY);
+      xy.setDomainGridlinePaint(Color.LIGHT_GRAY);
+    } else if (plot instanceof org.jfree.chart.plot.CategoryPlot c) {
+      c.setRangeGridlinePaint(Color.LIGHT_GRAY);
+    }
     ChartUtils.saveChartAsPNG(file.toFile(), chart, 720, 420);
   }
 
@@ -80,11 +88,15 @@ final class DemoReport {
     XYPlot plot = chart.getXYPlot();
     XYLineAndShapeRenderer renderer = new XYLineAndShapeRenderer(true, true);
     int n = d.domains().size();
-    for (int i = 0; i < n; i++) {
+    Color[] palette = {new Color(0xD6, 0x27, 0x28), new Color(0x1F, 0x77, 0xB4), new Color(0x2C, 0xA0, 0x2C), new Color(0x94, 0x67, 0xBD)};
+    for (int i = 0; i < n; i++) { // a domain has one colour: solid for MemGen, dashed for the parametric baseline
+      renderer.setSeriesPaint(i, palette[i % palette.length]);
+      renderer.setSeriesPaint(n + i, palette[i % palette.length]);
       renderer.setSeriesStroke(n + i, new BasicStroke(1.5f, BasicStroke.CAP_BUTT, BasicStroke.JOIN_MITER, 10f, new float[] {6f, 4f}, 0f));
     }
     plot.setRenderer(renderer);
     plot.getRangeAxis().setRange(0, 100);
+    plot.getDomainAxis().setStandardTickUnits(org.jfree.chart.axis.NumberAxis.createIntegerTickUnits());
     return chart;
   }
 

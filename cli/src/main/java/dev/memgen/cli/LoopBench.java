@@ -60,19 +60,20 @@ public final class LoopBench {
    *     boxed result is checked against the task and sent as feedback (a real reward, for a trained base);
    *     "verifier": no feedback at all, the trainer's verifier scores what it can (production's usual case)
    * @param traffic the domains requests alternate between, e.g. A and B, or A and C (see {@link ArithmeticTasks})
-   * @param rollouts re-rollouts per window prompt for learning from rewards (the trainer's {@code memgen.trainer.rollouts};
-   *     0: off)
+   * @param rollouts re-rollouts per window prompt for learning from rewards, with the serving memory (the trainer's
+   *     {@code memgen.trainer.rollouts}; 0: off)
+   * @param baseRollouts more re-rollouts per window prompt from the frozen base alone ({@code rollout-base-samples})
    * @param clients agents sending requests at once (each waits for its answer before the next)
    * @param gatePerDomain held-out problems per traffic domain in the trainer's gate
    */
   public record Settings(Path root, Path model, Path memory, Path work, int requests, int window, int sftSteps,
       int maxNewTokens, String reward, boolean crashTrainer, Duration timeout, List<ArithmeticTasks.Domain> traffic,
-      int rollouts, int clients, int gatePerDomain, List<String> trainerOptions) {
+      int rollouts, int baseRollouts, int clients, int gatePerDomain, List<String> trainerOptions) {
     public Settings {
       if (!List.of("accept", "grade", "verifier").contains(reward)) {
         throw new IllegalArgumentException("unknown reward '" + reward + "' (accept, grade or verifier)");
       }
-      if (traffic.isEmpty() || clients < 1 || requests < 1 || rollouts < 0 || gatePerDomain < 1) {
+      if (traffic.isEmpty() || clients < 1 || requests < 1 || rollouts < 0 || baseRollouts < 0 || gatePerDomain < 1) {
         throw new IllegalArgumentException("need traffic, >= 1 client and request, rollouts >= 0, a gate set >= 1");
       }
     }
@@ -81,7 +82,7 @@ public final class LoopBench {
     public Settings(Path root, Path model, Path memory, Path work, int requests, int window, int sftSteps, int maxNewTokens,
         String reward, boolean crashTrainer, Duration timeout) {
       this(root, model, memory, work, requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout,
-          List.of(ArithmeticTasks.Domain.A, ArithmeticTasks.Domain.B), 0, 1, 16, List.of());
+          List.of(ArithmeticTasks.Domain.A, ArithmeticTasks.Domain.B), 0, 0, 1, 16, List.of());
     }
   }
 
@@ -387,6 +388,7 @@ public final class LoopBench {
     long lost;
     long duplicated; // ids trained into more than one version
     long deduplicated; // records the trainer recognised as copies of an id it had trained or held
+    boolean trainerBusy; // rolling out, training, evaluating or publishing a window (or restarting)
     final List<AdapterPublished> announced = new ArrayList<>(); // after the initial version, in order
     final Map<String, Long> publishedAtMillis = new HashMap<>(); // trajectory id -> record timestamp
     final Map<String, Long> trainedInto = new HashMap<>(); // trajectory id -> version
@@ -422,8 +424,9 @@ public final class LoopBench {
   }
 
   /**
-   * Accounts until every published trajectory is decided, or nothing has changed for {@link #SETTLE} (trajectories
-   * that wait for a window the gate keeps refusing stay waiting; they are reported as such), or the timeout.
+   * Accounts until every published trajectory is decided, or nothing has changed for {@link #SETTLE} while the trainer
+   * sits idle (trajectories that wait for a window the gate refused stay waiting, reported as such: with no more
+   * traffic no new rewards come to retrain it, so the bench ends instead of waiting for it), or the timeout.
    */
   private Accounting awaitAccounted(String bootstrap, ManagedChannel trainer, int requests) throws Exception {
     long deadline = System.nanoTime() + s.timeout().toNanos();
@@ -431,7 +434,7 @@ public final class LoopBench {
     long sameSince = System.nanoTime();
     while (true) {
       Accounting a = account(bootstrap, trainer);
-      if (!a.signature().equals(last)) {
+      if (!a.signature().equals(last) || a.trainerBusy) { // a window in training is a change on its way
         last = a.signature();
         sameSince = System.nanoTime();
       }
@@ -490,10 +493,13 @@ public final class LoopBench {
     }
     long waiting = 0;
     try {
-      waiting = TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
-          .status(StatusRequest.getDefaultInstance()).getAdapters(0).getTrajectories().getWaiting();
+      dev.memgen.proto.v1.TrainerStatus st = TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
+          .status(StatusRequest.getDefaultInstance());
+      waiting = st.getAdapters(0).getTrajectories().getWaiting();
+      a.trainerBusy = !st.getActivity().equals("collecting");
     } catch (RuntimeException e) {
       // the trainer is restarting: it holds nothing then, and what it will hold is not yet decided either
+      a.trainerBusy = true;
     }
     Map<String, Long> rangeEnd = store.latest(NAME).map(AdapterStore.Version::offsets).orElse(Map.of());
     for (Map.Entry<String, ConsumerRecord<String, byte[]>> r : ids.entrySet()) {
@@ -590,7 +596,8 @@ public final class LoopBench {
           "-Dmemgen.trainer.eval-set=arithmetic:" + s.gatePerDomain() + ":" + String.join(",",
               s.traffic().stream().map(Enum::name).toList()),
           "-Dmemgen.trainer.rollouts=" + s.rollouts(),
-          "-Dmemgen.trainer.verifier=" + (s.reward().equals("verifier") || s.rollouts() > 0 ? "arithmetic" : "none"),
+          "-Dmemgen.trainer.rollout-base-samples=" + s.baseRollouts(),
+          "-Dmemgen.trainer.verifier=" + (s.reward().equals("verifier") || s.rollouts() + s.baseRollouts() > 0 ? "arithmetic" : "none"),
           "-Dmemgen.trainer.eval-max-new-tokens=" + s.maxNewTokens(),
           "-Dmemgen.trainer.gate-tolerance=" + (s.reward().equals("grade") ? "1.0" : "100"),
           "-Dmemgen.log.partitions=2",

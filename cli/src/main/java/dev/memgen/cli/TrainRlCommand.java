@@ -122,6 +122,9 @@ abstract class TrainRlCommand implements Callable<Integer> {
     @Option(names = "--max-per-problem", defaultValue = "2", description = "distinct accepted answers kept per problem "
         + "(default ${DEFAULT-VALUE})") int maxPerProblem;
 
+    @Option(names = "--base-samples", defaultValue = "0", description = "also sample this many answers per problem from "
+        + "the frozen base alone (memory off), kept when rewarded (default ${DEFAULT-VALUE})") int baseSamples;
+
     @Override
     ObjectNode train(Decoder base, String fingerprint, TextTokenizer tokenizer, List<Evaluator.Problem> list, Reward r,
         DelimiterTable delimiters) throws Exception {
@@ -136,6 +139,11 @@ abstract class TrainRlCommand implements Callable<Integer> {
         try (dev.memgen.model.memory.Memory m = dev.memgen.model.memory.Memory.load(current, base, fingerprint)) {
           found = RejectionSampling.sample(base, tokenizer, m, delimiters, list, r,
               new RejectionSampling.Settings(group, temperature, maxNewTokens, 1.0, maxPerProblem, seed * 1_000_003L + round));
+        }
+        if (baseSamples > 0) {
+          found = found.and(RejectionSampling.sample(base, tokenizer, null, delimiters, list, r,
+              new RejectionSampling.Settings(baseSamples, temperature, maxNewTokens, 1.0, maxPerProblem,
+                  seed * 1_000_003L + round + 500_009L)), maxPerProblem);
         }
         System.err.printf("round %d: %.1f%% of %d rollouts rewarded, %d/%d problems solved, %d SFT targets%n", round + 1,
             100 * found.rolloutAccuracy(), list.size() * group, found.solved(), list.size(), found.all().size());

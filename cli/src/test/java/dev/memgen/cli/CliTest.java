@@ -218,12 +218,23 @@ class CliTest {
         .collect(java.util.stream.Collectors.joining("\n"));
   }
 
+  /** The demo itself runs in deploy/DemoSmokeTest (it needs the services); here: what it refuses, before it starts any. */
   @Test
-  void demoGeneratesWithAndWithoutMemory() {
-    Run demo = memgen("demo", "--dir", tmp.resolve("demo").toString(), "--max-new-tokens", "8");
-    assertEquals(0, demo.exit(), demo.err());
-    assertTrue(demo.out().contains("greedy:") && demo.out().contains("sampled:") && demo.out().contains("memory:"), demo.out());
-    assertTrue(demo.err().matches("(?s).*memory .*: [2-9] latent blocks inserted.*"), "prompt and inference latents: " + demo.err());
+  void demoRefusesACorruptCachedBaseAndBadFlagsByName() throws IOException {
+    Path cache = tmp.resolve("demo-cache");
+    Files.createDirectories(cache.resolve("base"));
+    Files.writeString(cache.resolve("base").resolve("config.json"), "{");
+    Run corrupt = memgen("demo", "--dir", cache.toString());
+    assertEquals(2, corrupt.exit(), corrupt.err());
+    assertTrue(corrupt.err().contains("the cached base " + cache.resolve("base")) && corrupt.err().contains("config.json")
+        && corrupt.err().contains("delete " + cache.resolve("base") + " and run again"), corrupt.err());
+    assertEquals(1, corrupt.err().strip().lines().count(), "one line: " + corrupt.err());
+    Run flag = memgen("demo", "--no-such-flag");
+    assertEquals(2, flag.exit());
+    assertTrue(flag.err().contains("Unknown option: '--no-such-flag'"), flag.err());
+    Run zero = memgen("demo", "--dir", cache.toString(), "--requests", "0");
+    assertEquals(2, zero.exit());
+    assertTrue(zero.err().contains("--requests"), zero.err());
   }
 
   @Test
@@ -256,7 +267,7 @@ class CliTest {
     }
     Run toStdout = memgen("tasks", "--domain", "B", "--n", "50", "--seed", "3");
     assertEquals(String.join("\n", lines), toStdout.out().strip(), "the same problems on stdout");
-    Run bad = memgen("tasks", "--domain", "C");
+    Run bad = memgen("tasks", "--domain", "D");
     assertEquals(2, bad.exit());
   }
 

@@ -96,15 +96,22 @@ public final class ContinualTrainer implements AutoCloseable {
    *     topic's retention by default: an original older than that is gone from the log too)
    * @param maxTrajectoryTokens prompt + completion tokens a trajectory may have to be trained (0: the model's context
    *     with its latent rows); longer ones are dead-lettered
+   * @param maxWindow rewarded trajectories one window trains at most (0: all that are rewarded when it starts); the
+   *     rest stay in the open window for the next, so a trainer that fell behind publishes version after version of
+   *     bounded cost instead of one huge window
    */
-  public record Intake(Duration rewardHorizon, int maxWaiting, Duration dedupHorizon, int maxTrajectoryTokens) {
-    public static final Intake DEFAULT = new Intake(Duration.ofHours(1), 100_000, Duration.ofDays(7), 0);
+  public record Intake(Duration rewardHorizon, int maxWaiting, Duration dedupHorizon, int maxTrajectoryTokens, int maxWindow) {
+    public static final Intake DEFAULT = new Intake(Duration.ofHours(1), 100_000, Duration.ofDays(7), 0, 0);
 
     public Intake {
-      if (maxWaiting < 1 || maxTrajectoryTokens < 0) {
-        throw new IllegalArgumentException("need max waiting >= 1 and max trajectory tokens >= 0, got " + maxWaiting + ", "
-            + maxTrajectoryTokens);
+      if (maxWaiting < 1 || maxTrajectoryTokens < 0 || maxWindow < 0) {
+        throw new IllegalArgumentException("need max waiting >= 1, max trajectory tokens >= 0 and max window >= 0, got "
+            + maxWaiting + ", " + maxTrajectoryTokens + ", " + maxWindow);
       }
+    }
+
+    public Intake(Duration rewardHorizon, int maxWaiting, Duration dedupHorizon, int maxTrajectoryTokens) {
+      this(rewardHorizon, maxWaiting, dedupHorizon, maxTrajectoryTokens, 0);
     }
   }
 
@@ -112,16 +119,21 @@ public final class ContinualTrainer implements AutoCloseable {
    * Learning from rewards alone (rejection sampling): each window prompt the verifier can judge is rolled out
    * {@code samples} times with the serving memory at {@code temperature}, and up to {@code maxPerPrompt} distinct
    * rollouts the verifier rewards (>= sft-min-reward) join the window's SFT targets beside the logged completions
-   * that earned it. {@code samples} 0: off.
+   * that earned it; {@code baseSamples} more come from the frozen base alone (memory off), so that a prompt the
+   * serving memory never solves can still teach when the base sometimes does. Both 0: off.
    */
-  public record Rollouts(int samples, double temperature, int maxPerPrompt) {
-    public static final Rollouts OFF = new Rollouts(0, 1.0, 1);
+  public record Rollouts(int samples, int baseSamples, double temperature, int maxPerPrompt) {
+    public static final Rollouts OFF = new Rollouts(0, 0, 1.0, 1);
 
     public Rollouts {
-      if (samples < 0 || maxPerPrompt < 1 || !(temperature > 0 && Double.isFinite(temperature))) {
+      if (samples < 0 || baseSamples < 0 || maxPerPrompt < 1 || !(temperature > 0 && Double.isFinite(temperature))) {
         throw new IllegalArgumentException("need rollout samples >= 0, max per prompt >= 1 and a finite temperature > 0, got "
-            + samples + ", " + maxPerPrompt + ", " + temperature);
+            + samples + ", " + baseSamples + ", " + maxPerPrompt + ", " + temperature);
       }
+    }
+
+    boolean on() {
+      return samples + baseSamples > 0;
     }
   }
 
@@ -531,10 +543,14 @@ public final class ContinualTrainer implements AutoCloseable {
     List<Item> items = new ArrayList<>();
     List<Evaluator.Problem> rollouts = new ArrayList<>(); // per item: its prompt to roll out, or null
     int rewarded = 0;
+    int cap = s.intake().maxWindow() > 0 ? s.intake().maxWindow() : Integer.MAX_VALUE;
     for (Waiting w : open.values()) {
       OptionalDouble r = reward(w.t());
       if (r.isEmpty()) {
         continue; // carried: its reward may still come
+      }
+      if (items.size() >= cap) {
+        break; // carried to the next window, which is due as soon as this one is published
       }
       rewarded++;
       int[] prompt = toArray(w.t().getPromptTokenIdsList());
@@ -551,7 +567,7 @@ public final class ContinualTrainer implements AutoCloseable {
         note.add("correction");
       }
       Evaluator.Problem verifiable = null;
-      if (s.verifier().isPresent() && (s.grpoSteps() > 0 || s.rollouts().samples() > 0)) {
+      if (s.verifier().isPresent() && (s.grpoSteps() > 0 || s.rollouts().on())) {
         String text = tokenizer.decode(prompt, false);
         verifiable = s.verifier().get().expected(text).map(e -> new Evaluator.Problem(text, e)).orElse(null);
       }
@@ -559,7 +575,7 @@ public final class ContinualTrainer implements AutoCloseable {
       if (grpo != null) {
         note.add("grpo");
       }
-      Evaluator.Problem rollout = s.rollouts().samples() > 0 ? verifiable : null;
+      Evaluator.Problem rollout = s.rollouts().on() ? verifiable : null;
       items.add(new Item(w, r.getAsDouble(), sft, grpo, String.join(", ", note)));
       rollouts.add(rollout);
     }
@@ -615,25 +631,34 @@ public final class ContinualTrainer implements AutoCloseable {
     Verifier v = s.verifier().orElseThrow();
     Rollouts r = s.rollouts();
     long t0 = System.nanoTime();
-    RejectionSampling.Result found;
-    try (Memory memory = Memory.load(currentDir, base, fingerprint)) {
-      found = RejectionSampling.sample(base, tokenizer, memory, delimiters, problems,
-          (completion, refs) -> v.score(completion, refs.get(0)),
-          new RejectionSampling.Settings(r.samples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(), r.maxPerPrompt(),
-              s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++));
+    Reward reward = (completion, refs) -> v.score(completion, refs.get(0));
+    long seed = s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++;
+    RejectionSampling.Result found = null;
+    if (r.samples() > 0) {
+      try (Memory memory = Memory.load(currentDir, base, fingerprint)) {
+        found = RejectionSampling.sample(base, tokenizer, memory, delimiters, problems, reward,
+            new RejectionSampling.Settings(r.samples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(), r.maxPerPrompt(), seed));
+      }
+    }
+    if (r.baseSamples() > 0) {
+      RejectionSampling.Result plain = RejectionSampling.sample(base, tokenizer, null, delimiters, problems, reward,
+          new RejectionSampling.Settings(r.baseSamples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(),
+              r.maxPerPrompt(), seed + 500_009L));
+      found = found == null ? plain : found.and(plain, r.maxPerPrompt());
     }
     lastRollouts = Map.of("rollout_prompts", (double) problems.size(), "rollout_accuracy", found.rolloutAccuracy(),
         "rollout_prompts_solved", (double) found.solved(), "rollout_examples", (double) found.all().size(),
         "rollout_seconds", (System.nanoTime() - t0) / 1e9);
-    LOG.info("rolled out {} prompts x {}: {}% of rollouts rewarded, {} prompts solved, {} new SFT targets", problems.size(),
-        r.samples(), fmt(100 * found.rolloutAccuracy()), found.solved(), found.all().size());
+    int rolled = problems.size() * (r.samples() + r.baseSamples());
+    LOG.info("rolled out {} prompts x {}: {} of {} rollouts rewarded, {} prompts solved, {} new SFT targets", problems.size(),
+        r.samples() + r.baseSamples(), Math.round(found.rolloutAccuracy() * rolled), rolled, found.solved(), found.all().size());
     List<Item> out = new ArrayList<>(items);
     for (int j = 0; j < which.size(); j++) {
       Item item = out.get(which.get(j));
       List<TokenizedExample> sft = new ArrayList<>(item.sft());
       sft.addAll(found.accepted().get(j));
       out.set(which.get(j), new Item(item.w(), item.reward(), sft, item.prompt(),
-          item.note() + ", rollouts " + found.rightPerProblem()[j] + "/" + r.samples() + " rewarded"));
+          item.note() + ", rollouts " + found.rightPerProblem()[j] + "/" + (r.samples() + r.baseSamples()) + " rewarded"));
     }
     return out;
   }
@@ -854,7 +879,7 @@ public final class ContinualTrainer implements AutoCloseable {
     for (Waiting w : open.values()) {
       if (!taught.contains(w.t().getTrajectoryId())) {
         entries.add(new Ledger.Entry(w.source(), w.t().getTrajectoryId(), Ledger.Outcome.CARRIED,
-            reward(w.t()).isPresent() ? "rewarded after its window started" : "no reward yet"));
+            reward(w.t()).isPresent() ? "rewarded after its window started, or beyond max-window" : "no reward yet"));
       }
     }
     Ledger ledger = new Ledger(entries, otherAdapters);

@@ -58,7 +58,9 @@ public class TrainerLoop {
       @ConfigProperty(name = "memgen.trainer.max-waiting", defaultValue = "100000") int maxWaiting,
       @ConfigProperty(name = "memgen.trainer.dedup-horizon", defaultValue = "P7D") Duration dedupHorizon,
       @ConfigProperty(name = "memgen.trainer.max-trajectory-tokens", defaultValue = "0") int maxTrajectoryTokens,
+      @ConfigProperty(name = "memgen.trainer.max-window", defaultValue = "0") int maxWindow,
       @ConfigProperty(name = "memgen.trainer.rollouts", defaultValue = "0") int rollouts,
+      @ConfigProperty(name = "memgen.trainer.rollout-base-samples", defaultValue = "0") int rolloutBaseSamples,
       @ConfigProperty(name = "memgen.trainer.rollout-temperature", defaultValue = "1.0") double rolloutTemperature,
       @ConfigProperty(name = "memgen.trainer.rollout-max-per-prompt", defaultValue = "2") int rolloutMaxPerPrompt) {
     if (bootstrap.isEmpty()) {
@@ -78,7 +80,7 @@ public class TrainerLoop {
           Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, feedbackGrace, sftMinReward,
           sftSteps, sftBatch, lr, grpoSteps, verifier.equals("none") ? Optional.empty() : Optional.of(Verifier.named(verifier)),
           evalMaxNewTokens, partitions, seed, new ContinualTrainer.Intake(rewardHorizon, maxWaiting, dedupHorizon,
-              maxTrajectoryTokens), new ContinualTrainer.Rollouts(rollouts, rolloutTemperature, rolloutMaxPerPrompt));
+              maxTrajectoryTokens, maxWindow), new ContinualTrainer.Rollouts(rollouts, rolloutBaseSamples, rolloutTemperature, rolloutMaxPerPrompt));
     } catch (IOException | RuntimeException e) {
       throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
     }

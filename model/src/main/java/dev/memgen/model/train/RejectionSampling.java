@@ -49,6 +49,33 @@ public final class RejectionSampling {
       return (int) Arrays.stream(rightPerProblem).filter(n -> n > 0).count();
     }
 
+    /**
+     * This result and {@code other} (of the same problems) together: per problem, the distinct accepted examples of
+     * both (this one's first) up to {@code maxPerProblem}, and the rollouts and rewarded counts summed.
+     */
+    public Result and(Result other, int maxPerProblem) {
+      List<List<TokenizedExample>> merged = new ArrayList<>();
+      int[] right = new int[rightPerProblem.length];
+      for (int p = 0; p < accepted.size(); p++) {
+        List<TokenizedExample> kept = new ArrayList<>();
+        Set<String> seen = new HashSet<>();
+        for (TokenizedExample e : concat(accepted.get(p), other.accepted.get(p))) {
+          if (kept.size() < maxPerProblem && seen.add(Arrays.toString(e.answer()))) {
+            kept.add(e);
+          }
+        }
+        merged.add(kept);
+        right[p] = rightPerProblem[p] + other.rightPerProblem[p];
+      }
+      return new Result(merged, right, samples + other.samples);
+    }
+
+    private static List<TokenizedExample> concat(List<TokenizedExample> a, List<TokenizedExample> b) {
+      List<TokenizedExample> all = new ArrayList<>(a);
+      all.addAll(b);
+      return all;
+    }
+
     /** The share of rollouts that earned the reward. */
     public double rolloutAccuracy() {
       return rightPerProblem.length == 0 ? 0 : (double) Arrays.stream(rightPerProblem).sum() / (rightPerProblem.length * samples);
