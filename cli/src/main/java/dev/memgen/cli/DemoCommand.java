@@ -61,7 +61,7 @@ final class DemoCommand implements Callable<Integer> {
   @Option(names = "--distributed", description = "the services as separate processes over gRPC (currently the only "
       + "layout; see the README)") boolean distributed;
 
-  @Option(names = "--requests", description = "requests the fleet sends (default 256; --quick 128; --smoke 12)") Integer requests;
+  @Option(names = "--requests", description = "requests the fleet sends (default 384; --quick 128; --smoke 12)") Integer requests;
 
   @Option(names = "--clients", defaultValue = "4", description = "agents sending at once (default ${DEFAULT-VALUE})") int clients;
 
@@ -86,7 +86,7 @@ final class DemoCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     long t0 = System.nanoTime();
-    int nRequests = requests != null ? requests : smoke ? 12 : quick ? 128 : 256;
+    int nRequests = requests != null ? requests : smoke ? 12 : quick ? 128 : 384;
     int nWindow = window != null ? window : smoke ? 4 : 64;
     int nSft = sftSteps != null ? sftSteps : smoke ? 4 : 100;
     int nEval = eval != null ? eval : smoke ? 16 : quick ? 500 : 1000;
