@@ -135,7 +135,7 @@ final class DemoCommand implements Callable<Integer> {
         finalMemory = at;
       }
       int windows = (int) loop.announced().stream().filter(a -> a.getVersion() > 1).count();
-      parametric = parametric(base, run.resolve("parametric"), decoder, tokenizer, evaluator, heldOut,
+      parametric = parametric(base, run.resolve("parametric"), decoder, tokenizer, heldOut, baseRow,
           Math.max(1, windows) * nSft, nRequests);
     }
 
@@ -221,20 +221,19 @@ final class DemoCommand implements Callable<Integer> {
    * by the base itself, the rollouts the verifier accepts kept, and every weight of the base fine-tuned on them for as
    * many updates as the weaver got.
    */
-  private DemoReport.Row parametric(Path base, Path outDir, Decoder decoder, TextTokenizer tokenizer, Evaluator evaluator,
-      Map<String, List<Evaluator.Problem>> heldOut, int steps, int nRequests) throws IOException {
+  private DemoReport.Row parametric(Path base, Path outDir, Decoder decoder, TextTokenizer tokenizer,
+      Map<String, List<Evaluator.Problem>> heldOut, DemoReport.Row baseRow, int steps, int nRequests) throws IOException {
     List<Evaluator.Problem> prompts = LoopBench.traffic(TRAFFIC, nRequests)
         .stream().map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList();
     Reward verifier = smoke ? (completion, refs) -> 1 // the smoke run's rewards, as its fleet's
         : (completion, refs) -> BoxedAnswer.matches(completion, refs.get(0)) ? 1 : 0;
     RejectionSampling.Result found = RejectionSampling.sample(decoder, tokenizer, null, null, prompts, verifier,
-        new RejectionSampling.Settings(Math.max(1, rollouts + baseRollouts), 1.0, 48, 1.0, 2, 11));
+        new RejectionSampling.Settings(Math.max(1, rollouts + baseRollouts), 0, 1.0, 48, 1.0, 2, 11));
     List<TokenizedExample> data = found.all();
     System.err.printf("demo: parametric baseline: %.1f%% of the base's rollouts rewarded, %d SFT targets, %d updates of every "
         + "weight%n", 100 * found.rolloutAccuracy(), data.size(), steps);
-    if (data.isEmpty()) { // nothing rewarded: the baseline is the base
-      return new DemoReport.Row("parametric baseline (nothing to learn)", -1, evaluate("base", 0, evaluator, heldOut, null)
-          .accuracy(), -1);
+    if (data.isEmpty()) { // nothing rewarded: the baseline is the base, already evaluated
+      return new DemoReport.Row("parametric baseline (nothing to learn)", -1, baseRow.accuracy(), -1);
     }
     Directories.deleteRecursively(outDir);
     try (Training.Bar bar = new Training.Bar("parametric baseline", steps)) {

@@ -151,22 +151,21 @@ public final class LoopBench {
         List<ArithmeticTasks.Example> tasks = traffic(s.traffic(), s.requests());
         int killAt = s.crashTrainer() ? Math.max(1, s.requests() / 2) : -1;
         java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+        java.util.concurrent.CountDownLatch killPoint = new java.util.concurrent.CountDownLatch(Math.max(0, killAt));
         java.util.concurrent.ExecutorService fleet = java.util.concurrent.Executors.newFixedThreadPool(s.clients());
         List<java.util.concurrent.Future<?>> agents = new ArrayList<>();
         for (int c = 0; c < s.clients(); c++) {
           agents.add(fleet.submit(() -> {
             for (int i = next.getAndIncrement(); i < tasks.size(); i = next.getAndIncrement()) {
               serve(reasoner, tasks.get(i));
+              killPoint.countDown();
             }
             return null;
           }));
         }
         fleet.shutdown();
         try {
-          if (killAt > 0) {
-            while (served.size() < killAt && !fleet.isTerminated()) {
-              Thread.sleep(20);
-            }
+          if (killAt > 0 && awaitKillPoint(killPoint, fleet)) {
             killed = services.killTrainerMidWindow(s.timeout());
           }
           for (java.util.concurrent.Future<?> f : agents) {
@@ -215,6 +214,20 @@ public final class LoopBench {
     } catch (IllegalStateException shutdownInProgress) {
       return false;
     }
+  }
+
+  /**
+   * Waits until {@code killAt} requests are served (true), or the fleet stops short of it (false: an agent failed, and
+   * its future says why). The timeout only rechecks the fleet; the latch releases the moment the point is reached.
+   */
+  private static boolean awaitKillPoint(java.util.concurrent.CountDownLatch killPoint,
+      java.util.concurrent.ExecutorService fleet) throws InterruptedException {
+    while (!killPoint.await(1, TimeUnit.SECONDS)) {
+      if (fleet.isTerminated()) {
+        return false;
+      }
+    }
+    return true;
   }
 
   /**

@@ -137,16 +137,11 @@ abstract class TrainRlCommand implements Callable<Integer> {
       for (int round = 0; round < rounds; round++) {
         RejectionSampling.Result found;
         try (dev.memgen.model.memory.Memory m = dev.memgen.model.memory.Memory.load(current, base, fingerprint)) {
-          found = RejectionSampling.sample(base, tokenizer, m, delimiters, list, r,
-              new RejectionSampling.Settings(group, temperature, maxNewTokens, 1.0, maxPerProblem, seed * 1_000_003L + round));
-        }
-        if (baseSamples > 0) {
-          found = found.and(RejectionSampling.sample(base, tokenizer, null, delimiters, list, r,
-              new RejectionSampling.Settings(baseSamples, temperature, maxNewTokens, 1.0, maxPerProblem,
-                  seed * 1_000_003L + round + 500_009L)), maxPerProblem);
+          found = RejectionSampling.sample(base, tokenizer, m, delimiters, list, r, new RejectionSampling.Settings(group,
+              baseSamples, temperature, maxNewTokens, 1.0, maxPerProblem, seed * 1_000_003L + round));
         }
         System.err.printf("round %d: %.1f%% of %d rollouts rewarded, %d/%d problems solved, %d SFT targets%n", round + 1,
-            100 * found.rolloutAccuracy(), list.size() * group, found.solved(), list.size(), found.all().size());
+            100 * found.rolloutAccuracy(), list.size() * found.samples(), found.solved(), list.size(), found.all().size());
         ObjectNode o = Json.object();
         o.put("rollout_accuracy", found.rolloutAccuracy());
         o.put("solved", found.solved());

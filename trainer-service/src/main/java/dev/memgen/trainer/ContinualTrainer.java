@@ -167,6 +167,12 @@ public final class ContinualTrainer implements AutoCloseable {
           evalMaxNewTokens, partitions, seed, intake, r);
     }
 
+    public Settings withIntake(Intake i) {
+      return new Settings(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance,
+          windowRewarded, maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier,
+          evalMaxNewTokens, partitions, seed, i, rollouts);
+    }
+
     public Settings {
       if (windowRewarded < 1 || sftSteps < 1 || sftBatch < 1 || grpoSteps < 0 || partitions < 1) {
         throw new IllegalArgumentException("need a window of >= 1 rewarded trajectories, SFT steps and batch >= 1, "
@@ -615,8 +621,8 @@ public final class ContinualTrainer implements AutoCloseable {
   }
 
   /**
-   * Rejection sampling on the window's prompts ({@code prompts[i]} for item i, null for none): each rolled out
-   * {@code samples} times with the serving memory, the rollouts the verifier rewards added to the item's SFT targets.
+   * Rejection sampling on the window's prompts ({@code prompts[i]} for item i, null for none): each rolled out with the
+   * serving memory and with the base alone, the rollouts the verifier rewards added to the item's SFT targets.
    */
   private List<Item> withRollouts(List<Item> items, List<Evaluator.Problem> prompts) {
     updateStatus("rolling out the window's prompts");
@@ -631,34 +637,25 @@ public final class ContinualTrainer implements AutoCloseable {
     Verifier v = s.verifier().orElseThrow();
     Rollouts r = s.rollouts();
     long t0 = System.nanoTime();
-    Reward reward = (completion, refs) -> v.score(completion, refs.get(0));
-    long seed = s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++;
-    RejectionSampling.Result found = null;
-    if (r.samples() > 0) {
-      try (Memory memory = Memory.load(currentDir, base, fingerprint)) {
-        found = RejectionSampling.sample(base, tokenizer, memory, delimiters, problems, reward,
-            new RejectionSampling.Settings(r.samples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(), r.maxPerPrompt(), seed));
-      }
-    }
-    if (r.baseSamples() > 0) {
-      RejectionSampling.Result plain = RejectionSampling.sample(base, tokenizer, null, delimiters, problems, reward,
-          new RejectionSampling.Settings(r.baseSamples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(),
-              r.maxPerPrompt(), seed + 500_009L));
-      found = found == null ? plain : found.and(plain, r.maxPerPrompt());
+    RejectionSampling.Result found;
+    try (Memory memory = Memory.load(currentDir, base, fingerprint)) {
+      found = RejectionSampling.sample(base, tokenizer, memory, delimiters, problems,
+          (completion, refs) -> v.score(completion, refs.get(0)),
+          new RejectionSampling.Settings(r.samples(), r.baseSamples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(),
+              r.maxPerPrompt(), s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++));
     }
     lastRollouts = Map.of("rollout_prompts", (double) problems.size(), "rollout_accuracy", found.rolloutAccuracy(),
         "rollout_prompts_solved", (double) found.solved(), "rollout_examples", (double) found.all().size(),
         "rollout_seconds", (System.nanoTime() - t0) / 1e9);
-    int rolled = problems.size() * (r.samples() + r.baseSamples());
     LOG.info("rolled out {} prompts x {}: {} of {} rollouts rewarded, {} prompts solved, {} new SFT targets", problems.size(),
-        r.samples() + r.baseSamples(), Math.round(found.rolloutAccuracy() * rolled), rolled, found.solved(), found.all().size());
+        found.samples(), found.rewarded(), (long) problems.size() * found.samples(), found.solved(), found.all().size());
     List<Item> out = new ArrayList<>(items);
     for (int j = 0; j < which.size(); j++) {
       Item item = out.get(which.get(j));
       List<TokenizedExample> sft = new ArrayList<>(item.sft());
       sft.addAll(found.accepted().get(j));
       out.set(which.get(j), new Item(item.w(), item.reward(), sft, item.prompt(),
-          item.note() + ", rollouts " + found.rightPerProblem()[j] + "/" + (r.samples() + r.baseSamples()) + " rewarded"));
+          item.note() + ", rollouts " + found.rightPerProblem()[j] + "/" + found.samples() + " rewarded"));
     }
     return out;
   }
@@ -1087,8 +1084,9 @@ public final class ContinualTrainer implements AutoCloseable {
       corrections.put(f.getTrajectoryId(), f.getCorrectedAnswer());
     }
     if (rewards.size() > MAX_REMEMBERED_FEEDBACK) { // the oldest trajectories' windows are long closed
-      corrections.remove(rewards.keySet().iterator().next());
-      rewards.remove(rewards.keySet().iterator().next());
+      String oldest = rewards.keySet().iterator().next();
+      rewards.remove(oldest);
+      corrections.remove(oldest);
     }
   }
 

@@ -22,14 +22,19 @@ import java.util.Set;
  */
 public final class RejectionSampling {
   /**
-   * @param samples rollouts per problem (G)
+   * @param samples rollouts per problem (G) from the memory given (the base alone when there is none)
+   * @param baseSamples more rollouts per problem from the frozen base alone, memory off: a problem the memory never
+   *     solves can still teach when the base sometimes does
    * @param maxPerProblem distinct accepted completions kept per problem, so that an easy problem solved by every
    *     sample does not crowd out the hard ones
    */
-  public record Settings(int samples, double temperature, int maxNewTokens, double minReward, int maxPerProblem, long seed) {
+  public record Settings(int samples, int baseSamples, double temperature, int maxNewTokens, double minReward,
+      int maxPerProblem, long seed) {
     public Settings {
-      if (samples < 1 || maxPerProblem < 1 || maxNewTokens < 1 || !(temperature > 0)) {
-        throw new IllegalArgumentException("need samples, max per problem and max new tokens >= 1 and a temperature > 0");
+      if (samples < 0 || baseSamples < 0 || samples + baseSamples < 1 || maxPerProblem < 1 || maxNewTokens < 1
+          || !(temperature > 0)) {
+        throw new IllegalArgumentException("need samples and base samples >= 0 (>= 1 together), max per problem and max new "
+            + "tokens >= 1 and a temperature > 0");
       }
     }
   }
@@ -53,7 +58,7 @@ public final class RejectionSampling {
      * This result and {@code other} (of the same problems) together: per problem, the distinct accepted examples of
      * both (this one's first) up to {@code maxPerProblem}, and the rollouts and rewarded counts summed.
      */
-    public Result and(Result other, int maxPerProblem) {
+    Result and(Result other, int maxPerProblem) {
       List<List<TokenizedExample>> merged = new ArrayList<>();
       int[] right = new int[rightPerProblem.length];
       for (int p = 0; p < accepted.size(); p++) {
@@ -76,6 +81,11 @@ public final class RejectionSampling {
       return all;
     }
 
+    /** Rollouts that earned the reward, over every problem. */
+    public long rewarded() {
+      return Arrays.stream(rightPerProblem).sum();
+    }
+
     /** The share of rollouts that earned the reward. */
     public double rolloutAccuracy() {
       return rightPerProblem.length == 0 ? 0 : (double) Arrays.stream(rightPerProblem).sum() / (rightPerProblem.length * samples);
@@ -84,9 +94,23 @@ public final class RejectionSampling {
 
   private RejectionSampling() {}
 
-  /** Samples from {@code memory} (null: the frozen base alone) and keeps what the reward accepts. */
+  /**
+   * Samples {@code s.samples()} answers per problem from {@code memory} (null: the frozen base alone) and
+   * {@code s.baseSamples()} more from the base alone, and keeps what the reward accepts.
+   */
   public static Result sample(Decoder base, TextTokenizer tokenizer, Memory memory, DelimiterTable delimiters,
       List<Evaluator.Problem> problems, Reward reward, Settings s) {
+    Result found = s.samples() == 0 ? null : sample(base, tokenizer, memory, delimiters, problems, reward, s, s.samples(), s.seed());
+    if (s.baseSamples() == 0) {
+      return found;
+    }
+    Result plain = sample(base, tokenizer, null, null, problems, reward, s, s.baseSamples(), s.seed() + 500_009L);
+    return found == null ? plain : found.and(plain, s.maxPerProblem());
+  }
+
+  /** One arm: {@code samples} seeded answers per problem from {@code memory} (null: the base alone). */
+  private static Result sample(Decoder base, TextTokenizer tokenizer, Memory memory, DelimiterTable delimiters,
+      List<Evaluator.Problem> problems, Reward reward, Settings s, int samples, long seed) {
     Evaluator.Memory source = null;
     if (memory != null) {
       InProcessMemory sampler = new InProcessMemory(base, memory);
@@ -97,16 +121,16 @@ public final class RejectionSampling {
     List<List<TokenizedExample>> accepted = new ArrayList<>();
     int[] right = new int[problems.size()];
     // Rollouts of a few problems at a time: one batch of up to 64 rows keeps the KV cache small.
-    int perBatch = Math.max(1, 64 / s.samples());
+    int perBatch = Math.max(1, 64 / samples);
     for (int from = 0; from < problems.size(); from += perBatch) {
       List<Evaluator.Problem> chunk = problems.subList(from, Math.min(problems.size(), from + perBatch));
-      List<Rollout> rollouts = WeaverGrpo.rollouts(base, tokenizer, chunk, reward, s.samples(), s.maxNewTokens(),
-          s.temperature(), s.seed() + (long) from * s.samples(), source);
+      List<Rollout> rollouts = WeaverGrpo.rollouts(base, tokenizer, chunk, reward, samples, s.maxNewTokens(),
+          s.temperature(), seed + (long) from * samples, source);
       for (int p = 0; p < chunk.size(); p++) {
         List<TokenizedExample> kept = new ArrayList<>();
         Set<String> seen = new HashSet<>();
-        for (int g = 0; g < s.samples(); g++) {
-          Rollout r = rollouts.get(p * s.samples() + g);
+        for (int g = 0; g < samples; g++) {
+          Rollout r = rollouts.get(p * samples + g);
           if (r.reward() >= s.minReward()) {
             right[from + p]++;
             if (kept.size() < s.maxPerProblem() && seen.add(Arrays.toString(r.example().answer()))) {
@@ -117,6 +141,6 @@ public final class RejectionSampling {
         accepted.add(kept);
       }
     }
-    return new Result(accepted, right, s.samples());
+    return new Result(accepted, right, samples);
   }
 }

@@ -6,28 +6,24 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import dev.memgen.model.Decoder;
 import dev.memgen.model.LoraAdapter;
-import dev.memgen.model.checkpoint.Checkpoint;
-import dev.memgen.model.checkpoint.DType;
-import dev.memgen.model.checkpoint.TinyCheckpoint;
-import dev.memgen.model.memory.MemoryManifest;
-import dev.memgen.model.text.DelimiterTable;
-import dev.memgen.model.text.TextTokenizer;
-import org.junit.jupiter.api.AfterAll;
-import org.junit.jupiter.api.BeforeAll;
-import org.junit.jupiter.api.io.TempDir;
 import dev.memgen.model.eval.Evaluator;
 import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.LoraConfig;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.text.ChatTemplate;
+import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.model.text.TextTokenizer;
 import java.nio.file.Path;
 import java.util.ArrayList;
 import java.util.Arrays;
 import java.util.HashSet;
 import java.util.List;
 import java.util.Set;
+import org.junit.jupiter.api.AfterAll;
+import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
 
 /**
  * Learning from a verifier's reward alone: rejection sampling keeps exactly the distinct rollouts the reward accepts,
@@ -40,28 +36,24 @@ class RejectionSamplingTest {
   static String fingerprint;
   static DelimiterTable delimiters;
 
+  static TinyTrainingBase tiny;
+
   @BeforeAll
   static void setUp() throws Exception {
-    Path dir = tmp.resolve("base");
-    TinyCheckpoint.write(dir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 41);
-    fingerprint = Checkpoint.open(dir).fingerprint();
-    base = Decoder.load(dir);
-    tokenizer = TextTokenizer.load(dir);
-    delimiters = DelimiterTable.build(tokenizer, base.config().vocabSize(), DelimiterTable.DEFAULT);
+    tiny = new TinyTrainingBase(tmp, 41);
+    base = tiny.base;
+    tokenizer = tiny.tokenizer;
+    fingerprint = tiny.fingerprint;
+    delimiters = tiny.delimiters;
   }
 
   @AfterAll
   static void tearDown() {
-    tokenizer.close();
-    base.close();
+    tiny.close();
   }
 
   static Path freshMemory(String name, int k, LoraConfig lora) throws Exception {
-    Path dir = tmp.resolve(name);
-    var c = base.config();
-    Memory.init(dir, c, new MemoryManifest(1, fingerprint, c.hiddenSize(), c.numLayers(), k, k, "embeddings", lora,
-        new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ), 0.0), DelimiterTable.DEFAULT, 2), 7);
-    return dir;
+    return tiny.freshMemory(tmp.resolve(name), k, lora);
   }
 
   /** A verifier a random base passes about a quarter of the time: the answer starts with a character below 'A'. */
@@ -79,7 +71,7 @@ class RejectionSamplingTest {
   void keepsExactlyTheDistinctRewardedRolloutsUpToTheCap() throws Exception {
     Path mem = freshMemory("rs-keep", 2, new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ), 0.0));
     List<Evaluator.Problem> problems = problems(3, 0);
-    RejectionSampling.Settings s = new RejectionSampling.Settings(8, 1.0, 2, 1.0, 3, 5);
+    RejectionSampling.Settings s = new RejectionSampling.Settings(8, 0, 1.0, 2, 1.0, 3, 5);
     try (Memory memory = Memory.load(mem, base, fingerprint)) {
       RejectionSampling.Result r = RejectionSampling.sample(base, tokenizer, memory, delimiters, problems, LOW_FIRST_CHARACTER, s);
       // The same rollouts, independently: the same seeds through the GRPO sampler, filtered here.
@@ -119,7 +111,7 @@ class RejectionSamplingTest {
     Path mem = freshMemory("rs-learn", 4, new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ, LoraAdapter.Target.V_PROJ), 0.0));
     List<Evaluator.Problem> train = problems(8, 0);
     // The reward is measured on new samples (other seeds) of the prompts: the traffic the memory learns from.
-    RejectionSampling.Settings measure = new RejectionSampling.Settings(16, 1.0, 2, 1.0, 1, 777);
+    RejectionSampling.Settings measure = new RejectionSampling.Settings(16, 0, 1.0, 2, 1.0, 1, 777);
     double before;
     try (Memory memory = Memory.load(mem, base, fingerprint)) {
       before = RejectionSampling.sample(base, tokenizer, memory, delimiters, train, LOW_FIRST_CHARACTER, measure).rolloutAccuracy();
@@ -129,7 +121,7 @@ class RejectionSamplingTest {
       List<TokenizedExample> accepted;
       try (Memory memory = Memory.load(current, base, fingerprint)) {
         accepted = RejectionSampling.sample(base, tokenizer, memory, delimiters, train, LOW_FIRST_CHARACTER,
-            new RejectionSampling.Settings(8, 1.0, 2, 1.0, 4, 1 + round)).all();
+            new RejectionSampling.Settings(8, 0, 1.0, 2, 1.0, 4, 1 + round)).all();
       }
       assertTrue(!accepted.isEmpty(), "nothing accepted to learn from in round " + round);
       Path out = tmp.resolve("rs-learned-" + round);

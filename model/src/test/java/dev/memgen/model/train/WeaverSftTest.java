@@ -9,15 +9,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import ai.djl.ndarray.NDArray;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.LoraAdapter;
-import dev.memgen.model.checkpoint.Checkpoint;
-import dev.memgen.model.checkpoint.DType;
-import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.model.eval.Evaluator;
 import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.LoraConfig;
 import dev.memgen.model.memory.Memory;
-import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.text.TextTokenizer;
@@ -43,28 +39,24 @@ class WeaverSftTest {
   static DelimiterTable delimiters;
   static final List<LoraAdapter.Target> ALL_LINEAR = List.of(LoraAdapter.Target.values());
 
+  static TinyTrainingBase tiny;
+
   @BeforeAll
   static void setUp() throws Exception {
-    Path dir = tmp.resolve("base");
-    TinyCheckpoint.write(dir, TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 41);
-    fingerprint = Checkpoint.open(dir).fingerprint();
-    base = Decoder.load(dir);
-    tokenizer = TextTokenizer.load(dir);
-    delimiters = DelimiterTable.build(tokenizer, base.config().vocabSize(), DelimiterTable.DEFAULT);
+    tiny = new TinyTrainingBase(tmp, 41);
+    base = tiny.base;
+    tokenizer = tiny.tokenizer;
+    fingerprint = tiny.fingerprint;
+    delimiters = tiny.delimiters;
   }
 
   @AfterAll
   static void tearDown() {
-    tokenizer.close();
-    base.close();
+    tiny.close();
   }
 
   static Path freshMemory(String name, int k, LoraConfig lora) throws Exception {
-    Path dir = tmp.resolve(name);
-    var c = base.config();
-    Memory.init(dir, c, new MemoryManifest(1, fingerprint, c.hiddenSize(), c.numLayers(), k, k, "embeddings", lora,
-        new LoraConfig(4, 8, List.of(LoraAdapter.Target.Q_PROJ), 0.0), DelimiterTable.DEFAULT, 2), 7);
-    return dir;
+    return tiny.freshMemory(tmp.resolve(name), k, lora);
   }
 
   /** sha256 over every base weight's values: the frozen base must come out of training bit-identical. */
