@@ -13,11 +13,14 @@ import java.util.Map;
 import java.util.Objects;
 import java.util.TreeMap;
 import java.util.TreeSet;
+import java.util.concurrent.ExecutionException;
+import java.util.concurrent.ExecutorService;
+import java.util.concurrent.Future;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * The named adapters one weaver serves: for every name it knows, the version that is current and where to load it
+ * The named adapters one memory host serves (a weaver, a trigger, or a reasoner's embedded memory): for every name it knows, the version that is current and where to load it
  * from; which versions are loaded; and how many sessions hold each. Three rules:
  *
  * <ul>
@@ -48,6 +51,15 @@ final class AdapterRegistry implements AutoCloseable {
       if (dir == null && lent == null) {
         throw new IllegalArgumentException("a source needs a directory or a memory");
       }
+    }
+
+    /** An announced version: a name, a version >= 1, its record's hash and the directory it was verified into. */
+    static Source announced(String name, long version, String sha256, Path dir) {
+      if (name.isEmpty() || version < 1 || sha256.isEmpty()) {
+        throw new IllegalArgumentException("install needs a name, a version >= 1 and the record's sha256; got '" + name
+            + "' v" + version + " sha256 '" + sha256 + "'");
+      }
+      return new Source(name, version, sha256, dir, null);
     }
 
     String describe() {
@@ -87,6 +99,7 @@ final class AdapterRegistry implements AutoCloseable {
 
   private final Decoder base;
   private final String baseFingerprint;
+  private final String host; // "weaver", "trigger", ...: for messages
   private final String defaultName;
   private final int maxResident;
   private final Map<String, Source> sources = new HashMap<>(); // the current version of every known name
@@ -100,12 +113,13 @@ final class AdapterRegistry implements AutoCloseable {
    * @param initialMemory {@code initial}'s memory, loaded from {@code initial.dir()} and handed over (freed by this
    *     registry once replaced); null for a lent source
    */
-  AdapterRegistry(Decoder base, String baseFingerprint, int maxResident, Source initial, Memory initialMemory) {
+  AdapterRegistry(String host, Decoder base, String baseFingerprint, int maxResident, Source initial, Memory initialMemory) {
     if (maxResident < 1) {
       throw new IllegalArgumentException("at most " + maxResident + " resident adapters: must be >= 1");
     }
     this.base = base;
     this.baseFingerprint = baseFingerprint;
+    this.host = host;
     this.defaultName = initial.name();
     this.maxResident = maxResident;
     Loaded first = initial.lent() != null ? wrap(initial, initial.lent(), false)
@@ -152,10 +166,10 @@ final class AdapterRegistry implements AutoCloseable {
    * the exception says why. A name that is loaded swaps at once (open sessions keep the version they pinned); one
    * that is not is loaded only to prove it loads and freed again, so an unused name never evicts a used one.
    */
-  synchronized WeaverService.Installed install(Source s) {
+  synchronized AdapterHost.Installed install(Source s) {
     Source before = sources.get(s.name());
     if (before != null && before.version() == s.version() && !s.sha256().isEmpty() && s.sha256().equals(before.sha256())) {
-      return new WeaverService.Installed(s.name(), s.version(), before.version(), false, true);
+      return new AdapterHost.Installed(s.name(), s.version(), before.version(), false, true);
     }
     Loaded fresh = load(s);
     long previous = before == null ? 0 : before.version();
@@ -164,22 +178,40 @@ final class AdapterRegistry implements AutoCloseable {
     if (old == null) {
       fresh.current = false;
       free(fresh, "loaded only to check it: no session uses '" + s.name() + "' now");
-      return new WeaverService.Installed(s.name(), s.version(), previous, false, false);
+      return new AdapterHost.Installed(s.name(), s.version(), previous, false, false);
     }
     resident.put(s.name(), fresh); // replacing a key keeps its place in the LRU order: a swap is not a use
     retire(old, "replaced by v" + s.version());
-    return new WeaverService.Installed(s.name(), s.version(), previous, true, false);
+    return new AdapterHost.Installed(s.name(), s.version(), previous, true, false);
+  }
+
+  /**
+   * {@link #install} run on {@code modelThread} (blocking until done): the {@link AdapterHost#install} of a host
+   * whose memories only one thread may load and free.
+   */
+  AdapterHost.Installed installOn(ExecutorService modelThread, String name, long version, String sha256,
+      Path dir) throws InterruptedException {
+    Source s = Source.announced(name, version, sha256, dir);
+    Future<AdapterHost.Installed> done = modelThread.submit(() -> install(s));
+    try {
+      return done.get();
+    } catch (ExecutionException e) {
+      throw new IllegalArgumentException(s.describe() + " cannot be loaded: " + e.getCause().getMessage(), e.getCause());
+    } catch (InterruptedException e) {
+      done.cancel(false);
+      throw e;
+    }
   }
 
   /** Every version that matters now: each known name's current one (loaded or not), then the replaced ones still held. */
-  synchronized List<WeaverService.Adapter> snapshot() {
-    List<WeaverService.Adapter> out = new ArrayList<>();
+  synchronized List<AdapterHost.Adapter> snapshot() {
+    List<AdapterHost.Adapter> out = new ArrayList<>();
     for (Source s : new TreeMap<>(sources).values()) {
       Loaded v = resident.get(s.name());
-      out.add(new WeaverService.Adapter(s.name(), s.version(), s.sha256(), s.dir(), v != null, true, v == null ? 0 : v.sessions));
+      out.add(new AdapterHost.Adapter(s.name(), s.version(), s.sha256(), s.dir(), v != null, true, v == null ? 0 : v.sessions));
     }
     for (Loaded v : retired) {
-      out.add(new WeaverService.Adapter(v.name(), v.version(), v.source.sha256(), v.source.dir(), true, false, v.sessions));
+      out.add(new AdapterHost.Adapter(v.name(), v.version(), v.source.sha256(), v.source.dir(), true, false, v.sessions));
     }
     return out;
   }
@@ -208,7 +240,7 @@ final class AdapterRegistry implements AutoCloseable {
     if (v == null) {
       Source s = sources.get(name);
       if (s == null) {
-        throw new SessionCall.Refusal(Status.Code.NOT_FOUND, field + " '" + name + "' is unknown to this weaver (it serves "
+        throw new SessionCall.Refusal(Status.Code.NOT_FOUND, field + " '" + name + "' is unknown to this " + host + " (it serves "
             + String.join(", ", new TreeSet<>(sources.keySet()).stream().map(n -> "'" + n + "'").toList()) + ")");
       }
       try {

@@ -2,11 +2,11 @@ package dev.memgen.rpc;
 
 import dev.memgen.model.Decoder;
 import dev.memgen.model.generate.MemGenInterleaver;
-import dev.memgen.model.memory.InProcessMemory;
-import dev.memgen.model.memory.Memory;
+import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.memory.TriggerLink;
 import dev.memgen.model.memory.WeaverLink;
 import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.DescribeRequest;
 import dev.memgen.proto.v1.MemoryDescription;
 import dev.memgen.proto.v1.RowSource;
@@ -18,6 +18,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.OptionalInt;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Function;
@@ -43,34 +44,71 @@ public final class ReasonerMemory implements AutoCloseable {
   private final TriggerLink trigger; // null: no trigger, every delimiter invokes the weaver (up to the cap)
   private final Supplier<Rule> rule;
   private final String description;
+  private final Map<AdapterComponent, AdapterHost> hosts;
   private final AutoCloseable resources;
 
   private ReasonerMemory(WeaverLink weaver, TriggerLink trigger, Supplier<Rule> rule, String description,
-      AutoCloseable resources) {
+      Map<AdapterComponent, AdapterHost> hosts, AutoCloseable resources) {
     this.weaver = weaver;
     this.trigger = trigger;
     this.rule = rule;
     this.description = description;
+    this.hosts = hosts;
     this.resources = resources;
   }
 
   /**
-   * The memory in {@code memoryDir}, on {@code base} (one copy of the weights for reasoner, weaver and trigger).
+   * Where announced versions are installed, by component: the embedded memory's weaver and trigger; none for a
+   * remote memory (weaver-service and trigger-service follow the announcements themselves).
+   */
+  public Map<AdapterComponent, AdapterHost> hosts() {
+    return hosts;
+  }
+
+  /**
+   * The memory in {@code memoryDir}, on {@code base} (one copy of the weights for reasoner, weaver and trigger), as
+   * adapter {@code adapterName}. Its weaver and trigger versions can be swapped while it serves ({@link #hosts}); the
+   * insertion rule is the current weaver version's.
    *
    * @param delimiters builds the base vocabulary's delimiter table from the manifest's delimiter strings
    */
+  public static ReasonerMemory embedded(Decoder base, String baseFingerprint, Path memoryDir, String adapterName,
+      Function<List<String>, DelimiterTable> delimiters) {
+    EmbeddedMemory memory = new EmbeddedMemory(base, baseFingerprint, adapterName, memoryDir);
+    return new ReasonerMemory(memory.weaverLink(), memory.triggerLink(), new ManifestRule(memory, delimiters),
+        "embedded memory " + memoryDir + " (version " + memory.manifest().version() + ")",
+        Map.of(AdapterComponent.WEAVER, memory.weaver, AdapterComponent.TRIGGER, memory.trigger), memory);
+  }
+
+  /** {@link #embedded(Decoder, String, Path, String, Function)} as adapter "default". */
   public static ReasonerMemory embedded(Decoder base, String baseFingerprint, Path memoryDir,
       Function<List<String>, DelimiterTable> delimiters) {
-    Memory memory = Memory.load(memoryDir, base, baseFingerprint);
-    try {
-      InProcessMemory links = new InProcessMemory(base, memory);
-      Rule rule = new Rule(delimiters.apply(memory.manifest().delimiters()), memory.manifest().maxInferenceAug(),
-          memory.manifest().weaverInput().equals("hidden"));
-      return new ReasonerMemory(links.weaver(), links.trigger(), () -> rule,
-          "embedded memory " + memoryDir + " (version " + memory.manifest().version() + ")", memory);
-    } catch (RuntimeException e) {
-      memory.close();
-      throw e;
+    return embedded(base, baseFingerprint, memoryDir, "default", delimiters);
+  }
+
+  /** The insertion rule of the embedded weaver's current version; the delimiter table is built again only when it changes. */
+  private static final class ManifestRule implements Supplier<Rule> {
+    private final EmbeddedMemory memory;
+    private final Function<List<String>, DelimiterTable> delimiters;
+    private Rule rule;
+    private MemoryManifest of;
+
+    ManifestRule(EmbeddedMemory memory, Function<List<String>, DelimiterTable> delimiters) {
+      this.memory = memory;
+      this.delimiters = delimiters;
+    }
+
+    @Override
+    public synchronized Rule get() {
+      MemoryManifest m = memory.manifest();
+      if (of == null || !m.delimiters().equals(of.delimiters()) || m.maxInferenceAug() != of.maxInferenceAug()
+          || !m.weaverInput().equals(of.weaverInput())) {
+        DelimiterTable table = of != null && m.delimiters().equals(of.delimiters()) ? rule.delimiters()
+            : delimiters.apply(m.delimiters());
+        rule = new Rule(table, m.maxInferenceAug(), m.weaverInput().equals("hidden"));
+      }
+      of = m;
+      return rule;
     }
   }
 
@@ -91,7 +129,7 @@ public final class ReasonerMemory implements AutoCloseable {
         triggerChannel == null ? null : new RemoteTrigger(triggerChannel, baseFingerprint, adapterName, deadline),
         new DescribedRule(weaverChannel, adapterName, deadline.fixed(), delimiters),
         "weaver-service at " + weaverTarget + (triggerTarget == null ? ", no trigger" : ", trigger-service at " + triggerTarget),
-        () -> {
+        Map.of(), () -> {
           for (ManagedChannel c : triggerChannel == null || triggerChannel == weaverChannel
               ? List.of(weaverChannel) : List.of(weaverChannel, triggerChannel)) {
             c.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);

@@ -16,7 +16,9 @@ import dev.memgen.proto.v1.TriggerGrpc;
 import dev.memgen.proto.v1.TriggerReply;
 import dev.memgen.proto.v1.TriggerRequest;
 import io.grpc.stub.StreamObserver;
+import java.nio.file.Path;
 import java.time.Duration;
+import java.util.List;
 
 /**
  * {@code memgen.v1.Trigger/Session}: the memory trigger over gRPC, one session per generation (memory.proto has
@@ -24,28 +26,65 @@ import java.time.Duration;
  * trigger reads token ids only; latent blocks arrive as counts so positions stay the reasoner's. Tokens are read
  * when a Decide comes, in one forward call over everything appended since the last (as in-process).
  *
+ * <p>Like the weaver it serves named adapters and swaps their versions while serving ({@link #install}): a session
+ * keeps the trigger version current when it opened to its end ({@link AdapterRegistry} holds the rules).
+ *
  * <p>{@code Decision.invoke} is this server's advice ({@code probability >= threshold}); the reasoner applies its
  * own rule to the probability (threshold or seeded sampling), the same rule in-process and remote.
  */
-public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoCloseable {
+public class TriggerService extends TriggerGrpc.TriggerImplBase implements AdapterHost, AutoCloseable {
   private final Decoder base;
-  private final InProcessMemory memory;
   private final String baseFingerprint;
-  private final String adapterName;
   private final double threshold;
   private final ServiceLimits limits;
   private final SessionRegistry sessions;
   private final ModelThread modelThread = new ModelThread("memgen-trigger-model");
+  private final AdapterRegistry adapters;
 
+  /**
+   * Serves {@code memory} as adapter {@code adapterName}. The memory is lent: the caller closes it, after this
+   * service. Versions {@link #install}ed later are the service's own.
+   */
   public TriggerService(Decoder base, Memory memory, String baseFingerprint, String adapterName, double threshold,
       ServiceLimits limits) {
+    this(base, baseFingerprint, threshold, limits, WeaverService.DEFAULT_MAX_RESIDENT,
+        new AdapterRegistry.Source(adapterName, memory.manifest().version(), "", null, memory), null);
+  }
+
+  /**
+   * Serves {@code memory}, loaded from {@code memoryDir}, as the starting version of adapter {@code adapterName}; the
+   * service owns it (freed once replaced and unused, loaded again from {@code memoryDir} if it was unloaded).
+   */
+  public TriggerService(Decoder base, String baseFingerprint, double threshold, ServiceLimits limits, int maxResident,
+      String adapterName, Memory memory, Path memoryDir) {
+    this(base, baseFingerprint, threshold, limits, maxResident,
+        new AdapterRegistry.Source(adapterName, memory.manifest().version(), "", memoryDir, null), memory);
+  }
+
+  private TriggerService(Decoder base, String baseFingerprint, double threshold, ServiceLimits limits, int maxResident,
+      AdapterRegistry.Source initial, Memory initialMemory) {
     this.base = base;
-    this.memory = new InProcessMemory(base, memory);
     this.baseFingerprint = baseFingerprint;
-    this.adapterName = adapterName;
     this.threshold = threshold;
     this.limits = limits;
     this.sessions = new SessionRegistry(limits.maxSessions());
+    this.adapters = new AdapterRegistry("trigger", base, baseFingerprint, maxResident, initial, initialMemory);
+  }
+
+  @Override
+  public String baseFingerprint() {
+    return baseFingerprint;
+  }
+
+  @Override
+  public List<Adapter> adapters() {
+    return adapters.snapshot();
+  }
+
+  /** {@inheritDoc} Loaded on the model thread; blocks until done. */
+  @Override
+  public Installed install(String name, long version, String sha256, Path dir) throws InterruptedException {
+    return adapters.installOn(modelThread.executor(), name, version, sha256, dir);
   }
 
   public int openSessions() {
@@ -57,7 +96,7 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
    * Decides, so that its first real sessions do not pay for JIT compilation. Call it before serving.
    */
   public WarmUp.Report warmUp(Duration budget, int maxCalls) {
-    MemoryManifest m = memory.memory().manifest();
+    MemoryManifest m = adapters.describe("", "adapter_name").memory.manifest();
     int maxLength = limits.sessionLength(base.config().maxPositions());
     return WarmUp.inProcess("trigger", this, modelThread, channel -> {
       RemoteTrigger client = new RemoteTrigger(channel, baseFingerprint, "", WarmUp.DEADLINE);
@@ -74,9 +113,11 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
   @Override
   public void close() {
     modelThread.close();
+    adapters.close();
   }
 
   private final class Call extends SessionCall<TriggerRequest, TriggerReply> {
+    private AdapterRegistry.Loaded adapter; // the version pinned at open, for the whole session
     private InProcessMemory.TriggerSession session;
     private int tokens; //        tokens among the rows appended
     private boolean lastIsToken; // whether the latest append was tokens
@@ -105,14 +146,21 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
     void open(TriggerRequest r) {
       SessionOpen o = r.getOpen();
       sessionId = o.getSessionId().isEmpty() ? "?" : o.getSessionId();
-      Protocol.check(o, baseFingerprint, adapterName, "trigger");
+      Protocol.checkBase(o, baseFingerprint, "trigger");
       if (o.getRowSource() != RowSource.NO_ROWS && o.getRowSource() != RowSource.ROW_SOURCE_UNSPECIFIED) {
         throw precondition("open.row_source " + o.getRowSource() + ": the trigger reads token ids only (NO_ROWS)");
       }
-      session = memory.newTriggerSession();
+      AdapterRegistry.Loaded pinned = adapters.pin(o.getAdapterName(), "open.adapter_name");
+      try {
+        session = pinned.weaving.newTriggerSession();
+      } catch (RuntimeException e) {
+        adapters.unpin(pinned);
+        throw e;
+      }
+      adapter = pinned;
       reply(TriggerReply.newBuilder().setSeq(r.getSeq()).setOpened(SessionOpened.newBuilder()
-          .setAdapterName(adapterName)
-          .setAdapterVersion(memory.memory().manifest().version())).build());
+          .setAdapterName(adapter.name())
+          .setAdapterVersion(adapter.version())).build());
     }
 
     @Override
@@ -160,6 +208,7 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements AutoC
     @Override
     void release() {
       session.close();
+      adapters.unpin(adapter);
     }
   }
 }

@@ -25,8 +25,6 @@ import io.grpc.stub.StreamObserver;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.List;
-import java.util.concurrent.ExecutionException;
-import java.util.concurrent.Future;
 import java.util.concurrent.RejectedExecutionException;
 
 /**
@@ -39,7 +37,7 @@ import java.util.concurrent.RejectedExecutionException;
  * version current when it opened to its end. {@link AdapterRegistry} holds the rules (pinning, deferred frees, the
  * least-recently-used bound).
  */
-public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoCloseable {
+public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterHost, AutoCloseable {
   /** Named adapters loaded at once unless configured otherwise. */
   public static final int DEFAULT_MAX_RESIDENT = 4;
 
@@ -79,7 +77,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     this.baseFingerprint = baseFingerprint;
     this.limits = limits;
     this.sessions = new SessionRegistry(limits.maxSessions());
-    this.adapters = new AdapterRegistry(base, baseFingerprint, maxResident, initial, initialMemory);
+    this.adapters = new AdapterRegistry("weaver", base, baseFingerprint, maxResident, initial, initialMemory);
   }
 
   /** Sessions open now. */
@@ -87,7 +85,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     return sessions.size();
   }
 
-  /** The fingerprint of the base model this weaver runs on; it loads only adapters made for it. */
+  @Override
   public String baseFingerprint() {
     return baseFingerprint;
   }
@@ -97,55 +95,19 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AutoClos
     return adapters.defaultName();
   }
 
-  /**
-   * One version of a named adapter, as {@link #adapters()} reports it.
-   *
-   * @param sha256 the hash of its adapter-store record; "" for the directory the service started with
-   * @param dir where it is loaded from (null for a memory lent by the caller)
-   * @param loaded its memory is in native memory now
-   * @param current sessions opened now get it (false: replaced or unloaded, still held by {@code sessions})
-   * @param sessions open sessions weaving with it
-   */
-  public record Adapter(String name, long version, String sha256, Path dir, boolean loaded, boolean current,
-      int sessions) {}
-
-  /** Every adapter this weaver knows, current versions first (by name), then replaced ones still held by sessions. */
+  @Override
   public List<Adapter> adapters() {
     return adapters.snapshot();
   }
 
   /**
-   * What {@link #install} did: {@code swapped} the name was loaded and the new version replaced it for new sessions
-   * (false: the name was not loaded, so the version was loaded only to check it, and is loaded again when a session
-   * asks); {@code alreadyCurrent} this very version (same record hash) was current, nothing was done.
-   * {@code previous} is the version current before (0: the name was new).
+   * {@inheritDoc} The version is loaded on the model thread. A name no session uses now is loaded once to check it
+   * and freed again, then loaded on demand. Blocks until done, so it must not be called on the model thread itself
+   * (the adapter follower has its own).
    */
-  public record Installed(String name, long version, long previous, boolean swapped, boolean alreadyCurrent) {}
-
-  /**
-   * Makes version {@code version} of adapter {@code name}, a memory directory already verified against the adapter
-   * store record with hash {@code sha256}, the current one: sessions opened from now on get it, open sessions keep
-   * the version they have. It is loaded on the model thread first; if that fails nothing changes and the exception
-   * says why. A name no session uses now is loaded once to check it and freed again, then loaded on demand. Blocks
-   * until done, so it must not be called on the model thread itself (the adapter follower has its own).
-   *
-   * @throws IllegalArgumentException the version cannot be loaded (its message names it and what is wrong)
-   */
+  @Override
   public Installed install(String name, long version, String sha256, Path dir) throws InterruptedException {
-    if (name.isEmpty() || version < 1 || sha256.isEmpty()) {
-      throw new IllegalArgumentException("install needs a name, a version >= 1 and the record's sha256; got '" + name
-          + "' v" + version + " sha256 '" + sha256 + "'");
-    }
-    AdapterRegistry.Source s = new AdapterRegistry.Source(name, version, sha256, dir, null);
-    Future<Installed> done = modelThread.executor().submit(() -> adapters.install(s));
-    try {
-      return done.get();
-    } catch (ExecutionException e) {
-      throw new IllegalArgumentException(s.describe() + " cannot be loaded: " + e.getCause().getMessage(), e.getCause());
-    } catch (InterruptedException e) {
-      done.cancel(false);
-      throw e;
-    }
+    return adapters.installOn(modelThread.executor(), name, version, sha256, dir);
   }
 
   /**

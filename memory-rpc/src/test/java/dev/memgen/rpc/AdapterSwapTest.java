@@ -131,7 +131,7 @@ class AdapterSwapTest {
     return m.tensors().values().iterator().next().isReleased();
   }
 
-  static WeaverService.Adapter row(WeaverService s, String name, boolean current) {
+  static AdapterHost.Adapter row(WeaverService s, String name, boolean current) {
     return s.adapters().stream().filter(a -> a.name().equals(name) && a.current() == current).findFirst().orElse(null);
   }
 
@@ -153,7 +153,7 @@ class AdapterSwapTest {
     assertEquals(1, before.adapterVersion());
     Memory first = service.adapters.loaded("a").memory;
 
-    WeaverService.Installed done = service.install("a", 2, SHA, v2);
+    AdapterHost.Installed done = service.install("a", 2, SHA, v2);
     assertTrue(done.swapped(), done.toString());
     assertEquals(1, done.previous());
     assertEquals(2, describe(""));

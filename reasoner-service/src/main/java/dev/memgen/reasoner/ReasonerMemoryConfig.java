@@ -2,6 +2,9 @@ package dev.memgen.reasoner;
 
 import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.rpc.AdapterFollower;
+import dev.memgen.rpc.AdapterHost;
 import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.ReasonerMemory;
 import io.quarkus.runtime.Startup;
@@ -9,7 +12,9 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.OptionalInt;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
@@ -25,6 +30,9 @@ import org.jboss.logging.Logger;
  *       {@code memgen.memory.deadline-per-row-ms} for each row the service must run for it;
  *   <li>neither: no memory; every generation reports its prompt-latent point as WEAVER_UNAVAILABLE.
  * </ul>
+ * An embedded memory with {@code memgen.log.bootstrap} and {@code memgen.adapters.store} set follows the adapters
+ * topic as the services do: the weaver and trigger versions the trainer announces are swapped in while serving, and
+ * a generation keeps the versions it started with.
  */
 @Startup
 @ApplicationScoped
@@ -36,6 +44,7 @@ public class ReasonerMemoryConfig {
   private final double threshold;
   private final OptionalInt maxInferenceAug;
   private final String adapterName;
+  private final List<AdapterFollower> followers = new ArrayList<>();
 
   ReasonerMemoryConfig(ReasonerModel model,
       @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
@@ -46,7 +55,12 @@ public class ReasonerMemoryConfig {
       @ConfigProperty(name = "memgen.memory.deadline-per-row-ms", defaultValue = "20") double deadlinePerRowMs,
       @ConfigProperty(name = "memgen.memory.max-inference-aug") Optional<Integer> maxInferenceAug,
       @ConfigProperty(name = "memgen.trigger.mode", defaultValue = "threshold") String triggerMode,
-      @ConfigProperty(name = "memgen.trigger.threshold", defaultValue = "0.5") double threshold) {
+      @ConfigProperty(name = "memgen.trigger.threshold", defaultValue = "0.5") double threshold,
+      @ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
+      @ConfigProperty(name = "memgen.adapters.store") Optional<String> storeDir,
+      @ConfigProperty(name = "memgen.adapters.cache-dir") Optional<String> cacheDir,
+      @ConfigProperty(name = "memgen.adapters.catch-up-timeout", defaultValue = "30s") Duration catchUpTimeout)
+      throws InterruptedException {
     try {
       this.triggerMode = MemGenInterleaver.TriggerMode.parse(triggerMode, "memgen.trigger.mode");
     } catch (IllegalArgumentException e) {
@@ -60,7 +74,7 @@ public class ReasonerMemoryConfig {
     this.adapterName = adapterName.filter(n -> !n.isEmpty()).orElse("default");
     if (memoryDir.isPresent()) {
       try {
-        memory = ReasonerMemory.embedded(model.decoder(), model.fingerprint(), Path.of(memoryDir.get()),
+        memory = ReasonerMemory.embedded(model.decoder(), model.fingerprint(), Path.of(memoryDir.get()), this.adapterName,
             names -> delimiters(model, names));
       } catch (RuntimeException e) {
         throw new IllegalStateException("memgen.memory.dir=" + memoryDir.get() + " is not a usable memory: " + e.getMessage(), e);
@@ -74,6 +88,22 @@ public class ReasonerMemoryConfig {
       memory = null;
     }
     this.maxInferenceAug = maxInferenceAug.map(OptionalInt::of).orElse(OptionalInt.empty());
+    if (memory != null && storeDir.isPresent() && memory.hosts().isEmpty()) {
+      LOG.warnf("memgen.adapters.store is set but the memory is remote: weaver-service and trigger-service follow the "
+          + "announcements themselves");
+    }
+    try {
+      // memgen.log.bootstrap alone is normal here (trajectories are recorded there): only the store turns following on.
+      for (Map.Entry<AdapterComponent, AdapterHost> h : memory == null || storeDir.isEmpty()
+          ? List.<Map.Entry<AdapterComponent, AdapterHost>>of() : List.copyOf(memory.hosts().entrySet())) {
+        Optional<String> cache = cacheDir.map(d -> Path.of(d).resolve(h.getKey().name().toLowerCase()).toString());
+        AdapterFollower.fromConfig(bootstrap, storeDir, cache, h.getValue(), h.getKey(), catchUpTimeout)
+            .ifPresent(followers::add);
+      }
+    } catch (RuntimeException | InterruptedException e) {
+      close();
+      throw e;
+    }
     LOG.infof("memory: %s", memory == null ? "none configured (set memgen.memory.dir or memgen.weaver.target)"
         : memory + ", trigger " + (memory.hasTrigger() ? this.triggerMode.name().toLowerCase() : "none (always invoke)")
         + ", max_inference_aug " + (maxInferenceAug.isPresent() ? maxInferenceAug.get() : "the memory's"));
@@ -101,6 +131,7 @@ public class ReasonerMemoryConfig {
 
   @PreDestroy
   void close() {
+    followers.forEach(AdapterFollower::close);
     if (memory != null) {
       memory.close();
     }

@@ -1,14 +1,13 @@
 package dev.memgen.weaver;
 
-import dev.memgen.log.store.AdapterStore;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.rpc.AdapterFollower;
 import dev.memgen.rpc.ServedMemory;
 import dev.memgen.rpc.ServiceLimits;
 import dev.memgen.rpc.WeaverService;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
-import java.io.IOException;
-import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.Optional;
@@ -18,7 +17,7 @@ import org.jboss.logging.Logger;
 /**
  * The base checkpoint and the memory this service weaves with, loaded once at startup on the main thread (a bad
  * directory stops the start, naming it), and, when an experience log and an adapter store are configured, the
- * {@link AdapterFollower} that swaps in the versions the trainer announces. {@link ApplicationScoped} so the gRPC
+ * {@link AdapterFollower} that swaps in the weaver versions the trainer announces. {@link ApplicationScoped} so the gRPC
  * endpoint, built on an event-loop thread, gets a proxy and never loads a checkpoint there.
  */
 @Startup
@@ -29,7 +28,6 @@ public class WeaverModel {
   private final ServedMemory served;
   private final WeaverService service;
   private final AdapterFollower follower; // null when announcements are not followed
-  private final Path temporaryCache; // the follower's cache when none is configured, removed at shutdown
 
   WeaverModel(@ConfigProperty(name = "memgen.model.dir") String modelDir,
       @ConfigProperty(name = "memgen.memory.dir") String memoryDir,
@@ -57,33 +55,12 @@ public class WeaverModel {
         served.memory().manifest().version(), served.memory().manifest().promptK(),
         served.memory().manifest().inferenceK(), modelDir);
 
-    if (bootstrap.isPresent() && storeDir.isPresent()) {
-      temporaryCache = cacheDir.isPresent() ? null : createTemporaryCache();
-      Path cache = cacheDir.map(Path::of).orElse(temporaryCache);
-      AdapterStore store;
-      try {
-        store = AdapterStore.open(Path.of(storeDir.get()));
-        Files.createDirectories(cache);
-      } catch (IOException e) {
-        close(); // what is loaded so far
-        throw new IllegalStateException("cannot open memgen.adapters.store=" + storeDir.get() + " (cache " + cache + "): "
-            + e.getMessage(), e);
-      }
-      follower = new AdapterFollower(bootstrap.get(), store, cache, service);
-      follower.start();
-      // A restarted weaver should serve the announced versions from its first session on; a broker that is down
-      // must not keep it from serving at all, though: past the timeout it serves what it has and swaps later.
-      if (!follower.awaitCatchUp(catchUpTimeout)) {
-        LOG.warnf("the adapter announcements on %s are not read after %s; serving the versions loaded so far and "
-            + "swapping when they are", bootstrap.get(), catchUpTimeout);
-      }
-    } else {
-      follower = null;
-      temporaryCache = null;
-      if (storeDir.isPresent() || bootstrap.isPresent()) {
-        LOG.warnf("adapter announcements are not followed: that needs both memgen.log.bootstrap and "
-            + "memgen.adapters.store (only %s is set)", storeDir.isPresent() ? "memgen.adapters.store" : "memgen.log.bootstrap");
-      }
+    try {
+      follower = AdapterFollower.fromConfig(bootstrap, storeDir, cacheDir, service, AdapterComponent.WEAVER, catchUpTimeout)
+          .orElse(null);
+    } catch (RuntimeException e) {
+      close(); // what is loaded so far
+      throw e;
     }
     service.warmUp(warmUpBudget, warmUpCalls); // with the version it will serve first
     ready.set(service); // from now on the endpoint hands calls to it
@@ -98,15 +75,6 @@ public class WeaverModel {
     return Optional.ofNullable(follower);
   }
 
-  private static Path createTemporaryCache() {
-    try {
-      return Files.createTempDirectory("memgen-weaver-adapters");
-    } catch (IOException e) {
-      throw new IllegalStateException("cannot create a temporary adapter cache (set memgen.adapters.cache-dir): "
-          + e.getMessage(), e);
-    }
-  }
-
   @PreDestroy
   void close() {
     if (follower != null) {
@@ -114,12 +82,5 @@ public class WeaverModel {
     }
     service.close();
     served.close();
-    if (temporaryCache != null) {
-      try {
-        AdapterFollower.deleteTree(temporaryCache);
-      } catch (IOException e) {
-        LOG.warnf("cannot remove the adapter cache %s: %s", temporaryCache, e.getMessage());
-      }
-    }
   }
 }

@@ -20,6 +20,9 @@ import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.DescribeRequest;
 import dev.memgen.proto.v1.WeaverGrpc;
+import dev.memgen.rpc.AdapterFollower;
+import dev.memgen.rpc.AdapterHost;
+import dev.memgen.rpc.AdapterTopicResource;
 import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.RemoteWeaver;
 import dev.memgen.rpc.ServiceLimits;
@@ -194,7 +197,8 @@ class HotSwapTest {
     Path start = Path.of(memoryDir);
     try (WeaverService restarted = new WeaverService(reasoner, fingerprint, ServiceLimits.DEFAULT, 4, "default",
             Memory.load(start, reasoner, fingerprint), start);
-        AdapterFollower f = new AdapterFollower(bootstrap, store, work.resolve("restart-cache"), restarted)) {
+        AdapterFollower f = new AdapterFollower(bootstrap, store, work.resolve("restart-cache"), restarted,
+            AdapterComponent.WEAVER)) {
       f.start();
       assertTrue(f.awaitCatchUp(Duration.ofSeconds(30)), f.status().toString());
       List<AdapterFollower.Event> events = f.status().recent();
@@ -204,7 +208,7 @@ class HotSwapTest {
       assertEquals(2, late.get(0).version());
       assertTrue(late.get(0).loaded(), late.get(0).toString());
       assertEquals(events.size(), events.stream().map(AdapterFollower.Event::name).distinct().count(), events.toString());
-      WeaverService.Adapter current = restarted.adapters().stream()
+      AdapterHost.Adapter current = restarted.adapters().stream()
           .filter(a -> a.name().equals("late") && a.current()).findFirst().orElseThrow();
       assertEquals(2, current.version());
       assertEquals(store.recordSha256("late", 2), current.sha256());

@@ -1,11 +1,10 @@
-package dev.memgen.weaver;
+package dev.memgen.rpc;
 
 import dev.memgen.log.AdapterLog;
 import dev.memgen.log.Topics;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
-import dev.memgen.rpc.WeaverService;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -16,6 +15,7 @@ import java.util.Comparator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -25,13 +25,14 @@ import java.util.stream.Stream;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.errors.WakeupException;
-import org.jboss.logging.Logger;
+import org.slf4j.Logger;
+import org.slf4j.LoggerFactory;
 
 /**
- * Follows the adapters topic ({@code memgen.adapters}) and hot-swaps the weaver versions it announces. For each
- * WEAVER announcement, in topic order: one made for another base model is refused; the version is copied out of the
+ * Follows the adapters topic ({@code memgen.adapters}) and hot-swaps the versions it announces for one component
+ * (the weaver or the trigger) into an {@link AdapterHost}. For each announcement of that component, in topic order: one made for another base model is refused; the version is copied out of the
  * {@link AdapterStore} into a cache directory, its record checked against the announced sha256 and every file
- * against the record (a corrupted file is refused by name); then {@link WeaverService#install} loads it and makes it
+ * against the record (a corrupted file is refused by name); then {@link AdapterHost#install} loads it and makes it
  * current. Whatever is refused leaves the name on its previous version. Every outcome is logged and counted
  * ({@link #status}).
  *
@@ -41,7 +42,7 @@ import org.jboss.logging.Logger;
  * never serving: the consumer reconnects by itself, and a failure outside it is retried after a pause.
  */
 public final class AdapterFollower implements AutoCloseable {
-  private static final Logger LOG = Logger.getLogger(AdapterFollower.class);
+  private static final Logger LOG = LoggerFactory.getLogger(AdapterFollower.class);
   private static final int RECENT = 100; // events kept for status()
   private static final Duration MAX_PAUSE = Duration.ofSeconds(30); // between attempts while the broker is away
   private static final Pattern CACHE_ENTRY = Pattern.compile("\\d+-[0-9a-f]{12}");
@@ -57,14 +58,17 @@ public final class AdapterFollower implements AutoCloseable {
 
   /**
    * Counters and the latest events. {@code caughtUp}: the announcements on the topic at startup have been applied.
-   * {@code ignored}: announcements for the trigger, or records that do not decode.
+   * {@code ignored}: announcements for the other component, or records that do not decode.
    */
   public record Status(boolean caughtUp, long position, long loaded, long refused, long ignored, List<Event> recent) {}
 
   private final String bootstrap;
   private final AdapterStore store;
   private final Path cacheDir;
-  private final WeaverService service;
+  private final AdapterHost service;
+  private final AdapterComponent component;
+  private final String consumerGroup;
+  private Path temporaryCache; // a cache this follower created, removed by close()
   private final Thread thread;
   private final CountDownLatch caughtUp = new CountDownLatch(1);
   private final CountDownLatch closed = new CountDownLatch(1);
@@ -80,18 +84,71 @@ public final class AdapterFollower implements AutoCloseable {
    * @param cacheDir where versions are copied out of the store to be loaded from (one directory per version, under
    *     one per adapter name; directories of versions no longer in use are removed)
    */
-  public AdapterFollower(String bootstrap, AdapterStore store, Path cacheDir, WeaverService service) {
+  public AdapterFollower(String bootstrap, AdapterStore store, Path cacheDir, AdapterHost service, AdapterComponent component) {
     this.bootstrap = bootstrap;
     this.store = store;
     this.cacheDir = cacheDir;
     this.service = service;
-    this.thread = new Thread(this::run, "memgen-adapter-follower");
+    this.component = component;
+    this.consumerGroup = "memgen-" + component.name().toLowerCase() + "-adapters";
+    this.thread = new Thread(this::run, "memgen-" + component.name().toLowerCase() + "-follower");
     thread.setDaemon(true);
   }
 
   public void start() {
-    LOG.infof("following %s on %s (store %s, cache %s)", Topics.ADAPTERS, bootstrap, store.root(), cacheDir);
+    LOG.info("following the {} versions announced on {} at {} (store {}, cache {})", component.name().toLowerCase(),
+        Topics.ADAPTERS, bootstrap, store.root(), cacheDir);
     thread.start();
+  }
+
+  /**
+   * A service's follower from its configuration ({@code memgen.log.bootstrap}, {@code memgen.adapters.store},
+   * {@code memgen.adapters.cache-dir}), started and caught up; empty (with a warning when only one of the two is set)
+   * unless both the broker and the store are configured. Versions are copied under the cache directory, or a
+   * temporary one removed at {@link #close}. A restarted service should serve the announced versions from its first
+   * session on; a broker that is down must not keep it from serving at all, though: past {@code catchUpTimeout} it
+   * serves what it has and swaps later.
+   *
+   * @throws IllegalStateException the store or the cache cannot be opened (the message names which)
+   */
+  public static Optional<AdapterFollower> fromConfig(Optional<String> bootstrap, Optional<String> storeDir,
+      Optional<String> cacheDir, AdapterHost service, AdapterComponent component, Duration catchUpTimeout)
+      throws InterruptedException {
+    if (bootstrap.isEmpty() || storeDir.isEmpty()) {
+      if (bootstrap.isPresent() || storeDir.isPresent()) {
+        LOG.warn("{} announcements are not followed: that needs both memgen.log.bootstrap and memgen.adapters.store "
+            + "(only {} is set)", component.name().toLowerCase(),
+            storeDir.isPresent() ? "memgen.adapters.store" : "memgen.log.bootstrap");
+      }
+      return Optional.empty();
+    }
+    Path cache = null;
+    Path temporary = null;
+    AdapterStore store;
+    try {
+      if (cacheDir.isPresent()) {
+        cache = Path.of(cacheDir.get());
+        Files.createDirectories(cache);
+      } else {
+        temporary = Files.createTempDirectory("memgen-" + component.name().toLowerCase() + "-adapters");
+        cache = temporary;
+      }
+      store = AdapterStore.open(Path.of(storeDir.get()));
+    } catch (IOException e) {
+      if (temporary != null) {
+        deleteQuietly(temporary);
+      }
+      throw new IllegalStateException("cannot open memgen.adapters.store=" + storeDir.get() + " (cache "
+          + (cache == null ? cacheDir.orElse("?") : cache) + "): " + e.getMessage(), e);
+    }
+    AdapterFollower f = new AdapterFollower(bootstrap.get(), store, cache, service, component);
+    f.temporaryCache = temporary;
+    f.start();
+    if (!f.awaitCatchUp(catchUpTimeout)) {
+      LOG.warn("the {} announcements on {} are not read after {}; serving the versions loaded so far and swapping when "
+          + "they are", component.name().toLowerCase(), bootstrap.get(), catchUpTimeout);
+    }
+    return Optional.of(f);
   }
 
   /** Waits until the announcements already on the topic at startup have been applied; false on timeout. */
@@ -121,14 +178,17 @@ public final class AdapterFollower implements AutoCloseable {
       Thread.currentThread().interrupt();
     }
     if (thread.isAlive()) {
-      LOG.warnf("the adapter follower did not stop within 30 s");
+      LOG.warn("the adapter follower did not stop within 30 s");
+    }
+    if (temporaryCache != null) {
+      deleteQuietly(temporaryCache);
     }
   }
 
   private void run() {
     Duration pause = Duration.ofMillis(500);
     while (!closing) {
-      try (KafkaConsumer<String, byte[]> c = AdapterLog.consumer(bootstrap, "memgen-weaver-adapters")) {
+      try (KafkaConsumer<String, byte[]> c = AdapterLog.consumer(bootstrap, consumerGroup)) {
         consumer = c;
         c.assign(List.of(AdapterLog.PARTITION));
         if (position < 0) {
@@ -157,7 +217,7 @@ public final class AdapterFollower implements AutoCloseable {
         if (closing) {
           return;
         }
-        LOG.warnf("following %s on %s failed (%s); retrying in %d ms", Topics.ADAPTERS, bootstrap, e, pause.toMillis());
+        LOG.warn("following {} on {} failed ({}); retrying in {} ms", Topics.ADAPTERS, bootstrap, e, pause.toMillis());
         try {
           if (closed.await(pause.toMillis(), TimeUnit.MILLISECONDS)) {
             return;
@@ -209,15 +269,15 @@ public final class AdapterFollower implements AutoCloseable {
     advance(end);
     c.seek(AdapterLog.PARTITION, end);
     caughtUp.countDown();
-    LOG.infof("caught up with %s: %d adapter announcement(s) applied up to offset %d", Topics.ADAPTERS, last.size(), end);
+    LOG.info("caught up with {}: {} adapter announcement(s) applied up to offset {}", Topics.ADAPTERS, last.size(), end);
   }
 
   private void apply(AdapterPublished a, long offset) throws InterruptedException {
-    if (a.getComponent() != AdapterComponent.WEAVER) {
+    if (a.getComponent() != component) {
       synchronized (this) {
         ignored++;
       }
-      LOG.debugf("%s@%d: %s announcement for '%s', not the weaver's", Topics.ADAPTERS, offset, a.getComponent(), a.getAdapterName());
+      LOG.debug("{}@{}: {} announcement for '{}', not this follower's", Topics.ADAPTERS, offset, a.getComponent(), a.getAdapterName());
       return;
     }
     String name = a.getAdapterName();
@@ -225,13 +285,13 @@ public final class AdapterFollower implements AutoCloseable {
     String fingerprint = service.baseFingerprint();
     if (!a.getBaseFingerprint().equals(fingerprint)) {
       refuse(a, offset, "made for another base model (base_fingerprint '" + a.getBaseFingerprint()
-          + "'; this weaver's base is '" + fingerprint + "')");
+          + "'; this " + component.name().toLowerCase() + "'s base is '" + fingerprint + "')");
       return;
     }
     boolean current = service.adapters().stream().anyMatch(x -> x.current() && x.name().equals(name)
         && x.version() == version && x.sha256().equals(a.getSha256()));
     if (current) { // announced again (e.g. re-published by a restarted trainer): nothing to copy or load
-      LOG.infof("adapter '%s' v%d (%s@%d) is current already", name, version, Topics.ADAPTERS, offset);
+      LOG.info("{} '{}' v{} ({}@{}) is current already", kind(), name, version, Topics.ADAPTERS, offset);
       record(new Event(Instant.now(), offset, name, version, true, "already current"), true);
       return;
     }
@@ -258,7 +318,7 @@ public final class AdapterFollower implements AutoCloseable {
       refuse(a, offset, "cannot be copied out of the adapter store " + store.root() + ": " + e.getMessage());
       return;
     }
-    WeaverService.Installed done;
+    AdapterHost.Installed done;
     try {
       done = service.install(name, version, a.getSha256(), dir);
     } catch (IllegalArgumentException e) {
@@ -271,7 +331,7 @@ public final class AdapterFollower implements AutoCloseable {
             + (done.previous() == 0 ? " (a new adapter)" : " (was v" + done.previous() + ")")
             + (a.getRolledBackFrom() != 0 ? ", a rollback from v" + a.getRolledBackFrom() : "")
             + (a.getReason().isEmpty() ? "" : ", reason: " + a.getReason());
-    LOG.infof("adapter '%s' v%d (%s@%d) loaded: %s; sessions opened from now on get it", name, version, Topics.ADAPTERS,
+    LOG.info("{} '{}' v{} ({}@{}) loaded: {}; sessions opened from now on get it", kind(), name, version, Topics.ADAPTERS,
         offset, detail);
     record(new Event(Instant.now(), offset, name, version, true, detail), true);
     pruneCache(name);
@@ -281,16 +341,20 @@ public final class AdapterFollower implements AutoCloseable {
     String still = service.adapters().stream()
         .filter(x -> x.name().equals(a.getAdapterName()) && x.current())
         .map(x -> "still serving v" + x.version()).findFirst().orElse("not served");
-    LOG.errorf("adapter '%s' v%d (%s@%d) refused: %s; %s", a.getAdapterName(), a.getVersion(), Topics.ADAPTERS, offset,
+    LOG.error("{} '{}' v{} ({}@{}) refused: {}; {}", kind(), a.getAdapterName(), a.getVersion(), Topics.ADAPTERS, offset,
         why, still);
     record(new Event(Instant.now(), offset, a.getAdapterName(), a.getVersion(), false, why + "; " + still), false);
+  }
+
+  private String kind() {
+    return component.name().toLowerCase();
   }
 
   private void skipBadRecord(ConsumerRecord<String, byte[]> r) {
     synchronized (this) {
       ignored++;
     }
-    LOG.warnf("%s@%d (key '%s') skipped: not a valid AdapterPublished record", Topics.ADAPTERS, r.offset(), r.key());
+    LOG.warn("{}@{} (key '{}') skipped: not a valid AdapterPublished record", Topics.ADAPTERS, r.offset(), r.key());
   }
 
   private synchronized void record(Event e, boolean ok) {
@@ -311,7 +375,7 @@ public final class AdapterFollower implements AutoCloseable {
 
   /** Removes the cached copies of {@code name}'s versions that no loaded or current version comes from. */
   private void pruneCache(String name) {
-    Set<Path> inUse = service.adapters().stream().filter(x -> x.dir() != null).map(WeaverService.Adapter::dir)
+    Set<Path> inUse = service.adapters().stream().filter(x -> x.dir() != null).map(AdapterHost.Adapter::dir)
         .collect(Collectors.toSet());
     Path dir = cacheDir.resolve(name);
     try (Stream<Path> entries = Files.list(dir)) {
@@ -321,11 +385,11 @@ public final class AdapterFollower implements AutoCloseable {
         }
       }
     } catch (IOException e) {
-      LOG.warnf("cannot tidy the adapter cache %s: %s", dir, e.getMessage());
+      LOG.warn("cannot tidy the adapter cache {}: {}", dir, e.getMessage());
     }
   }
 
-  static void deleteTree(Path dir) throws IOException {
+  public static void deleteTree(Path dir) throws IOException {
     if (!Files.exists(dir)) {
       return;
     }
@@ -340,7 +404,7 @@ public final class AdapterFollower implements AutoCloseable {
     try {
       deleteTree(dir);
     } catch (IOException e) {
-      LOG.warnf("cannot remove %s: %s", dir, e.getMessage());
+      LOG.warn("cannot remove {}: {}", dir, e.getMessage());
     }
   }
 }

@@ -1,11 +1,9 @@
-package dev.memgen.weaver;
+package dev.memgen.rpc;
 
 import dev.memgen.log.ExperienceLog;
 import dev.memgen.log.broker.KafkaBroker;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.model.checkpoint.Checkpoint;
-import dev.memgen.rpc.TinyMemory;
-import dev.memgen.rpc.TinyModelResource;
 import io.quarkus.test.common.QuarkusTestResourceLifecycleManager;
 import java.io.IOException;
 import java.nio.file.Files;
@@ -16,7 +14,7 @@ import java.util.Map;
 import java.util.stream.Stream;
 
 /**
- * What a weaver that follows adapter announcements needs, for a Quarkus test: a tiny random base whose starting
+ * What a service that follows adapter announcements (weaver-service, trigger-service) needs, for a Quarkus test: a tiny random base whose starting
  * memory is adapter "default" v1 (also published to the store as v1, so it can be rolled back to), an adapter store,
  * and a real Kafka broker (child JVM) with MemGen's topics.
  *
@@ -25,7 +23,7 @@ import java.util.stream.Stream;
  */
 public class AdapterTopicResource implements QuarkusTestResourceLifecycleManager {
   /** The manifest seed of the starting memory (TinyMemory's own). */
-  static final long STARTING_SEED = 5;
+  public static final long STARTING_SEED = 5;
 
   private final TinyModelResource model = new TinyModelResource();
   private KafkaBroker broker;
@@ -38,7 +36,7 @@ public class AdapterTopicResource implements QuarkusTestResourceLifecycleManager
       Map<String, String> config = new HashMap<>(model.start());
       Path modelDir = Path.of(config.get("memgen.model.dir"));
       String fingerprint = Checkpoint.open(modelDir).fingerprint();
-      dir = Files.createTempDirectory("memgen-weaver-adapters-test");
+      dir = Files.createTempDirectory("memgen-adapters-test");
       Path memory = dir.resolve("memory");
       TinyMemory.write(modelDir, memory, TinyMemory.everyCharacter(), 1, STARTING_SEED);
       AdapterStore store = AdapterStore.open(dir.resolve("store"));
