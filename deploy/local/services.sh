@@ -7,7 +7,7 @@
 #                                  running are left alone, so this also restarts one that died). With
 #                                  --log (a Kafka bootstrap) and --store (the adapter store directory) the
 #                                  loop is on: the reasoner records trajectories and takes feedback, the
-#                                  trainer trains windows into the store, the weaver swaps new versions in.
+#                                  trainer trains windows into the store, the weaver and trigger swap new versions in.
 #   deploy/local/services.sh status    which are running, on which ports
 #   deploy/local/services.sh stop      stop them all
 #
@@ -86,6 +86,8 @@ start() {
           reasoner-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.log.spool-dir="$run_dir/reasoner-spool") ;;
           weaver-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.adapters.store="$store"
                                  -Dmemgen.adapters.cache-dir="$run_dir/weaver-adapters") ;;
+          trigger-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.adapters.store="$store"
+                                  -Dmemgen.adapters.cache-dir="$run_dir/trigger-adapters") ;;
           trainer-service) args+=(-Dmemgen.log.bootstrap="$log" -Dmemgen.adapters.store="$store"
                                   -Dmemgen.trainer.work-dir="$run_dir/trainer-work") ;;
         esac

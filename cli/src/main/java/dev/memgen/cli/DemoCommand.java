@@ -39,14 +39,15 @@ import picocli.CommandLine.Option;
  * A real Kafka broker, the project's base (trained on the first run, cached under {@code --dir}), the reasoner,
  * trigger, weaver and trainer; a fleet of simulated agents sends tasks of domain A (what the base knows) and domain C
  * (longer chains, which it partly solves) and never a reference answer: the trainer's verifier scores the traffic and
- * its re-rollouts, trains windows, gates each candidate and publishes; serving swaps the versions in. At the end the
+ * its re-rollouts, trains the weaver and then the trigger (weaver frozen) on each window, gates each candidate and
+ * publishes; serving swaps the weaver and trigger versions in. At the end the
  * frozen base, every published version and a parametric baseline (every base weight trained on the same traffic and
  * rewards) are evaluated greedily on held-out items, and {@code report.html} shows it.
  */
 @Command(name = "demo", mixinStandardHelpOptions = true,
     description = "The self-improving fleet, end to end: base (trained once, cached), broker, services, simulated agents "
-        + "rewarded by a verifier, versions trained and swapped in; then base vs every version vs a parametric baseline "
-        + "on held-out A and C, report.html with charts. Last line: JSON.")
+        + "rewarded by a verifier, weaver and trigger versions trained and swapped in; then base vs every version vs a "
+        + "parametric baseline on held-out A and C (accuracy and invocation rate), report.html with charts. Last line: JSON.")
 final class DemoCommand implements Callable<Integer> {
   @Option(names = "--dir", defaultValue = ".memgen", description = "cache for the base and the runs (default ${DEFAULT-VALUE})")
   Path dir;
@@ -75,6 +76,10 @@ final class DemoCommand implements Callable<Integer> {
 
   @Option(names = "--sft-steps", description = "weaver SFT updates per window (default 100; --smoke 4)") Integer sftSteps;
 
+  @Option(names = "--trigger-steps", description = "trigger RL updates per window, the weaver frozen (MemGen's second "
+      + "stage): the trigger decides where to recall, in serving and in the evaluation; 0 leaves it inactive (every "
+      + "delimiter recalls, up to the cap) (default 16; --smoke 2)") Integer triggerSteps;
+
   @Option(names = "--eval", description = "held-out items per domain for the final evaluation (default 1000; --quick 500; "
       + "--smoke 16)") Integer eval;
 
@@ -90,10 +95,14 @@ final class DemoCommand implements Callable<Integer> {
     int nWindow = window != null ? window : smoke ? 4 : 64;
     int nSft = sftSteps != null ? sftSteps : smoke ? 4 : 100;
     int nEval = eval != null ? eval : smoke ? 16 : quick ? 500 : 1000;
-    if (nRequests < 1 || nWindow < 1 || nSft < 1 || nEval < 1 || clients < 1 || rollouts < 0 || baseRollouts < 0) {
-      throw new IllegalArgumentException("need --requests, --window, --sft-steps, --eval and --clients >= 1, --rollouts and "
-          + "--base-rollouts >= 0");
+    int nTrigger = triggerSteps != null ? triggerSteps : smoke ? 2 : 16;
+    if (nRequests < 1 || nWindow < 1 || nSft < 1 || nEval < 1 || clients < 1 || rollouts < 0 || baseRollouts < 0
+        || nTrigger < 0) {
+      throw new IllegalArgumentException("need --requests, --window, --sft-steps, --eval and --clients >= 1, --rollouts, "
+          + "--base-rollouts and --trigger-steps >= 0");
     }
+    boolean trigger = nTrigger > 0;
+    MemGenInterleaver.TriggerMode mode = trigger ? MemGenInterleaver.TriggerMode.THRESHOLD : MemGenInterleaver.TriggerMode.INACTIVE;
     Path run = (out != null ? out : dir.resolve(smoke ? "demo-smoke" : "demo")).toAbsolutePath();
     Path base = smoke ? CachedBase.tiny(dir.resolve("tiny")) : CachedBase.trained(dir.resolve("base"));
     Directories.deleteRecursively(run);
@@ -105,13 +114,18 @@ final class DemoCommand implements Callable<Integer> {
         ckpt.config().numLayers(), 8, 8, "embeddings", lora, lora, DelimiterTable.DEFAULT, 3), 0);
 
     System.err.printf("demo: %d agents send %d requests (domains %s in turn), %s; windows of %d, %d + %d re-rollouts per "
-        + "prompt (serving memory + base alone), %d SFT updates per window%n", clients, nRequests, TRAFFIC,
+        + "prompt (serving memory + base alone), %d SFT updates per window, %s%n", clients, nRequests, TRAFFIC,
         smoke ? "every answer rewarded 1 (smoke)" : "rewarded by the trainer's verifier only", nWindow, rollouts, baseRollouts,
-        nSft);
+        nSft, trigger ? nTrigger + " trigger RL updates per window (the trigger decides where to recall)"
+            : "the trigger inactive (every delimiter recalls)");
+    List<String> options = new ArrayList<>(List.of("-Dmemgen.trigger.mode=" + mode.name().toLowerCase(),
+        "-Dmemgen.trainer.max-window=" + nWindow, "-Dmemgen.trainer.gate-tolerance=" + (smoke ? 100 : 2)));
+    if (trigger) {
+      options.add("-Dmemgen.trainer.trigger-steps=" + nTrigger);
+    }
     LoopBench.Result loop = new LoopBench(new LoopBench.Settings(Main.home(), base, memory, run.resolve("loop"), nRequests,
         nWindow, nSft, 48, smoke ? "accept" : "verifier", false, Duration.ofMinutes(10), TRAFFIC, rollouts, baseRollouts,
-        clients, smoke ? 4 : 32, List.of("-Dmemgen.trigger.mode=inactive", "-Dmemgen.trainer.max-window=" + nWindow,
-            "-Dmemgen.trainer.gate-tolerance=" + (smoke ? 100 : 2))),
+        clients, smoke ? 4 : 32, options),
         line -> System.err.println("demo: " + line)).run();
 
     System.err.println("demo: evaluating the frozen base, every published version and the parametric baseline on " + nEval
@@ -130,7 +144,7 @@ final class DemoCommand implements Callable<Integer> {
         try (ReasonerMemory mem = ReasonerMemory.embedded(decoder, ckpt.fingerprint(), at,
             names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names))) {
           versions.add(evaluate("MemGen v" + v.version() + (v.version() == 1 ? " (fresh memory)" : ""), v.version(), evaluator,
-              heldOut, ids -> mem.open(ids, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0, OptionalInt.empty())));
+              heldOut, ids -> mem.open(ids, mode, 0.5, 0, OptionalInt.empty())));
         }
         finalMemory = at;
       }
@@ -143,7 +157,8 @@ final class DemoCommand implements Callable<Integer> {
     Map<String, String> facts = new LinkedHashMap<>();
     facts.put("requests", String.valueOf(loop.served().size()));
     facts.put("agents", String.valueOf(clients));
-    facts.put("adapter versions published", String.valueOf(loop.adapterVersions()));
+    long triggerVersions = loop.announced().stream().filter(a -> a.containsEvalMetrics("trigger_rl_steps")).count();
+    facts.put("adapter versions published (with a trained trigger)", loop.adapterVersions() + " (" + triggerVersions + ")");
     facts.put("trajectories published / trained / judged / pending / lost / trained twice",
         loop.trajectoriesPublished() + " / " + loop.trajectoriesTrained() + " / " + loop.trajectoriesJudged() + " / "
             + loop.trajectoriesPending() + " / " + loop.trajectoriesLost() + " / " + loop.trajectoriesDuplicated());
@@ -157,16 +172,21 @@ final class DemoCommand implements Callable<Integer> {
         + (smoke ? " (smoke run: a tiny random model)" : ""), TRAFFIC.stream().map(Enum::name).toList(), baseRow, versions,
         parametric, nEval, loop.trajectoryToServingS(), facts));
 
-    System.out.printf("%-28s %6s %6s%n", "variant", "A (%)", "C (%)");
+    System.out.printf("%-28s %6s %6s %8s %8s%n", "variant", "A (%)", "C (%)", "inv. A", "inv. C");
     List<DemoReport.Row> all = new ArrayList<>(List.of(baseRow));
     all.addAll(versions);
     all.add(parametric);
     for (DemoReport.Row r : all) {
-      System.out.printf("%-28s %6.1f %6.1f%n", r.variant(), r.accuracy().get("A"), r.accuracy().get("C"));
+      System.out.printf("%-28s %6.1f %6.1f %8s %8s%n", r.variant(), r.accuracy().get("A"), r.accuracy().get("C"),
+          rate(r, "A"), rate(r, "C"));
     }
     ObjectNode json = Json.object();
     json.put("requests", loop.served().size());
     json.put("adapter_versions", loop.adapterVersions());
+    json.put("trigger_versions", triggerVersions);
+    json.put("trigger_mode", mode.name().toLowerCase());
+    json.put("memgen_invocation_A", last.invocation().getOrDefault("A", -1.0));
+    json.put("memgen_invocation_new", last.invocation().getOrDefault("C", -1.0));
     json.put("base_A", baseRow.accuracy().get("A"));
     json.put("base_new", baseRow.accuracy().get("C"));
     json.put("memgen_A", last.accuracy().get("A"));
@@ -191,6 +211,11 @@ final class DemoCommand implements Callable<Integer> {
     return loop.trajectoriesLost() == 0 && loop.trajectoriesDuplicated() == 0 ? 0 : 1;
   }
 
+  private static String rate(DemoReport.Row r, String domain) {
+    Double v = r.invocation().get(domain);
+    return v == null ? "-" : String.format("%.2f", v);
+  }
+
   /** The held-out items per domain, by domain name: seeds no traffic, gate or pre-training pool uses. */
   static Map<String, List<Evaluator.Problem>> heldOut(int n) {
     Map<String, List<Evaluator.Problem>> out = new LinkedHashMap<>();
@@ -204,16 +229,16 @@ final class DemoCommand implements Callable<Integer> {
   private static DemoReport.Row evaluate(String variant, long version, Evaluator evaluator,
       Map<String, List<Evaluator.Problem>> heldOut, Evaluator.Memory memory) {
     Map<String, Double> accuracy = new LinkedHashMap<>();
-    int insertions = 0;
-    int consultations = 0;
+    Map<String, Double> invocation = new LinkedHashMap<>();
     for (Map.Entry<String, List<Evaluator.Problem>> e : heldOut.entrySet()) {
       Evaluator.Score s = EvalCommand.run(variant + " " + e.getKey(), evaluator, e.getValue(), memory);
       accuracy.put(e.getKey(), s.accuracy());
-      insertions += s.inferenceInsertions();
-      consultations += Math.max(0, s.consultations());
+      if (memory != null) {
+        invocation.put(e.getKey(), s.invocationRate());
+      }
     }
-    System.err.printf("demo: %s: %s%n", variant, accuracy);
-    return new DemoReport.Row(variant, version, accuracy, memory == null ? -1 : consultations == 0 ? 0 : (double) insertions / consultations);
+    System.err.printf("demo: %s: accuracy %s%s%n", variant, accuracy, memory == null ? "" : ", invocation rate " + invocation);
+    return new DemoReport.Row(variant, version, accuracy, invocation);
   }
 
   /**
@@ -233,7 +258,7 @@ final class DemoCommand implements Callable<Integer> {
     System.err.printf("demo: parametric baseline: %.1f%% of the base's rollouts rewarded, %d SFT targets, %d updates of every "
         + "weight%n", 100 * found.rolloutAccuracy(), data.size(), steps);
     if (data.isEmpty()) { // nothing rewarded: the baseline is the base, already evaluated
-      return new DemoReport.Row("parametric baseline (nothing to learn)", -1, baseRow.accuracy(), -1);
+      return new DemoReport.Row("parametric baseline (nothing to learn)", -1, baseRow.accuracy(), Map.of());
     }
     Directories.deleteRecursively(outDir);
     try (Training.Bar bar = new Training.Bar("parametric baseline", steps)) {

@@ -24,11 +24,14 @@ import org.jfree.data.xy.XYSeriesCollection;
 /**
  * The demo's {@code report.html} and its PNG charts (JFreeChart, drawn headless): accuracy by version per domain,
  * MemGen against the parametric baseline (what each keeps of the old domain and gains on the new), the invocation
- * rate by version, and how long a trajectory takes to be served.
+ * rate by version per domain (where the trigger learns to recall), and how long a trajectory takes to be served.
  */
 final class DemoReport {
-  /** One evaluated variant: accuracy (%) per domain and the invocation rate (-1: no memory). */
-  record Row(String variant, long version, Map<String, Double> accuracy, double invocationRate) {}
+  /**
+   * One evaluated variant: accuracy (%) and the trigger's invocation rate (inference insertions per consultation) per
+   * domain; no rates for a variant without memory.
+   */
+  record Row(String variant, long version, Map<String, Double> accuracy, Map<String, Double> invocation) {}
 
   /** Everything the report shows. {@code versions}: base (version 0) first, then every published version in order. */
   record Data(String title, List<String> domains, Row base, List<Row> versions, Row parametric, int evalItems,
@@ -117,10 +120,12 @@ final class DemoReport {
   private static JFreeChart invocationRate(Data d) {
     DefaultCategoryDataset data = new DefaultCategoryDataset();
     for (Row r : d.versions()) {
-      data.addValue(r.invocationRate(), "invocation rate", "v" + r.version());
+      for (String domain : d.domains()) {
+        data.addValue(r.invocation().getOrDefault(domain, 0.0), "domain " + domain, "v" + r.version());
+      }
     }
-    JFreeChart chart = ChartFactory.createBarChart("Trigger invocation rate by version (inference insertions per "
-        + "consultation)", "adapter version", "rate", data, PlotOrientation.VERTICAL, false, false, false);
+    JFreeChart chart = ChartFactory.createBarChart("Trigger invocation rate by version and domain (inference insertions "
+        + "per consultation)", "adapter version", "rate", data, PlotOrientation.VERTICAL, true, false, false);
     chart.getCategoryPlot().getRangeAxis().setRange(0, 1.05);
     return chart;
   }
@@ -146,7 +151,10 @@ final class DemoReport {
     for (String domain : d.domains()) {
       b.append("<th>").append(esc(domain)).append(" (%)</th>");
     }
-    b.append("<th>invocation rate</th></tr>\n");
+    for (String domain : d.domains()) {
+      b.append("<th>invocation rate ").append(esc(domain)).append("</th>");
+    }
+    b.append("</tr>\n");
     List<Row> rows = new ArrayList<>();
     rows.add(d.base());
     rows.addAll(d.versions());
@@ -156,7 +164,11 @@ final class DemoReport {
       for (String domain : d.domains()) {
         b.append(String.format("<td>%.1f</td>", r.accuracy().get(domain)));
       }
-      b.append(r.invocationRate() < 0 ? "<td>-</td>" : String.format("<td>%.2f</td>", r.invocationRate())).append("</tr>\n");
+      for (String domain : d.domains()) {
+        Double rate = r.invocation().get(domain);
+        b.append(rate == null ? "<td>-</td>" : String.format("<td>%.2f</td>", rate));
+      }
+      b.append("</tr>\n");
     }
     b.append("</table>\n<p>Greedy accuracy on ").append(d.evalItems())
         .append(" held-out items per domain (never in the traffic).</p>\n<table id=\"facts\">");

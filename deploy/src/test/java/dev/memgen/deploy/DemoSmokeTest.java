@@ -21,7 +21,7 @@ import org.junit.jupiter.api.io.TempDir;
 
 /**
  * {@code memgen demo --smoke}: the main job end to end on a tiny random model (broker, the four services as
- * processes, a fleet rewarded by the verifier, versions trained and swapped in, the final evaluation, the parametric
+ * processes, a fleet rewarded by the verifier, weaver and trigger versions trained and swapped in, the final evaluation, the parametric
  * baseline, the report). Its accuracies mean nothing; what must hold is the accounting (every trajectory trained or
  * judged once, none lost), the JSON's fields, and a report with its charts that a real browser renders without errors.
  */
@@ -58,6 +58,13 @@ class DemoSmokeTest {
     assertEquals(12, json.get("trajectories_trained").asInt() + json.get("trajectories_judged").asInt()
         + json.get("trajectories_pending").asInt(), "every trajectory trained, judged or in the open window: " + json);
     assertTrue(json.get("adapter_versions").asInt() >= 1, "the trainer published a version: " + json);
+    assertEquals("threshold", json.get("trigger_mode").asText(), "the trigger decides, in serving and in the evaluation");
+    assertTrue(json.get("trigger_versions").asInt() >= 1, "the trainer trained and announced the trigger: " + json);
+    // trigger-service followed the announcements: it swapped a trained trigger in.
+    String triggerLog = Files.readString(Path.of(json.get("report").asText()).resolveSibling("loop").resolve("run")
+        .resolve("trigger-service.log"));
+    assertTrue(triggerLog.matches("(?s).*trigger 'default' v[2-9]\\d* \\(memgen\\.adapters@\\d+\\) loaded: swapped in.*"),
+        "trigger-service swapped a trained trigger in");
     assertTrue(Files.isRegularFile(Path.of(json.get("final_memory").asText()).resolve("manifest.json")));
 
     Path report = Path.of(json.get("report").asText());

@@ -124,6 +124,11 @@ public class ReasonerMemoryConfig {
     return adapterName;
   }
 
+  /** The followers of weaver and trigger announcements (an embedded memory with an adapter store), else empty. */
+  public List<AdapterFollower> followers() {
+    return List.copyOf(followers);
+  }
+
   /** Memory sessions for one generation, or null when no memory is configured (its seed drives a sampling trigger). */
   public MemGenInterleaver open(String sessionId, long seed) {
     return memory == null ? null : memory.open(List.of(sessionId), triggerMode, threshold, seed, maxInferenceAug);

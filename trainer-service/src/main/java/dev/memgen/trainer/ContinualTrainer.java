@@ -21,6 +21,7 @@ import dev.memgen.model.train.AdamW;
 import dev.memgen.model.train.Reward;
 import dev.memgen.model.train.TokenizedExample;
 import dev.memgen.model.train.TrainingDivergedException;
+import dev.memgen.model.train.TriggerRl;
 import dev.memgen.model.train.RejectionSampling;
 import dev.memgen.model.train.WeaverGrpo;
 import dev.memgen.model.train.WeaverSft;
@@ -138,6 +139,30 @@ public final class ContinualTrainer implements AutoCloseable {
   }
 
   /**
+   * The trigger learned in the loop (MemGen's second stage): after a window's weaver update, {@code steps} updates of
+   * trigger RL with that weaver frozen ({@link TriggerRl}: sampled invoke/skip decisions on the window's verifiable
+   * prompts, {@code problemsPerStep} x {@code group} rollouts per update, the verifier's reward minus the
+   * reward-adaptive invocation penalty {@code penalty}). The candidate is then gated as it will serve: with the
+   * trigger deciding at {@code threshold}. A version published so is announced for the trigger as well as the weaver,
+   * so trigger-service (and embedded memories) swap it in. Off when {@code steps} is 0.
+   */
+  public record TriggerTraining(int steps, int problemsPerStep, int group, double lr, double penalty, double threshold) {
+    public static final TriggerTraining OFF = new TriggerTraining(0, 4, 4, 1e-4, 0.1, 0.5);
+
+    public TriggerTraining {
+      if (steps < 0 || problemsPerStep < 1 || group < 2 || !(lr > 0) || !(penalty >= 0) || !(threshold >= 0 && threshold <= 1)) {
+        throw new IllegalArgumentException("trigger training needs steps >= 0, problems per step >= 1, a group >= 2, lr > 0, "
+            + "penalty >= 0 and a threshold in [0, 1]; got " + steps + ", " + problemsPerStep + ", " + group + ", " + lr + ", "
+            + penalty + ", " + threshold);
+      }
+    }
+
+    public boolean on() {
+      return steps > 0;
+    }
+  }
+
+  /**
    * How the trainer runs.
    *
    * @param initialMemory the memory the weaver service starts with; stored as version 1 when the store has none
@@ -150,7 +175,17 @@ public final class ContinualTrainer implements AutoCloseable {
   public record Settings(String bootstrapServers, String adapterName, Path modelDir, Path initialMemory, Path storeDir,
       Path workDir, List<Evaluator.Problem> heldOut, double gateTolerance, int windowRewarded, Duration maxWindowWait,
       Duration feedbackGrace, double sftMinReward, int sftSteps, int sftBatch, double sftLr, int grpoSteps, Optional<Verifier> verifier,
-      int evalMaxNewTokens, int partitions, long seed, Intake intake, Rollouts rollouts) {
+      int evalMaxNewTokens, int partitions, long seed, Intake intake, Rollouts rollouts, TriggerTraining trigger) {
+    /** Without trigger training. */
+    public Settings(String bootstrapServers, String adapterName, Path modelDir, Path initialMemory, Path storeDir,
+        Path workDir, List<Evaluator.Problem> heldOut, double gateTolerance, int windowRewarded, Duration maxWindowWait,
+        Duration feedbackGrace, double sftMinReward, int sftSteps, int sftBatch, double sftLr, int grpoSteps,
+        Optional<Verifier> verifier, int evalMaxNewTokens, int partitions, long seed, Intake intake, Rollouts rollouts) {
+      this(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance, windowRewarded,
+          maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier, evalMaxNewTokens,
+          partitions, seed, intake, rollouts, TriggerTraining.OFF);
+    }
+
     /** Without re-rollouts: the logged completions (and corrections) are the only SFT targets. */
     public Settings(String bootstrapServers, String adapterName, Path modelDir, Path initialMemory, Path storeDir,
         Path workDir, List<Evaluator.Problem> heldOut, double gateTolerance, int windowRewarded, Duration maxWindowWait,
@@ -164,13 +199,19 @@ public final class ContinualTrainer implements AutoCloseable {
     public Settings withRollouts(Rollouts r) {
       return new Settings(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance,
           windowRewarded, maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier,
-          evalMaxNewTokens, partitions, seed, intake, r);
+          evalMaxNewTokens, partitions, seed, intake, r, trigger);
     }
 
     public Settings withIntake(Intake i) {
       return new Settings(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance,
           windowRewarded, maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier,
-          evalMaxNewTokens, partitions, seed, i, rollouts);
+          evalMaxNewTokens, partitions, seed, i, rollouts, trigger);
+    }
+
+    public Settings withTrigger(TriggerTraining t) {
+      return new Settings(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance,
+          windowRewarded, maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier,
+          evalMaxNewTokens, partitions, seed, intake, rollouts, t);
     }
 
     public Settings {
@@ -180,6 +221,10 @@ public final class ContinualTrainer implements AutoCloseable {
       }
       if (heldOut.isEmpty()) {
         throw new IllegalArgumentException("the held-out evaluation set is empty: the gate needs problems to score");
+      }
+      if (trigger.on() && verifier.isEmpty()) {
+        throw new IllegalArgumentException("trigger training needs a verifier: its reward is the verifier's score of "
+            + "each rollout");
       }
     }
   }
@@ -573,13 +618,13 @@ public final class ContinualTrainer implements AutoCloseable {
         note.add("correction");
       }
       Evaluator.Problem verifiable = null;
-      if (s.verifier().isPresent() && (s.grpoSteps() > 0 || s.rollouts().on())) {
+      if (s.verifier().isPresent() && (s.grpoSteps() > 0 || s.rollouts().on() || s.trigger().on())) {
         String text = tokenizer.decode(prompt, false);
         verifiable = s.verifier().get().expected(text).map(e -> new Evaluator.Problem(text, e)).orElse(null);
       }
-      Evaluator.Problem grpo = s.grpoSteps() > 0 ? verifiable : null;
+      Evaluator.Problem grpo = s.grpoSteps() > 0 || s.trigger().on() ? verifiable : null; // re-rolled out in training
       if (grpo != null) {
-        note.add("grpo");
+        note.add(s.grpoSteps() > 0 ? "grpo" : "trigger rl");
       }
       Evaluator.Problem rollout = s.rollouts().on() ? verifiable : null;
       items.add(new Item(w, r.getAsDouble(), sft, grpo, String.join(", ", note)));
@@ -747,8 +792,15 @@ public final class ContinualTrainer implements AutoCloseable {
     metrics.put("window_started_at_ms", (double) windowStartedAtMs);
     metrics.putAll(lastRollouts);
     try {
-      Path trainedDir = training.train(currentDir, examples, prompts, s.sftSteps(), prompts.isEmpty() ? 0 : s.grpoSteps(),
-          s.seed() + current.version(), metrics);
+      boolean weaverUpdate = !examples.isEmpty() || (s.grpoSteps() > 0 && !prompts.isEmpty());
+      Path trainedDir = !weaverUpdate ? currentDir : training.train(currentDir, examples, prompts, s.sftSteps(),
+          prompts.isEmpty() ? 0 : s.grpoSteps(), s.seed() + current.version(), metrics);
+      if (s.trigger().on() && !prompts.isEmpty()) {
+        trainedDir = trainTrigger(trainedDir, prompts, s.seed() + current.version(), metrics);
+      }
+      if (trainedDir.equals(currentDir)) {
+        throw new IllegalArgumentException("nothing to train: no SFT example and no verifiable prompt");
+      }
       checkFinite(trainedDir);
       Files.move(trainedDir, candidate);
     } catch (TrainingDivergedException e) {
@@ -762,8 +814,12 @@ public final class ContinualTrainer implements AutoCloseable {
 
     updateStatus("evaluating");
     double before = heldOutScore(current.version(), currentDir);
-    double after = score(candidate);
+    Evaluator.Score scored = evaluate(candidate);
+    double after = scored.accuracy();
     metrics.put("eval_accuracy", after);
+    if (s.trigger().on()) {
+      metrics.put("eval_invocation_rate", scored.invocationRate());
+    }
     metrics.put("eval_accuracy_parent", before);
     metrics.put("window_seconds", (System.nanoTime() - started) / 1e9);
     lastEvalMetrics = Map.copyOf(metrics);
@@ -816,6 +872,24 @@ public final class ContinualTrainer implements AutoCloseable {
       throw new IllegalArgumentException("nothing to train: no SFT example and no GRPO prompt");
     }
     return trainedDir;
+  }
+
+  /** Trigger RL on the window's verifiable prompts, the weaver of {@code from} frozen: MemGen's second stage. */
+  private Path trainTrigger(Path from, List<Evaluator.Problem> prompts, long seed, Map<String, Double> metrics)
+      throws IOException {
+    updateStatus("training trigger (rl)");
+    TriggerTraining t = s.trigger();
+    Verifier v = s.verifier().orElseThrow();
+    Path out = s.workDir().resolve("candidate-trigger");
+    Directories.deleteRecursively(out); // a fresh run, not a resumed one
+    TriggerRl.Result r = TriggerRl.train(base, fingerprint, tokenizer, from, out, prompts,
+        (completion, refs) -> v.score(completion, refs.get(0)), delimiters,
+        new TriggerRl.Settings(t.steps(), Math.min(t.problemsPerStep(), prompts.size()), t.group(), t.lr(), 0, t.penalty(),
+            s.evalMaxNewTokens(), 1.0, AdamW.Settings.DEFAULT, 0, seed), (step, steps, reward, rate, reference) -> {});
+    metrics.put("trigger_rl_steps", (double) r.steps());
+    metrics.put("trigger_rl_invocation_rate", r.lastInvocationRate());
+    metrics.put("trigger_rl_mean_reward", r.lastMeanReward());
+    return out;
   }
 
   /** A candidate with a NaN or infinite weight is diverged, whatever it scores. */
@@ -882,8 +956,7 @@ public final class ContinualTrainer implements AutoCloseable {
     Ledger ledger = new Ledger(entries, otherAdapters);
     metrics.put("trajectories_trained", (double) items.size());
     AdapterStore.Version v = store.publish(s.adapterName(), candidate, current.version(), fingerprint, metrics, offsets, ledger);
-    AdapterPublished a = AdapterLog.announcement(store, v, AdapterComponent.WEAVER, ranges, 0, reason);
-    AdapterLog.publish(log, a, KAFKA_TIMEOUT);
+    AdapterPublished a = announce(v, ranges, reason);
     Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
     position.forEach((tp, o) -> commit.put(tp, new OffsetAndMetadata(o, "v" + v.version())));
     trajectories.commitSync(commit, KAFKA_TIMEOUT);
@@ -901,6 +974,21 @@ public final class ContinualTrainer implements AutoCloseable {
     rangeStart = new HashMap<>(position);
     published++;
     lastPublished = a;
+    return a;
+  }
+
+  /**
+   * Announces {@code v} for the weaver and, when its window trained the trigger too, first for the trigger: the weaver
+   * announcement is what a restarted trainer checks, so once it is on the topic the trigger's is as well. Every
+   * version is announced for the weaver, even one whose weaver did not change: the weaver key follows the line of
+   * versions (rollbacks and restarts read it), and swapping in identical weights costs a load.
+   */
+  private AdapterPublished announce(AdapterStore.Version v, List<OffsetRange> ranges, String reason) throws Exception {
+    if (v.metrics().containsKey("trigger_rl_steps")) {
+      AdapterLog.publish(log, AdapterLog.announcement(store, v, AdapterComponent.TRIGGER, ranges, 0, reason), KAFKA_TIMEOUT);
+    }
+    AdapterPublished a = AdapterLog.announcement(store, v, AdapterComponent.WEAVER, ranges, 0, reason);
+    AdapterLog.publish(log, a, KAFKA_TIMEOUT);
     return a;
   }
 
@@ -926,9 +1014,7 @@ public final class ContinualTrainer implements AutoCloseable {
     long announcedUpTo = now == null ? 0 : Math.max(now.getVersion(), now.getRolledBackFrom());
     if (v.version() > announcedUpTo) {
       AdapterStore.Version parent = v.parent() > 0 ? store.get(s.adapterName(), v.parent()) : null;
-      AdapterPublished a = AdapterLog.announcement(store, v, AdapterComponent.WEAVER, ranges(parent, v), 0,
-          v.version() == 1 ? "initial" : "window (announced at restart)");
-      AdapterLog.publish(log, a, KAFKA_TIMEOUT);
+      AdapterPublished a = announce(v, ranges(parent, v), v.version() == 1 ? "initial" : "window (announced at restart)");
       LOG.info("announced {} v{} ({})", s.adapterName(), v.version(), a.getReason());
       now = a;
     }
@@ -1062,15 +1148,22 @@ public final class ContinualTrainer implements AutoCloseable {
     return heldOutScore.computeIfAbsent(version, k -> score(dir));
   }
 
-  /** Held-out accuracy (%) of the memory in {@code dir}, weaving at every delimiter up to the cap (trigger inactive). */
   private double score(Path dir) {
+    return evaluate(dir).accuracy();
+  }
+
+  /**
+   * The memory in {@code dir} on the held-out set, as it will serve: weaving at every delimiter up to the cap (trigger
+   * inactive), or, when the trainer trains the trigger, where the trigger decides to at its threshold.
+   */
+  private Evaluator.Score evaluate(Path dir) {
     try (Memory memory = Memory.load(dir, base, fingerprint)) {
       InProcessMemory mem = new InProcessMemory(base, memory);
       MemGenInterleaver.Options options = new MemGenInterleaver.Options(true, memory.manifest().maxInferenceAug(),
-          MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0);
+          s.trigger().on() ? MemGenInterleaver.TriggerMode.THRESHOLD : MemGenInterleaver.TriggerMode.INACTIVE,
+          s.trigger().threshold(), 0);
       Evaluator evaluator = new Evaluator(base, tokenizer, s.evalMaxNewTokens(), 32);
-      return evaluator.run(s.heldOut(), ids -> MemGenInterleaver.inProcess(mem, ids.size(), delimiters, options), c -> {})
-          .accuracy();
+      return evaluator.run(s.heldOut(), ids -> MemGenInterleaver.inProcess(mem, ids.size(), delimiters, options), c -> {});
     }
   }
 

@@ -62,7 +62,13 @@ public class TrainerLoop {
       @ConfigProperty(name = "memgen.trainer.rollouts", defaultValue = "0") int rollouts,
       @ConfigProperty(name = "memgen.trainer.rollout-base-samples", defaultValue = "0") int rolloutBaseSamples,
       @ConfigProperty(name = "memgen.trainer.rollout-temperature", defaultValue = "1.0") double rolloutTemperature,
-      @ConfigProperty(name = "memgen.trainer.rollout-max-per-prompt", defaultValue = "2") int rolloutMaxPerPrompt) {
+      @ConfigProperty(name = "memgen.trainer.rollout-max-per-prompt", defaultValue = "2") int rolloutMaxPerPrompt,
+      @ConfigProperty(name = "memgen.trainer.trigger-steps", defaultValue = "0") int triggerSteps,
+      @ConfigProperty(name = "memgen.trainer.trigger-problems", defaultValue = "4") int triggerProblems,
+      @ConfigProperty(name = "memgen.trainer.trigger-group", defaultValue = "4") int triggerGroup,
+      @ConfigProperty(name = "memgen.trainer.trigger-lr", defaultValue = "1e-4") double triggerLr,
+      @ConfigProperty(name = "memgen.trainer.trigger-penalty", defaultValue = "0.1") double triggerPenalty,
+      @ConfigProperty(name = "memgen.trainer.trigger-threshold", defaultValue = "0.5") double triggerThreshold) {
     if (bootstrap.isEmpty()) {
       settings = null;
       thread = null;
@@ -80,7 +86,9 @@ public class TrainerLoop {
           Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, feedbackGrace, sftMinReward,
           sftSteps, sftBatch, lr, grpoSteps, verifier.equals("none") ? Optional.empty() : Optional.of(Verifier.named(verifier)),
           evalMaxNewTokens, partitions, seed, new ContinualTrainer.Intake(rewardHorizon, maxWaiting, dedupHorizon,
-              maxTrajectoryTokens, maxWindow), new ContinualTrainer.Rollouts(rollouts, rolloutBaseSamples, rolloutTemperature, rolloutMaxPerPrompt));
+              maxTrajectoryTokens, maxWindow), new ContinualTrainer.Rollouts(rollouts, rolloutBaseSamples, rolloutTemperature, rolloutMaxPerPrompt),
+          new ContinualTrainer.TriggerTraining(triggerSteps, triggerProblems, triggerGroup, triggerLr, triggerPenalty,
+              triggerThreshold));
     } catch (IOException | RuntimeException e) {
       throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
     }

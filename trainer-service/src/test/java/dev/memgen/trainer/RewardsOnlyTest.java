@@ -7,18 +7,26 @@ import static org.junit.jupiter.api.Assertions.assertArrayEquals;
 import static org.junit.jupiter.api.Assertions.assertEquals;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
+import dev.memgen.log.AdapterLog;
 import dev.memgen.log.ExperienceLog;
 import dev.memgen.log.Topics;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.log.store.Ledger;
+import dev.memgen.model.Decoder;
+import dev.memgen.model.checkpoint.Checkpoint;
+import dev.memgen.model.memory.Memory;
 import dev.memgen.model.text.TextTokenizer;
 import dev.memgen.model.train.TokenizedExample;
+import dev.memgen.proto.v1.AdapterComponent;
+import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.Feedback;
 import dev.memgen.proto.v1.Trajectory;
 import java.nio.file.Path;
+import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Collections;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.Set;
 import java.util.UUID;
@@ -140,6 +148,67 @@ class RewardsOnlyTest {
       assertTrue(e.detail().contains("rollouts 0/8 rewarded"), e.detail());
     }
     assertTrue(store.get(name, 2).metrics().get("rollout_accuracy") > 0, "the version records what the rollouts earned");
+  }
+
+  /**
+   * The trigger learned in the loop: a window whose logged answers all earned nothing teaches the weaver nothing, but
+   * its verifiable prompts train the trigger (the weaver frozen); the version is announced for the trigger and for
+   * the weaver, its weaver tensors are v1's bit for bit and its trigger tensors are not.
+   */
+  @Test
+  void theTriggerIsTrainedWithTheWeaverFrozenAndAnnouncedAsATriggerVersion() throws Exception {
+    String name = TrainerFixture.name("trigger");
+    List<Trajectory> ts = new ArrayList<>();
+    try (ExperienceLog log = new ExperienceLog(TrainerFixture.broker.bootstrapServers()); TextTokenizer tok = tokenizer()) {
+      for (Trajectory t : trajectories(tok, name, 3, 64, false)) { // every logged answer starts with 'Z': reward 0
+        ts.add(t.toBuilder().clearCompletionTokenIds().addAllCompletionTokenIds(ids(tok.encode("Z9"))).build());
+      }
+      for (Trajectory t : ts) {
+        publish(log, t);
+      }
+    }
+    ContinualTrainer.Settings s = TrainerFixture.settings(tmp, name, 3, 100, Optional.of(LOW_FIRST_CHARACTER),
+        TrainerFixture.everyCharacterMemory).withTrigger(new ContinualTrainer.TriggerTraining(3, 2, 2, 5e-2, 0.1, 0.5));
+    try (TrainerFixture.Running t = new TrainerFixture.Running(new ContinualTrainer(s))) {
+      await(() -> t.trainer.status().published() == 1, "v2 from the trigger's training");
+    }
+    AdapterStore store = AdapterStore.open(tmp.resolve("store"));
+    AdapterStore.Version v2 = store.get(name, 2);
+    assertEquals(3.0, v2.metrics().get("trigger_rl_steps"), v2.metrics().toString());
+    assertTrue(v2.metrics().containsKey("eval_invocation_rate"), "gated with the trigger deciding: " + v2.metrics());
+    Map<String, AdapterPublished> announced = AdapterLog.current(TrainerFixture.broker.bootstrapServers(), Duration.ofSeconds(30));
+    assertEquals(2, announced.get(AdapterLog.key(name, AdapterComponent.TRIGGER)).getVersion(), "a trigger version");
+    assertEquals(2, announced.get(AdapterLog.key(name, AdapterComponent.WEAVER)).getVersion(), "the line of versions");
+
+    Map<String, float[]> before = tensors(store, name, 1);
+    Map<String, float[]> after = tensors(store, name, 2);
+    assertEquals(before.keySet(), after.keySet());
+    int changed = 0;
+    for (String tensor : before.keySet()) {
+      boolean same = java.util.Arrays.equals(before.get(tensor), after.get(tensor));
+      if (tensor.startsWith("weaver.")) {
+        assertTrue(same, tensor + " changed: the weaver is frozen while the trigger trains");
+      } else if (!same) {
+        changed++;
+      }
+    }
+    assertTrue(changed > 0, "the trigger's tensors must change");
+    Ledger ledger = store.ledger(name, 2);
+    Set<String> all = ts.stream().map(Trajectory::getTrajectoryId).collect(Collectors.toSet());
+    assertEquals(all, Set.copyOf(ledger.ids(Ledger.Outcome.TRAINED)), ledger.toString());
+    assertTrue(ledger.entries(Ledger.Outcome.TRAINED).stream().allMatch(e -> e.detail().contains("trigger rl")), ledger.toString());
+  }
+
+  /** Every tensor of version {@code v} of {@code name}, as floats. */
+  Map<String, float[]> tensors(AdapterStore store, String name, long v) throws Exception {
+    Path dir = tmp.resolve("check-" + v);
+    store.materialize(name, v, store.recordSha256(name, v), dir);
+    Map<String, float[]> out = new java.util.TreeMap<>();
+    try (Decoder base = Decoder.load(TrainerFixture.model);
+        Memory m = Memory.load(dir, base, Checkpoint.open(TrainerFixture.model).fingerprint())) {
+      m.tensors().forEach((k, t) -> out.put(k, t.toFloatArray()));
+    }
+    return out;
   }
 
   /** A trainer that fell behind trains version after version of at most max-window, the rest carried to the next. */

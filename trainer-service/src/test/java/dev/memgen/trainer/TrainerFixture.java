@@ -54,6 +54,8 @@ final class TrainerFixture {
   static final KafkaBroker broker;
   static final Path model;
   static final Path memory;
+  // The same shapes with every ASCII character a delimiter: a random model's few output tokens reach the trigger.
+  static final Path everyCharacterMemory;
   static final String fingerprint;
 
   static {
@@ -75,6 +77,13 @@ final class TrainerFixture {
       fingerprint = Checkpoint.open(model).fingerprint();
       Memory.init(memory, c, new MemoryManifest(1, fingerprint, c.hiddenSize(), c.numLayers(), 2, 2, "embeddings",
           LoraConfig.REFERENCE, LoraConfig.REFERENCE, DelimiterTable.DEFAULT, 2), 3);
+      everyCharacterMemory = dir.resolve("memory-every-character");
+      List<String> every = new ArrayList<>();
+      for (char ch = 1; ch < 128; ch++) {
+        every.add(String.valueOf(ch));
+      }
+      Memory.init(everyCharacterMemory, c, new MemoryManifest(1, fingerprint, c.hiddenSize(), c.numLayers(), 2, 2,
+          "embeddings", LoraConfig.REFERENCE, LoraConfig.REFERENCE, every, 2), 3);
       try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers())) {
         log.ensureTopics(2);
       }
@@ -91,9 +100,15 @@ final class TrainerFixture {
 
   /** Settings for a test's trainer: its own store and work directory under {@code tmp}, adapter {@code name}. */
   static ContinualTrainer.Settings settings(Path tmp, String name, int window, double tolerance, Optional<Verifier> verifier) {
+    return settings(tmp, name, window, tolerance, verifier, memory);
+  }
+
+  /** The same, starting from the memory {@code initial}. */
+  static ContinualTrainer.Settings settings(Path tmp, String name, int window, double tolerance, Optional<Verifier> verifier,
+      Path initial) {
     List<Evaluator.Problem> heldOut = ArithmeticTasks.generate(ArithmeticTasks.Domain.B, 4, 1, 99).stream()
         .map(e -> new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed())).toList();
-    return new ContinualTrainer.Settings(broker.bootstrapServers(), name, model, memory, tmp.resolve("store"),
+    return new ContinualTrainer.Settings(broker.bootstrapServers(), name, model, initial, tmp.resolve("store"),
         tmp.resolve("work"), heldOut, tolerance, window, Duration.ofHours(1), Duration.ZERO, 1.0, 4, 4, 1e-2, 0, verifier, 6, 2, 0,
         ContinualTrainer.Intake.DEFAULT);
   }
