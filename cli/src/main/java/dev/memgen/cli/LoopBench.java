@@ -115,7 +115,17 @@ public final class LoopBench {
     long t0 = System.nanoTime();
     Files.createDirectories(s.work());
     Path runDir = s.work().resolve("run");
-    KafkaBroker broker = KafkaBroker.start(s.work().resolve("kafka"), 0);
+    KafkaBroker broker;
+    try {
+      broker = KafkaBroker.start(s.work().resolve("kafka"), 0);
+    } catch (IOException e) {
+      String why = e instanceof java.nio.file.FileSystemException f // its message is only the path
+          ? "cannot use " + f.getFile() + " (" + f.getClass().getSimpleName() + ")"
+          : String.valueOf(e.getMessage()).lines().findFirst().orElse("");
+      throw new StartupException("the Kafka broker did not start in " + s.work().resolve("kafka") + ": " + why
+          + " (fix: free or remove that directory; if the kafka-broker module is missing, build with ./mvnw -B install "
+          + "-DskipTests)", e);
+    }
     // After the broker (whose ports are then bound, so not picked): gRPC of the four services, then their HTTP ports.
     int grpcBase = freePortBlock(8);
     int httpBase = grpcBase + 4;
@@ -618,7 +628,9 @@ public final class LoopBench {
       Process p = pb.start();
       String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
       if (p.waitFor() != 0) {
-        throw new IllegalStateException("services.sh " + String.join(" ", args) + " failed:\n" + out);
+        String last = out.lines().filter(l -> !l.isBlank()).reduce((a, b) -> b).orElse("no output");
+        throw new StartupException("the services did not " + args[0] + " (services.sh: " + last.strip() + "); their logs "
+            + "are in " + runDir + " (fix: what the log names, e.g. a port in use or a service that failed to load)", null);
       }
     }
   }

@@ -71,6 +71,10 @@ public final class Main implements Runnable {
         commandLine.getErr().println("memgen: " + e.getMessage());
         return 2;
       }
+      if (e instanceof StartupException) {
+        commandLine.getErr().println("memgen: " + e.getMessage());
+        return 3;
+      }
       if (e instanceof TrainingDivergedException) {
         commandLine.getErr().println("memgen: " + e.getMessage());
         return 1;

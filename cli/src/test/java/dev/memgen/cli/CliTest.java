@@ -237,6 +237,23 @@ class CliTest {
     assertTrue(zero.err().contains("--requests"), zero.err());
   }
 
+  /** The loop (bench loop and the demo) when its broker cannot start: one line naming it and the fix, nothing left running. */
+  @Test
+  void theLoopReportsABrokerThatDoesNotStartInOneLine() throws IOException {
+    Path base = tmp.resolve("tiny");
+    assertEquals(0, memgen("make-tiny", "--out", base.toString()).exit());
+    Path work = tmp.resolve("loop");
+    Files.createDirectories(work);
+    Files.writeString(work.resolve("kafka"), "not a directory"); // where the broker keeps its data
+    Run r = memgen("bench", "loop", "--model", base.toString(), "--work", work.toString(), "--requests", "2");
+    assertEquals(3, r.exit(), r.err());
+    String line = r.err().strip().lines().filter(l -> l.startsWith("memgen: ")).findFirst().orElse("");
+    assertTrue(line.contains("the Kafka broker did not start in " + work.resolve("kafka")) && line.contains("fix:"), r.err());
+    assertFalse(r.err().contains("\tat "), "no stack trace: " + r.err());
+    assertEquals("", r.out(), "no result on stdout");
+    assertFalse(ProcessHandle.current().children().findAny().isPresent(), "nothing left running");
+  }
+
   @Test
   void operatorCommandsNameAnUnreachableService() throws IOException {
     int port;
