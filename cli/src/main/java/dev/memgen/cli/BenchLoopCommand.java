@@ -75,7 +75,7 @@ final class BenchLoopCommand implements Callable<Integer> {
     }
     LoopBench.Result r = new LoopBench(new LoopBench.Settings(Main.home(), model.toAbsolutePath(), mem.toAbsolutePath(),
         dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout, traffic, rollouts,
-        baseRollouts, clients, 16, List.of()),
+        baseRollouts, clients, 16, reward.equals("grade") ? 1.0 : 100, 0, 0, "threshold", false),
         line -> System.err.println("bench loop: " + line)).run();
     System.out.printf("%d trajectories published, %d trained, %d judged (reward too low to teach), %d not yet in a "
         + "published version (%d of them waiting in the open window), %d lost, %d trained twice; %d adapter versions; "

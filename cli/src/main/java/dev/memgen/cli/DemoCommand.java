@@ -59,10 +59,10 @@ final class DemoCommand implements Callable<Integer> {
       + "(CI); a random model never earns the verifier's reward, so every answer is rewarded 1 instead; its accuracies "
       + "mean nothing") boolean smoke;
 
-  @Option(names = "--distributed", description = "the services as separate processes over gRPC (currently the only "
-      + "layout; see the README)") boolean distributed;
+  @Option(names = "--distributed", description = "the reasoner, trigger, weaver and trainer as four processes over gRPC "
+      + "(deploy/local/services.sh) instead of all in this JVM") boolean distributed;
 
-  @Option(names = "--requests", description = "requests the fleet sends (default 384; --quick 128; --smoke 12)") Integer requests;
+  @Option(names = "--requests", description = "requests the fleet sends (default 256; --quick 128; --smoke 12)") Integer requests;
 
   @Option(names = "--clients", defaultValue = "4", description = "agents sending at once (default ${DEFAULT-VALUE})") int clients;
 
@@ -91,7 +91,7 @@ final class DemoCommand implements Callable<Integer> {
   @Override
   public Integer call() throws Exception {
     long t0 = System.nanoTime();
-    int nRequests = requests != null ? requests : smoke ? 12 : quick ? 128 : 384;
+    int nRequests = requests != null ? requests : smoke ? 12 : quick ? 128 : 256;
     int nWindow = window != null ? window : smoke ? 4 : 64;
     int nSft = sftSteps != null ? sftSteps : smoke ? 4 : 100;
     int nEval = eval != null ? eval : smoke ? 16 : quick ? 500 : 1000;
@@ -118,14 +118,9 @@ final class DemoCommand implements Callable<Integer> {
         smoke ? "every answer rewarded 1 (smoke)" : "rewarded by the trainer's verifier only", nWindow, rollouts, baseRollouts,
         nSft, trigger ? nTrigger + " trigger RL updates per window (the trigger decides where to recall)"
             : "the trigger inactive (every delimiter recalls)");
-    List<String> options = new ArrayList<>(List.of("-Dmemgen.trigger.mode=" + mode.name().toLowerCase(),
-        "-Dmemgen.trainer.max-window=" + nWindow, "-Dmemgen.trainer.gate-tolerance=" + (smoke ? 100 : 2)));
-    if (trigger) {
-      options.add("-Dmemgen.trainer.trigger-steps=" + nTrigger);
-    }
     LoopBench.Result loop = new LoopBench(new LoopBench.Settings(Main.home(), base, memory, run.resolve("loop"), nRequests,
         nWindow, nSft, 48, smoke ? "accept" : "verifier", false, Duration.ofMinutes(10), TRAFFIC, rollouts, baseRollouts,
-        clients, smoke ? 4 : 32, options),
+        clients, smoke ? 4 : 64, smoke ? 100 : 2, nWindow, nTrigger, mode.name().toLowerCase(), !distributed),
         line -> System.err.println("demo: " + line)).run();
 
     System.err.println("demo: evaluating the frozen base, every published version and the parametric baseline on " + nEval

@@ -8,36 +8,24 @@ import dev.memgen.log.store.AdapterStore;
 import dev.memgen.log.store.Ledger;
 import dev.memgen.model.data.ArithmeticTasks;
 import dev.memgen.model.data.BoxedAnswer;
+import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
-import dev.memgen.proto.v1.ChatMessage;
-import dev.memgen.proto.v1.ChatMessages;
-import dev.memgen.proto.v1.ConsumerPosition;
-import dev.memgen.proto.v1.DescribeRequest;
-import dev.memgen.proto.v1.FeedbackIntakeGrpc;
-import dev.memgen.proto.v1.Finished;
-import dev.memgen.proto.v1.GenerateEvent;
-import dev.memgen.proto.v1.GenerateRequest;
-import dev.memgen.proto.v1.ReasonerGrpc;
-import dev.memgen.proto.v1.StatusRequest;
-import dev.memgen.proto.v1.SubmitFeedbackRequest;
-import dev.memgen.proto.v1.TrainerAdminGrpc;
 import dev.memgen.proto.v1.Trajectory;
-import dev.memgen.proto.v1.WeaverGrpc;
-import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
+import dev.memgen.trainer.ContinualTrainer;
+import dev.memgen.trainer.HeldOut;
+import dev.memgen.trainer.Verifier;
 import java.io.IOException;
 import java.net.ServerSocket;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
-import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Consumer;
@@ -46,9 +34,9 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.common.TopicPartition;
 
 /**
- * The continual-learning loop for real, measured: a Kafka broker, and the four services as their own processes
- * ({@code deploy/local/services.sh}), with traffic sent to the reasoner over gRPC and feedback through its
- * FeedbackIntake. Optionally the trainer is killed with SIGKILL in the middle of a window and restarted. At the end
+ * The continual-learning loop for real, measured: a Kafka broker, and the reasoner, trigger, weaver and trainer either
+ * as four processes ({@code deploy/local/services.sh}: traffic to the reasoner over gRPC, feedback through its
+ * FeedbackIntake) or in this JVM ({@link LoopLayout}). Optionally the trainer is killed with SIGKILL in the middle of a window and restarted. At the end
  * every published trajectory is looked up by id in the published versions' ledgers: the accounting that says whether
  * anything was lost or trained twice. {@code memgen bench loop} prints the result; the deploy module's
  * loop test asserts it.
@@ -65,16 +53,28 @@ public final class LoopBench {
    * @param baseRollouts more re-rollouts per window prompt from the frozen base alone ({@code rollout-base-samples})
    * @param clients agents sending requests at once (each waits for its answer before the next)
    * @param gatePerDomain held-out problems per traffic domain in the trainer's gate
+   * @param gateTolerance points a candidate may score below the serving version and still be published
+   * @param maxWindow the most rewarded trajectories one window trains (0: no cap)
+   * @param triggerSteps trigger RL updates per window, the weaver frozen (0: the trigger is not trained)
+   * @param triggerMode how the reasoner uses the trigger: inactive, threshold or sample
+   * @param inProcess the reasoner, memory and trainer in this JVM; false: the four services as processes
    */
   public record Settings(Path root, Path model, Path memory, Path work, int requests, int window, int sftSteps,
       int maxNewTokens, String reward, boolean crashTrainer, Duration timeout, List<ArithmeticTasks.Domain> traffic,
-      int rollouts, int baseRollouts, int clients, int gatePerDomain, List<String> trainerOptions) {
+      int rollouts, int baseRollouts, int clients, int gatePerDomain, double gateTolerance, int maxWindow,
+      int triggerSteps, String triggerMode, boolean inProcess) {
     public Settings {
       if (!List.of("accept", "grade", "verifier").contains(reward)) {
         throw new IllegalArgumentException("unknown reward '" + reward + "' (accept, grade or verifier)");
       }
-      if (traffic.isEmpty() || clients < 1 || requests < 1 || rollouts < 0 || baseRollouts < 0 || gatePerDomain < 1) {
-        throw new IllegalArgumentException("need traffic, >= 1 client and request, rollouts >= 0, a gate set >= 1");
+      if (traffic.isEmpty() || clients < 1 || requests < 1 || rollouts < 0 || baseRollouts < 0 || gatePerDomain < 1
+          || maxWindow < 0 || triggerSteps < 0) {
+        throw new IllegalArgumentException("need traffic, >= 1 client and request, rollouts, max window and trigger steps "
+            + ">= 0, a gate set >= 1");
+      }
+      MemGenInterleaver.TriggerMode.parse(triggerMode, "trigger mode");
+      if (crashTrainer && inProcess) {
+        throw new IllegalArgumentException("killing the trainer needs it in a process of its own, not in this JVM");
       }
     }
 
@@ -82,7 +82,17 @@ public final class LoopBench {
     public Settings(Path root, Path model, Path memory, Path work, int requests, int window, int sftSteps, int maxNewTokens,
         String reward, boolean crashTrainer, Duration timeout) {
       this(root, model, memory, work, requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout,
-          List.of(ArithmeticTasks.Domain.A, ArithmeticTasks.Domain.B), 0, 0, 1, 16, List.of());
+          List.of(ArithmeticTasks.Domain.A, ArithmeticTasks.Domain.B), 0, 0, 1, 16, reward.equals("grade") ? 1.0 : 100, 0,
+          0, "threshold", false);
+    }
+
+    /** The trainer's verifier: the task suite's, when the fleet leaves rewards to it or rollouts need one. */
+    boolean verifier() {
+      return reward.equals("verifier") || rollouts + baseRollouts > 0 || triggerSteps > 0;
+    }
+
+    String evalSet() {
+      return "arithmetic:" + gatePerDomain + ":" + String.join(",", traffic.stream().map(Enum::name).toList());
     }
   }
 
@@ -114,7 +124,6 @@ public final class LoopBench {
   public Result run() throws Exception {
     long t0 = System.nanoTime();
     Files.createDirectories(s.work());
-    Path runDir = s.work().resolve("run");
     KafkaBroker broker;
     try {
       broker = KafkaBroker.start(s.work().resolve("kafka"), 0);
@@ -126,18 +135,17 @@ public final class LoopBench {
           + " (fix: free or remove that directory; if the kafka-broker module is missing, build with ./mvnw -B install "
           + "-DskipTests)", e);
     }
-    // After the broker (whose ports are then bound, so not picked): gRPC of the four services, then their HTTP ports.
-    int grpcBase = freePortBlock(8);
-    int httpBase = grpcBase + 4;
     String bootstrap = broker.bootstrapServers();
-    Services services = new Services(runDir, grpcBase, httpBase, bootstrap);
-    // SIGTERM or Ctrl-C mid-run: the finally below never runs, so a hook stops the services (the broker's watchdog
+    Path runDir = s.work().resolve("run");
+    LoopLayout layout = s.inProcess() ? new InProcessLayout(s, bootstrap, trainerSettings(bootstrap), progress)
+        : new ProcessLayout(s, runDir, bootstrap, progress);
+    // SIGTERM or Ctrl-C mid-run: the finally below never runs, so a hook stops the components (the broker's watchdog
     // would stop the broker with this JVM anyway).
     Thread onSignal = new Thread(() -> {
       try {
-        services.stop();
-      } catch (Exception e) {
-        System.err.println("bench loop: stopping the services failed: " + e.getMessage());
+        layout.close();
+      } catch (RuntimeException e) {
+        System.err.println("bench loop: stopping the loop failed: " + e.getMessage());
       }
       broker.stop();
     }, "memgen-bench-loop-stop");
@@ -146,76 +154,75 @@ public final class LoopBench {
       try (ExperienceLog log = new ExperienceLog(bootstrap)) {
         log.ensureTopics(2);
       }
-      progress.accept("broker on " + bootstrap + "; starting the four services (logs in " + runDir + ")");
-      services.start();
-      ManagedChannel reasoner = channel(grpcBase);
-      ManagedChannel weaver = channel(grpcBase + 2);
-      try {
-        awaitVersion(weaver, 1, "the trainer to store and announce the initial memory, and the weaver to load it");
-        // The weaver may have served the starting directory under its own manifest version before v1 came: serving
-        // times count from here.
-        firstServedMillis.clear();
-        firstServedMillis.put(1L, System.currentTimeMillis());
-        Thread prober = probe(weaver);
-        boolean killed = false;
-        List<ArithmeticTasks.Example> tasks = traffic(s.traffic(), s.requests());
-        int killAt = s.crashTrainer() ? Math.max(1, s.requests() / 2) : -1;
-        java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
-        java.util.concurrent.CountDownLatch killPoint = new java.util.concurrent.CountDownLatch(Math.max(0, killAt));
-        java.util.concurrent.ExecutorService fleet = java.util.concurrent.Executors.newFixedThreadPool(s.clients());
-        List<java.util.concurrent.Future<?>> agents = new ArrayList<>();
-        for (int c = 0; c < s.clients(); c++) {
-          agents.add(fleet.submit(() -> {
-            for (int i = next.getAndIncrement(); i < tasks.size(); i = next.getAndIncrement()) {
-              serve(reasoner, tasks.get(i));
-              killPoint.countDown();
-            }
-            return null;
-          }));
-        }
-        fleet.shutdown();
-        try {
-          if (killAt > 0 && awaitKillPoint(killPoint, fleet)) {
-            killed = services.killTrainerMidWindow(s.timeout());
+      progress.accept("broker on " + bootstrap + "; starting " + (s.inProcess()
+          ? "the reasoner, its memory and the trainer in this JVM" : "the four services (logs in " + runDir + ")"));
+      layout.start();
+      awaitVersion(layout, 1, "the trainer to store and announce the initial memory, and the weaver to load it");
+      // The weaver may have served the starting directory under its own manifest version before v1 came: serving
+      // times count from here.
+      firstServedMillis.clear();
+      firstServedMillis.put(1L, System.currentTimeMillis());
+      Thread prober = probe(layout);
+      boolean killed = false;
+      List<ArithmeticTasks.Example> tasks = traffic(s.traffic(), s.requests());
+      int killAt = s.crashTrainer() ? Math.max(1, s.requests() / 2) : -1;
+      java.util.concurrent.atomic.AtomicInteger next = new java.util.concurrent.atomic.AtomicInteger();
+      java.util.concurrent.CountDownLatch killPoint = new java.util.concurrent.CountDownLatch(Math.max(0, killAt));
+      java.util.concurrent.ExecutorService fleet = java.util.concurrent.Executors.newFixedThreadPool(s.clients());
+      List<java.util.concurrent.Future<?>> agents = new ArrayList<>();
+      for (int c = 0; c < s.clients(); c++) {
+        agents.add(fleet.submit(() -> {
+          for (int i = next.getAndIncrement(); i < tasks.size(); i = next.getAndIncrement()) {
+            serve(layout, tasks.get(i));
+            killPoint.countDown();
           }
-          for (java.util.concurrent.Future<?> f : agents) {
-            f.get();
-          }
-        } catch (java.util.concurrent.ExecutionException e) {
-          throw new IllegalStateException("an agent's request failed: " + e.getCause().getMessage(), e.getCause());
-        } finally {
-          fleet.shutdownNow();
-        }
-        progress.accept("traffic done; waiting until every trajectory is in a published version");
-        ManagedChannel trainer = channel(grpcBase + 3);
-        Accounting a;
-        long latest;
-        long lag;
-        Answer last;
-        try {
-          a = awaitAccounted(bootstrap, trainer, served.size());
-          latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
-          awaitVersion(weaver, latest, "the weaver to serve v" + latest);
-          prober.interrupt();
-          last = generate(reasoner, tasks.get(0).prompt(), s.maxNewTokens());
-          lag = trainerLag(trainer);
-        } finally {
-          trainer.shutdownNow();
-        }
-        return new Result(a.published, a.trained, a.judged, a.pending, a.waiting, a.lost, a.duplicated, a.deduplicated,
-            a.announced.size(), a.ingestTps(),
-            a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion, killed,
-            lag, (System.nanoTime() - t0) / 1e9, a.delays(firstServedMillis), List.copyOf(served), List.copyOf(a.announced));
-      } finally {
-        reasoner.shutdownNow();
-        weaver.shutdownNow();
+          return null;
+        }));
       }
+      fleet.shutdown();
+      try {
+        if (killAt > 0 && awaitKillPoint(killPoint, fleet)) {
+          killed = layout.killTrainerMidWindow(s.timeout());
+        }
+        for (java.util.concurrent.Future<?> f : agents) {
+          f.get();
+        }
+      } catch (java.util.concurrent.ExecutionException e) {
+        throw new IllegalStateException("an agent's request failed: " + e.getCause().getMessage(), e.getCause());
+      } finally {
+        fleet.shutdownNow();
+      }
+      progress.accept("traffic done; waiting until every trajectory is in a published version");
+      Accounting a = awaitAccounted(bootstrap, layout, served.size());
+      long latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
+      awaitVersion(layout, latest, "the weaver to serve v" + latest);
+      prober.interrupt();
+      LoopLayout.Answer last = layout.generate(tasks.get(0).prompt(), s.maxNewTokens());
+      long lag = layout.trainer().lag();
+      return new Result(a.published, a.trained, a.judged, a.pending, a.waiting, a.lost, a.duplicated, a.deduplicated,
+          a.announced.size(), a.ingestTps(),
+          a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion(), killed,
+          lag, (System.nanoTime() - t0) / 1e9, a.delays(firstServedMillis), List.copyOf(served), List.copyOf(a.announced));
     } finally {
       if (removed(onSignal)) { // else the JVM is shutting down and the hook stops everything
-        services.stop();
+        layout.close();
         broker.stop();
       }
     }
+  }
+
+  /**
+   * The trainer's settings for the in-process layout: what {@link ProcessLayout} passes trainer-service as
+   * {@code -Dmemgen.trainer.*} options, with trainer-service's defaults for the rest (its application.properties).
+   */
+  private ContinualTrainer.Settings trainerSettings(String bootstrap) throws IOException {
+    return new ContinualTrainer.Settings(bootstrap, NAME, s.model(), s.memory(), s.work().resolve("store"),
+        s.work().resolve("run").resolve("trainer-work"), HeldOut.parse(s.evalSet()), s.gateTolerance(), s.window(),
+        ProcessLayout.MAX_WINDOW_WAIT, Duration.ofSeconds(10), 1.0, s.sftSteps(), 8, 3e-3, 0,
+        s.verifier() ? Optional.of(Verifier.named("arithmetic")) : Optional.empty(), s.maxNewTokens(), 2, 0,
+        new ContinualTrainer.Intake(Duration.ofHours(1), 100_000, Duration.ofDays(7), 0, s.maxWindow()),
+        new ContinualTrainer.Rollouts(s.rollouts(), s.baseRollouts(), 1.0, 2),
+        new ContinualTrainer.TriggerTraining(s.triggerSteps(), 4, 4, 1e-4, 0.1, 0.5));
   }
 
   private static boolean removed(Thread hook) {
@@ -259,19 +266,15 @@ public final class LoopBench {
   private final List<Served> served = java.util.Collections.synchronizedList(new ArrayList<>());
 
   /** One agent's turn: the request, its feedback (unless rewards are left to the trainer's verifier), the tally. */
-  private void serve(ManagedChannel reasoner, ArithmeticTasks.Example task) {
-    Answer r = generate(reasoner, task.prompt(), s.maxNewTokens());
-    boolean right = BoxedAnswer.matches(r.text, task.boxed());
+  private void serve(LoopLayout layout, ArithmeticTasks.Example task) {
+    LoopLayout.Answer r = layout.generate(task.prompt(), s.maxNewTokens());
+    boolean right = BoxedAnswer.matches(r.text(), task.boxed());
     if (!s.reward().equals("verifier")) {
       double reward = s.reward().equals("grade") ? (right ? 1 : 0) : 1;
-      FeedbackIntakeGrpc.newBlockingStub(reasoner).withDeadlineAfter(10, TimeUnit.SECONDS).submit(
-          SubmitFeedbackRequest.newBuilder().setTrajectoryId(r.finished.getTrajectoryId()).setReward(reward)
-              .setSource(s.reward().equals("grade") ? "bench-grader" : "bench-accept-all").build());
+      layout.feedback(r.trajectoryId(), reward, s.reward().equals("grade") ? "bench-grader" : "bench-accept-all");
     }
-    int declined = (int) r.finished.getMemorySkippedList().stream()
-        .filter(k -> k.getReason() == dev.memgen.proto.v1.SkipReason.TRIGGER_DECLINED).mapToLong(k -> Math.max(1, k.getCount())).sum();
-    served.add(new Served(task.domain(), right, r.weaverVersion, r.inferenceInsertions, r.inferenceInsertions + declined,
-        r.finished.getCompletionTokens(), r.finished.getLatencyMs()));
+    served.add(new Served(task.domain(), right, r.weaverVersion(), r.inferenceInsertions(), r.consultations(),
+        r.completionTokens(), r.latencyMs()));
     int n = served.size();
     if (n % 8 == 0 || n == s.requests()) {
       progress.accept(statusLine(n));
@@ -287,8 +290,7 @@ public final class LoopBench {
     Map<Long, Map<ArithmeticTasks.Domain, int[]>> byVersion = new java.util.TreeMap<>();
     long tokens = 0;
     long ms = 0;
-    int insertions = 0;
-    int consultations = 0;
+    Map<ArithmeticTasks.Domain, int[]> invocations = new java.util.EnumMap<>(ArithmeticTasks.Domain.class); // insertions, consultations
     for (Served x : copy) {
       int[] c = byVersion.computeIfAbsent(x.weaverVersion(), k -> new java.util.EnumMap<>(ArithmeticTasks.Domain.class))
           .computeIfAbsent(x.domain(), k -> new int[2]);
@@ -296,8 +298,9 @@ public final class LoopBench {
       c[1]++;
       tokens += x.completionTokens();
       ms += x.latencyMs();
-      insertions += x.inferenceInsertions();
-      consultations += x.consultations();
+      int[] inv = invocations.computeIfAbsent(x.domain(), k -> new int[2]);
+      inv[0] += x.inferenceInsertions();
+      inv[1] += x.consultations();
     }
     StringBuilder b = new StringBuilder();
     b.append(n).append('/').append(s.requests()).append(" requests");
@@ -305,8 +308,9 @@ public final class LoopBench {
       b.append(" | v").append(v);
       m.forEach((d, c) -> b.append(' ').append(d).append(' ').append(Math.round(100.0 * c[0] / c[1])).append("% of ").append(c[1]));
     });
-    b.append(String.format(" | invocation rate %.2f | %.0f tok/s per agent", consultations == 0 ? 0.0 : (double) insertions / consultations,
-        ms == 0 ? 0.0 : tokens / (ms / 1000.0)));
+    b.append(" | invocation rate");
+    invocations.forEach((d, c) -> b.append(String.format(" %s %.2f", d, c[1] == 0 ? 0.0 : (double) c[0] / c[1])));
+    b.append(String.format(" | %.0f tok/s per agent", ms == 0 ? 0.0 : tokens / (ms / 1000.0)));
     return b.toString();
   }
 
@@ -314,54 +318,14 @@ public final class LoopBench {
    * Trajectories the trainer's consumer group has not committed, from TrainerAdmin.Status (the last request's own
    * trajectory, which no window holds yet, counts).
    */
-  private static long trainerLag(ManagedChannel trainer) {
-    return TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
-        .status(StatusRequest.getDefaultInstance()).getConsumerPositionsList().stream()
-        .mapToLong(ConsumerPosition::getLag).sum();
-  }
 
-  /**
-   * One answer: its text, its Finished event, the weaver version its memory events report (0: none), and its
-   * inference insertions.
-   */
-  private record Answer(String text, Finished finished, long weaverVersion, int inferenceInsertions) {}
 
-  private static Answer generate(ManagedChannel reasoner, String question, int maxNewTokens) {
-    GenerateRequest request = GenerateRequest.newBuilder()
-        .setChat(ChatMessages.newBuilder().addMessages(ChatMessage.newBuilder().setRole("user").setContent(question)))
-        .setMaxNewTokens(maxNewTokens).setWantTrace(true).setAdapterName(NAME).build();
-    StringBuilder text = new StringBuilder();
-    Finished finished = null;
-    long version = 0;
-    int inference = 0;
-    Iterator<GenerateEvent> events = ReasonerGrpc.newBlockingStub(reasoner).withDeadlineAfter(120, TimeUnit.SECONDS)
-        .generate(request);
-    while (events.hasNext()) {
-      GenerateEvent e = events.next();
-      switch (e.getEventCase()) {
-        case TOKEN -> text.append(e.getToken().getText());
-        case MEMORY -> {
-          version = Math.max(version, e.getMemory().getWeaverVersion());
-          inference += e.getMemory().getKind() == dev.memgen.proto.v1.LatentKind.INFERENCE ? 1 : 0;
-        }
-        case FINISHED -> finished = e.getFinished();
-        default -> { }
-      }
-    }
-    if (finished == null || finished.getTrajectoryId().isEmpty()) {
-      throw new IllegalStateException("the reasoner did not record a trajectory (is its experience log on?): " + finished);
-    }
-    return new Answer(text.toString(), finished, version, inference);
-  }
-
-  /** Polls the weaver's current version every 100 ms, noting when each version is first served. */
-  private Thread probe(ManagedChannel weaver) {
+  /** Polls the serving weaver version every 100 ms, noting when each version is first served. */
+  private Thread probe(LoopLayout layout) {
     Thread t = new Thread(() -> {
       while (!Thread.currentThread().isInterrupted()) {
         try {
-          long v = WeaverGrpc.newBlockingStub(weaver).withDeadlineAfter(5, TimeUnit.SECONDS)
-              .describe(DescribeRequest.newBuilder().setAdapterName(NAME).build()).getAdapterVersion();
-          firstServedMillis.putIfAbsent(v, System.currentTimeMillis());
+          firstServedMillis.putIfAbsent(layout.servingVersion(), System.currentTimeMillis());
           Thread.sleep(100);
         } catch (InterruptedException e) {
           return;
@@ -375,12 +339,11 @@ public final class LoopBench {
     return t;
   }
 
-  private void awaitVersion(ManagedChannel weaver, long version, String what) throws InterruptedException {
+  private void awaitVersion(LoopLayout layout, long version, String what) throws InterruptedException {
     long deadline = System.nanoTime() + s.timeout().toNanos();
     while (true) {
       try {
-        long v = WeaverGrpc.newBlockingStub(weaver).withDeadlineAfter(5, TimeUnit.SECONDS)
-            .describe(DescribeRequest.newBuilder().setAdapterName(NAME).build()).getAdapterVersion();
+        long v = layout.servingVersion();
         firstServedMillis.putIfAbsent(v, System.currentTimeMillis());
         if (v == version) {
           return;
@@ -451,12 +414,12 @@ public final class LoopBench {
    * sits idle (trajectories that wait for a window the gate refused stay waiting, reported as such: with no more
    * traffic no new rewards come to retrain it, so the bench ends instead of waiting for it), or the timeout.
    */
-  private Accounting awaitAccounted(String bootstrap, ManagedChannel trainer, int requests) throws Exception {
+  private Accounting awaitAccounted(String bootstrap, LoopLayout layout, int requests) throws Exception {
     long deadline = System.nanoTime() + s.timeout().toNanos();
     String last = "";
     long sameSince = System.nanoTime();
     while (true) {
-      Accounting a = account(bootstrap, trainer);
+      Accounting a = account(bootstrap, layout);
       if (!a.signature().equals(last) || a.trainerBusy) { // a window in training is a change on its way
         last = a.signature();
         sameSince = System.nanoTime();
@@ -471,7 +434,7 @@ public final class LoopBench {
     }
   }
 
-  private Accounting account(String bootstrap, ManagedChannel trainer) throws IOException {
+  private Accounting account(String bootstrap, LoopLayout layout) throws IOException {
     Accounting a = new Accounting();
     Map<String, ConsumerRecord<String, byte[]>> ids = new LinkedHashMap<>(); // every trajectory, by id
     try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(bootstrap, "memgen-bench-accounting", null)) {
@@ -516,10 +479,9 @@ public final class LoopBench {
     }
     long waiting = 0;
     try {
-      dev.memgen.proto.v1.TrainerStatus st = TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
-          .status(StatusRequest.getDefaultInstance());
-      waiting = st.getAdapters(0).getTrajectories().getWaiting();
-      a.trainerBusy = !st.getActivity().equals("collecting");
+      LoopLayout.TrainerView st = layout.trainer();
+      waiting = st.waiting();
+      a.trainerBusy = st.busy();
     } catch (RuntimeException e) {
       // the trainer is restarting: it holds nothing then, and what it will hold is not yet decided either
       a.trainerBusy = true;
@@ -545,99 +507,7 @@ public final class LoopBench {
     return a;
   }
 
-  /** deploy/local/services.sh with the loop on, in its own run directory and ports. */
-  private final class Services {
-    final Path runDir;
-    final int grpcBase;
-    final int httpBase;
-    final String bootstrap;
 
-    Services(Path runDir, int grpcBase, int httpBase, String bootstrap) {
-      this.runDir = runDir;
-      this.grpcBase = grpcBase;
-      this.httpBase = httpBase;
-      this.bootstrap = bootstrap;
-    }
-
-    void start() throws IOException, InterruptedException {
-      script("start", "--model", s.model().toString(), "--memory", s.memory().toString(), "--log", bootstrap,
-          "--store", s.work().resolve("store").toString());
-    }
-
-    void stop() throws IOException, InterruptedException {
-      script("stop");
-    }
-
-    /**
-     * Waits for the trainer to start training a window, SIGKILLs it there, and starts it again. Returns whether the
-     * kill came before that window was published (it may not, if the window was very quick).
-     */
-    boolean killTrainerMidWindow(Duration timeout) throws Exception {
-      Path logFile = runDir.resolve("trainer-service.log");
-      int windowsBefore = count(logFile, "published " + NAME + " v");
-      long deadline = System.nanoTime() + timeout.toNanos();
-      while (count(logFile, "training window") <= windowsBefore) {
-        if (System.nanoTime() > deadline) {
-          throw new IllegalStateException("the trainer never started a window; its log: " + logFile);
-        }
-        Thread.sleep(20);
-      }
-      long pid = Long.parseLong(Files.readString(runDir.resolve("trainer-service.pid")).trim());
-      ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
-      boolean midWindow = count(logFile, "published " + NAME + " v") == windowsBefore;
-      progress.accept("killed the trainer (pid " + pid + ") " + (midWindow ? "in the middle of a window" : "after its window")
-          + "; restarting it");
-      ProcessHandle.of(pid).ifPresent(p -> p.onExit().join());
-      Files.move(logFile, runDir.resolve("trainer-service.killed.log"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
-      start(); // starts only what is not running: the trainer
-      return midWindow;
-    }
-
-    private int count(Path file, String needle) throws IOException {
-      if (!Files.exists(file)) {
-        return 0;
-      }
-      String text = Files.readString(file, StandardCharsets.UTF_8);
-      int n = 0;
-      for (int at = text.indexOf(needle); at >= 0; at = text.indexOf(needle, at + 1)) {
-        n++;
-      }
-      return n;
-    }
-
-    private void script(String... args) throws IOException, InterruptedException {
-      List<String> cmd = new ArrayList<>(List.of("bash", s.root().resolve("deploy/local/services.sh").toString()));
-      cmd.addAll(List.of(args));
-      ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true);
-      pb.environment().put("MEMGEN_RUN_DIR", runDir.toString());
-      pb.environment().put("MEMGEN_GRPC_PORT_BASE", String.valueOf(grpcBase));
-      pb.environment().put("MEMGEN_HTTP_PORT_BASE", String.valueOf(httpBase));
-      pb.environment().put("MEMGEN_JAVA_OPTS", String.join(" ", List.of(
-          "-Dmemgen.trainer.window=" + s.window(),
-          "-Dmemgen.trainer.sft-steps=" + s.sftSteps(),
-          "-Dmemgen.trainer.max-window-wait=PT5S",
-          "-Dmemgen.trainer.eval-set=arithmetic:" + s.gatePerDomain() + ":" + String.join(",",
-              s.traffic().stream().map(Enum::name).toList()),
-          "-Dmemgen.trainer.rollouts=" + s.rollouts(),
-          "-Dmemgen.trainer.rollout-base-samples=" + s.baseRollouts(),
-          "-Dmemgen.trainer.verifier=" + (s.reward().equals("verifier") || s.rollouts() + s.baseRollouts() > 0 ? "arithmetic" : "none"),
-          "-Dmemgen.trainer.eval-max-new-tokens=" + s.maxNewTokens(),
-          "-Dmemgen.trainer.gate-tolerance=" + (s.reward().equals("grade") ? "1.0" : "100"),
-          "-Dmemgen.log.partitions=2",
-          "-Dai.djl.offline=true", String.join(" ", s.trainerOptions()))));
-      Process p = pb.start();
-      String out = new String(p.getInputStream().readAllBytes(), StandardCharsets.UTF_8);
-      if (p.waitFor() != 0) {
-        String last = out.lines().filter(l -> !l.isBlank()).reduce((a, b) -> b).orElse("no output");
-        throw new StartupException("the services did not " + args[0] + " (services.sh: " + last.strip() + "); their logs "
-            + "are in " + runDir + " (fix: what the log names, e.g. a port in use or a service that failed to load)", null);
-      }
-    }
-  }
-
-  private static ManagedChannel channel(int port) {
-    return ManagedChannelBuilder.forAddress("127.0.0.1", port).usePlaintext().build();
-  }
 
   /**
    * The first of {@code n} consecutive free loopback ports, probed by binding. Below Linux's ephemeral range (32768

@@ -20,16 +20,37 @@ import org.junit.jupiter.api.Test;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
- * {@code memgen demo --smoke}: the main job end to end on a tiny random model (broker, the four services as
- * processes, a fleet rewarded by the verifier, weaver and trigger versions trained and swapped in, the final evaluation, the parametric
- * baseline, the report). Its accuracies mean nothing; what must hold is the accounting (every trajectory trained or
+ * {@code memgen demo --smoke}: the main job end to end on a tiny random model (broker; reasoner, memory and trainer in
+ * one JVM, and with --distributed the four services as processes; a fleet rewarded by the verifier, weaver and
+ * trigger versions trained and swapped in, the final evaluation, the parametric baseline, the report). Its accuracies mean nothing; what must hold is the accounting (every trajectory trained or
  * judged once, none lost), the JSON's fields, and a report with its charts that a real browser renders without errors.
  */
 class DemoSmokeTest {
   @TempDir Path tmp;
 
+  /** The default layout: reasoner, memory and trainer in the demo's own JVM (the broker a child JVM). */
   @Test
-  void theDemoRunsEndToEndAndItsReportRendersInChromium() throws Exception {
+  void theDemoRunsEndToEndInOneJvmAndItsReportRendersInChromium() throws Exception {
+    JsonNode json = demo(tmp.resolve("one-jvm"));
+    Path report = Path.of(json.get("report").asText());
+    assertFalse(Files.exists(report.resolveSibling("loop").resolve("run").resolve("trigger-service.log")),
+        "no service processes in this layout");
+    screenshot(report);
+  }
+
+  /** --distributed: the four services as processes; trigger-service follows the trainer's trigger versions. */
+  @Test
+  void theDemoRunsEndToEndAsProcesses() throws Exception {
+    JsonNode json = demo(tmp.resolve("processes"), "--distributed");
+    // trigger-service followed the announcements: it swapped a trained trigger in.
+    String triggerLog = Files.readString(Path.of(json.get("report").asText()).resolveSibling("loop").resolve("run")
+        .resolve("trigger-service.log"));
+    assertTrue(triggerLog.matches("(?s).*trigger 'default' v[2-9]\\d* \\(memgen\\.adapters@\\d+\\) loaded: swapped in.*"),
+        "trigger-service swapped a trained trigger in");
+  }
+
+  /** Runs {@code demo --smoke}, checks its JSON and report files, and returns the JSON. */
+  private static JsonNode demo(Path cache, String... extra) throws Exception {
     Path root = Path.of("").toAbsolutePath().getParent(); // tests run in deploy/
     System.setProperty("memgen.home", root.toString());
     ByteArrayOutputStream captured = new ByteArrayOutputStream();
@@ -37,7 +58,9 @@ class DemoSmokeTest {
     int code;
     System.setOut(new PrintStream(captured, true, StandardCharsets.UTF_8));
     try {
-      code = Main.run("demo", "--smoke", "--dir", tmp.resolve("cache").toString());
+      List<String> args = new java.util.ArrayList<>(List.of("demo", "--smoke", "--dir", cache.toString()));
+      args.addAll(List.of(extra));
+      code = Main.run(args.toArray(String[]::new));
     } finally {
       System.setOut(stdout);
     }
@@ -60,11 +83,6 @@ class DemoSmokeTest {
     assertTrue(json.get("adapter_versions").asInt() >= 1, "the trainer published a version: " + json);
     assertEquals("threshold", json.get("trigger_mode").asText(), "the trigger decides, in serving and in the evaluation");
     assertTrue(json.get("trigger_versions").asInt() >= 1, "the trainer trained and announced the trigger: " + json);
-    // trigger-service followed the announcements: it swapped a trained trigger in.
-    String triggerLog = Files.readString(Path.of(json.get("report").asText()).resolveSibling("loop").resolve("run")
-        .resolve("trigger-service.log"));
-    assertTrue(triggerLog.matches("(?s).*trigger 'default' v[2-9]\\d* \\(memgen\\.adapters@\\d+\\) loaded: swapped in.*"),
-        "trigger-service swapped a trained trigger in");
     assertTrue(Files.isRegularFile(Path.of(json.get("final_memory").asText()).resolve("manifest.json")));
 
     Path report = Path.of(json.get("report").asText());
@@ -77,7 +95,7 @@ class DemoSmokeTest {
       BufferedImage image = ImageIO.read(png.toFile());
       assertTrue(image != null && image.getWidth() >= 600 && image.getHeight() >= 300, chart + " is a PNG chart");
     }
-    screenshot(report);
+    return json;
   }
 
   /** Headless Chromium loads the report: no console or network error, and the screenshot shows text and charts. */

@@ -1,5 +1,6 @@
 package dev.memgen.reasoner;
 
+import dev.memgen.engine.TrajectoryRecord;
 import dev.memgen.model.Weaver;
 import dev.memgen.model.generate.Generator;
 import dev.memgen.model.generate.MemGenInterleaver;
@@ -14,11 +15,7 @@ import dev.memgen.proto.v1.MemorySkip;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.SkipReason;
 import dev.memgen.proto.v1.TokenDelta;
-import dev.memgen.proto.v1.InsertionPoint;
 import dev.memgen.proto.v1.Trajectory;
-import dev.memgen.proto.v1.TriggerDecision;
-import com.google.protobuf.util.Timestamps;
-import java.util.Arrays;
 import io.grpc.Context;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
@@ -144,8 +141,9 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
     }
 
     long latencyMs = (System.nanoTime() - start) / 1_000_000;
-    FinishReason reason = result.reason() == Generator.FinishReason.STOP_TOKEN ? FinishReason.STOP_TOKEN : FinishReason.LENGTH;
-    String trajectoryId = experience.recordTrajectory(trajectory(plan, req, result, trace, reason, latencyMs));
+    FinishReason reason = TrajectoryRecord.finishReason(result);
+    String trajectoryId = experience.recordTrajectory(TrajectoryRecord.of(plan.sessionId(), memory.adapterName(),
+        model.fingerprint(), req, result, trace, plan.memoryRequested(), latencyMs));
     Finished.Builder finished = Finished.newBuilder()
         .setReason(reason)
         .setPromptTokens(req.prompt().length)
@@ -172,44 +170,6 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
     } catch (StatusRuntimeException e) { // the client left just as we finished
       LOG.debugf("Generate finished after the client left: %s", e.getStatus());
     }
-  }
-
-  /** What the trainer needs to replay this generation: tokens, where latents went, the trigger's decisions. */
-  private Trajectory.Builder trajectory(GenerateRequestMapper.Plan plan, Generator.Request req, Generator.Result result,
-      MemGenInterleaver.Trace trace, FinishReason reason, long latencyMs) {
-    Trajectory.Builder t = Trajectory.newBuilder()
-        .setSessionId(plan.sessionId())
-        .setAdapterName(memory.adapterName())
-        .setBaseFingerprint(model.fingerprint())
-        .addAllPromptTokenIds(Arrays.stream(req.prompt()).boxed().toList())
-        .addAllCompletionTokenIds(Arrays.stream(result.tokens()).boxed().toList())
-        .setSampling(dev.memgen.proto.v1.SamplingParams.newBuilder()
-            .setTemperature((float) req.sampling().temperature()).setTopK(req.sampling().topK())
-            .setTopP((float) req.sampling().topP()).setSeed(req.sampling().seed()))
-        .setLatencyMs(latencyMs)
-        .setCreatedAt(Timestamps.fromMillis(System.currentTimeMillis()))
-        .setFinishReason(reason)
-        .setSchemaVersion(1)
-        .setMemoryEnabled(plan.memoryRequested());
-    if (trace != null) {
-      for (MemGenInterleaver.Insertion i : trace.insertions()) {
-        InsertionPoint.Builder p = InsertionPoint.newBuilder().setPosition(i.position()).setTokenIndex(i.tokenIndex())
-            .setKind(i.kind() == Weaver.Kind.PROMPT ? LatentKind.PROMPT : LatentKind.INFERENCE).setK(i.k());
-        if (!Float.isNaN(i.probability())) {
-          p.setTriggerProbability(i.probability());
-        }
-        t.addInsertions(p);
-        t.setWeaverVersion(i.weaverVersion());
-      }
-      if (!trace.decisions().isEmpty()) { // an active trigger decided (0 stays for inactive or disabled)
-        t.setTriggerVersion(trace.triggerVersion());
-      }
-      for (MemGenInterleaver.Decision d : trace.decisions()) {
-        t.addTriggerDecisions(TriggerDecision.newBuilder().setPosition(d.position()).setTokenIndex(d.tokenIndex())
-            .setProbability(d.probability()).setInvoke(d.invoke()));
-      }
-    }
-    return t;
   }
 
   /** Sends a MemoryEvent for each insertion made since the last call, so they interleave with the tokens in order. */

@@ -12,7 +12,6 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import java.nio.file.Files;
 import java.nio.file.Path;
-import java.util.LinkedHashSet;
 import java.util.Set;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
@@ -63,7 +62,7 @@ public class ReasonerModel {
     this.decoder = d;
     this.tokenizer = t;
     this.generator = new Generator(d);
-    this.baseStopTokens = Set.copyOf(stopTokens(d.config(), t));
+    this.baseStopTokens = Set.copyOf(ChatTemplate.stopTokens(d.config(), t));
     ModelConfig c = d.config();
     LOG.infof("loaded %s from %s in %d ms: %d layers, hidden %d, vocab %d, context %d, tokenizer %s, stop ids %s",
         c.architecture(), dir, (System.nanoTime() - t0) / 1_000_000, c.numLayers(), c.hiddenSize(), c.vocabSize(),
@@ -78,20 +77,6 @@ public class ReasonerModel {
     if (!Files.isDirectory(dir)) {
       throw new IllegalArgumentException("not a directory (expected a Hugging Face checkpoint directory)");
     }
-  }
-
-  /** The config's end-of-sequence ids, plus {@code <|im_end|>} and {@code <|endoftext|>} when the tokenizer has them. */
-  static Set<Integer> stopTokens(ModelConfig config, TextTokenizer tokenizer) {
-    Set<Integer> stops = new LinkedHashSet<>(config.eosTokenIds());
-    if (tokenizer != null) {
-      for (String special : new String[] {ChatTemplate.IM_END, ChatTemplate.END_OF_TEXT}) {
-        int id = tokenizer.tokenId(special);
-        if (id >= 0 && id < config.vocabSize()) {
-          stops.add(id);
-        }
-      }
-    }
-    return stops;
   }
 
   public Path dir() {

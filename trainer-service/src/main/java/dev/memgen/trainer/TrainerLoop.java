@@ -1,9 +1,5 @@
 package dev.memgen.trainer;
 
-import dev.memgen.model.data.ArithmeticTasks;
-import dev.memgen.model.data.QaDataset;
-import dev.memgen.model.eval.Evaluator;
-import dev.memgen.model.text.ChatTemplate;
 import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.Startup;
 import jakarta.enterprise.context.ApplicationScoped;
@@ -11,8 +7,6 @@ import jakarta.enterprise.event.Observes;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
-import java.util.ArrayList;
-import java.util.List;
 import java.util.Optional;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
@@ -83,7 +77,7 @@ public class TrainerLoop {
     }
     try {
       settings = new ContinualTrainer.Settings(bootstrap.get(), adapterName, Path.of(modelDir.get()), Path.of(memoryDir.get()),
-          Path.of(store.get()), Path.of(workDir), heldOut(evalSet), gateTolerance, window, maxWindowWait, feedbackGrace, sftMinReward,
+          Path.of(store.get()), Path.of(workDir), HeldOut.parse(evalSet), gateTolerance, window, maxWindowWait, feedbackGrace, sftMinReward,
           sftSteps, sftBatch, lr, grpoSteps, verifier.equals("none") ? Optional.empty() : Optional.of(Verifier.named(verifier)),
           evalMaxNewTokens, partitions, seed, new ContinualTrainer.Intake(rewardHorizon, maxWaiting, dedupHorizon,
               maxTrajectoryTokens, maxWindow), new ContinualTrainer.Rollouts(rollouts, rolloutBaseSamples, rolloutTemperature, rolloutMaxPerPrompt),
@@ -96,45 +90,7 @@ public class TrainerLoop {
     thread.start();
   }
 
-  /**
-   * The held-out problems: {@code arithmetic:N} is N problems of each of the task suite's domains ({@code
-   * arithmetic:N:A,C}: of those domains; A and B with 1-2 operations, what {@code memgen pretrain} trains on; a seed
-   * no traffic generator uses), anything else a JSONL file of chat problems with expected answers.
-   */
-  static List<Evaluator.Problem> heldOut(String spec) throws IOException {
-    List<Evaluator.Problem> out = new ArrayList<>();
-    if (spec.startsWith("arithmetic:")) {
-      String[] parts = spec.split(":", -1);
-      if (parts.length > 3) {
-        throw new IllegalArgumentException("memgen.trainer.eval-set: expected arithmetic:N or arithmetic:N:DOMAINS, got " + spec);
-      }
-      int n = Integer.parseInt(parts[1]);
-      List<ArithmeticTasks.Domain> domains = new ArrayList<>();
-      if (parts.length == 3) {
-        for (String d : parts[2].split(",")) {
-          try {
-            domains.add(ArithmeticTasks.Domain.valueOf(d.trim()));
-          } catch (IllegalArgumentException e) {
-            throw new IllegalArgumentException("memgen.trainer.eval-set: unknown domain '" + d + "' in " + spec + " (known: "
-                + java.util.Arrays.toString(ArithmeticTasks.Domain.values()) + ")");
-          }
-        }
-      } else {
-        domains.addAll(List.of(ArithmeticTasks.Domain.values()));
-      }
-      for (ArithmeticTasks.Domain d : domains) {
-        for (ArithmeticTasks.Example e : ArithmeticTasks.generate(d, n, 2, 0x5EED_0E7A1L)) {
-          out.add(new Evaluator.Problem(ChatTemplate.userPrompt(e.prompt()), e.boxed()));
-        }
-      }
-      return out;
-    }
-    QaDataset.Loaded loaded = QaDataset.read(Path.of(spec), QaDataset.OnBadRecord.FAIL, QaDataset.Expected.REQUIRED);
-    for (QaDataset.Example e : loaded.examples()) {
-      out.add(new Evaluator.Problem(e.chatPrompt(), e.expected()));
-    }
-    return out;
-  }
+
 
   /** The trainer's settings; empty when no experience log is configured (the service then only answers health). */
   public Optional<ContinualTrainer.Settings> settings() {

@@ -55,12 +55,7 @@ public final class Evaluator {
     this.tokenizer = tokenizer;
     this.maxNewTokens = maxNewTokens;
     this.batch = batch;
-    stops.addAll(decoder.config().eosTokenIds());
-    for (String special : List.of(ChatTemplate.IM_END, ChatTemplate.END_OF_TEXT)) {
-      if (tokenizer.tokenId(special) >= 0) {
-        stops.add(tokenizer.tokenId(special));
-      }
-    }
+    stops.addAll(ChatTemplate.stopTokens(decoder.config(), tokenizer));
   }
 
   /**

@@ -32,6 +32,23 @@ public final class ChatTemplate {
     return render(List.of(new Message("user", content)), true);
   }
 
+  /**
+   * The ids that end a chat answer: the model's end-of-sequence ids and, when the tokenizer has them inside the
+   * vocabulary, {@code <|im_end|>} and {@code <|endoftext|>}.
+   */
+  public static java.util.Set<Integer> stopTokens(dev.memgen.model.ModelConfig config, TextTokenizer tokenizer) {
+    java.util.Set<Integer> stops = new java.util.LinkedHashSet<>(config.eosTokenIds());
+    if (tokenizer != null) {
+      for (String special : new String[] {IM_END, END_OF_TEXT}) {
+        int id = tokenizer.tokenId(special);
+        if (id >= 0 && id < config.vocabSize()) {
+          stops.add(id);
+        }
+      }
+    }
+    return stops;
+  }
+
   public static String generationPrompt() {
     return IM_START + "assistant\n";
   }

@@ -765,9 +765,12 @@ public final class ContinualTrainer implements AutoCloseable {
     updateStatus("isolating a training failure");
     List<Map.Entry<Item, String>> culprits = new ArrayList<>();
     for (Item item : items) {
+      boolean grpo = item.prompt() != null && s.grpoSteps() > 0;
+      if (item.sft().isEmpty() && !grpo) {
+        continue; // nothing of it reaches the weaver's training (a prompt for the trigger only): it cannot be the cause
+      }
       try {
-        training.train(currentDir, item.sft(),
-            item.prompt() == null ? List.of() : List.of(item.prompt()), 1, item.prompt() == null ? 0 : 1, s.seed(),
+        training.train(currentDir, item.sft(), grpo ? List.of(item.prompt()) : List.of(), 1, grpo ? 1 : 0, s.seed(),
             new HashMap<>());
       } catch (Exception e) {
         culprits.add(Map.entry(item, e.toString()));
