@@ -421,6 +421,10 @@ public final class LoopBench {
     while (true) {
       Accounting a = account(bootstrap, layout);
       if (!a.signature().equals(last) || a.trainerBusy) { // a window in training is a change on its way
+        if (!a.signature().equals(last)) {
+          progress.accept(String.format("%d versions published; %d of %d trajectories trained, %d judged, %d waiting for "
+              + "the trainer", a.announced.size(), a.trained, a.published, a.judged, a.pending));
+        }
         last = a.signature();
         sameSince = System.nanoTime();
       }
