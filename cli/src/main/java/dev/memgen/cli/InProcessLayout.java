@@ -109,18 +109,28 @@ final class InProcessLayout implements LoopLayout {
 
   @Override
   public TrainerView trainer() {
-    if (trainerFailure != null) {
-      throw new IllegalStateException("the trainer stopped: " + trainerFailure.getMessage(), trainerFailure);
-    }
-    ContinualTrainer.Status st = trainer.status();
+    ContinualTrainer.Status st = status();
+    return new TrainerView(st.counts().waiting(), !st.activity().equals("collecting"));
+  }
+
+  @Override
+  public long trainerLag() {
+    Map<TopicPartition, Long> committed = status().committed();
     long lag = 0;
     try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(bootstrap, "memgen-bench-lag", null)) {
-      Map<TopicPartition, Long> end = c.endOffsets(st.committed().keySet(), Duration.ofSeconds(30));
-      for (Map.Entry<TopicPartition, Long> e : st.committed().entrySet()) {
+      Map<TopicPartition, Long> end = c.endOffsets(committed.keySet(), Duration.ofSeconds(30));
+      for (Map.Entry<TopicPartition, Long> e : committed.entrySet()) {
         lag += Math.max(0, end.getOrDefault(e.getKey(), 0L) - Math.max(0, e.getValue()));
       }
     }
-    return new TrainerView(st.counts().waiting(), !st.activity().equals("collecting"), lag);
+    return lag;
+  }
+
+  private ContinualTrainer.Status status() {
+    if (trainerFailure != null) {
+      throw new IllegalStateException("the trainer stopped: " + trainerFailure.getMessage(), trainerFailure);
+    }
+    return trainer.status();
   }
 
   @Override

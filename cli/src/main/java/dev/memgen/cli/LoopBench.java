@@ -198,7 +198,7 @@ public final class LoopBench {
       awaitVersion(layout, latest, "the weaver to serve v" + latest);
       prober.interrupt();
       LoopLayout.Answer last = layout.generate(tasks.get(0).prompt(), s.maxNewTokens());
-      long lag = layout.trainer().lag();
+      long lag = layout.trainerLag();
       return new Result(a.published, a.trained, a.judged, a.pending, a.waiting, a.lost, a.duplicated, a.deduplicated,
           a.announced.size(), a.ingestTps(),
           a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion(), killed,

@@ -12,8 +12,8 @@ interface LoopLayout extends AutoCloseable {
   record Answer(String text, String trajectoryId, long weaverVersion, int inferenceInsertions, int consultations,
       int completionTokens, long latencyMs) {}
 
-  /** The trainer as the accounting needs it: trajectories waiting in its open window, whether it is idle, its lag. */
-  record TrainerView(long waiting, boolean busy, long lag) {}
+  /** The trainer as the accounting needs it: trajectories waiting in its open window, and whether it is busy. */
+  record TrainerView(long waiting, boolean busy) {}
 
   /** Starts every component (the trainer stores and announces the initial memory as v1). */
   void start() throws Exception;
@@ -29,6 +29,9 @@ interface LoopLayout extends AutoCloseable {
 
   /** The trainer's state; throws while it is restarting. */
   TrainerView trainer();
+
+  /** Trajectory records after the trainer's committed offsets, over all partitions. */
+  long trainerLag();
 
   /**
    * SIGKILLs the trainer once it has started a window and restarts it; true if the kill came before that window was

@@ -119,10 +119,18 @@ final class ProcessLayout implements LoopLayout {
 
   @Override
   public TrainerView trainer() {
-    TrainerStatus st = TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
+    TrainerStatus st = status();
+    return new TrainerView(st.getAdapters(0).getTrajectories().getWaiting(), !st.getActivity().equals("collecting"));
+  }
+
+  @Override
+  public long trainerLag() {
+    return status().getConsumerPositionsList().stream().mapToLong(ConsumerPosition::getLag).sum();
+  }
+
+  private TrainerStatus status() {
+    return TrainerAdminGrpc.newBlockingStub(trainer).withDeadlineAfter(30, TimeUnit.SECONDS)
         .status(StatusRequest.getDefaultInstance());
-    return new TrainerView(st.getAdapters(0).getTrajectories().getWaiting(), !st.getActivity().equals("collecting"),
-        st.getConsumerPositionsList().stream().mapToLong(ConsumerPosition::getLag).sum());
   }
 
   @Override

@@ -44,7 +44,6 @@ public final class Reasoner {
     }
   }
 
-  private final Decoder base;
   private final String fingerprint;
   private final TextTokenizer tokenizer;
   private final ReasonerMemory memory;
@@ -62,7 +61,6 @@ public final class Reasoner {
    */
   public Reasoner(Decoder base, String fingerprint, TextTokenizer tokenizer, ReasonerMemory memory, String adapterName,
       MemGenInterleaver.TriggerMode triggerMode, double threshold, SpooledPublisher log) {
-    this.base = base;
     this.fingerprint = fingerprint;
     this.tokenizer = tokenizer;
     this.memory = memory;

@@ -371,6 +371,24 @@ public final class AdapterFollower implements AutoCloseable {
 
   private synchronized void advance(long next) {
     position = next;
+    notifyAll(); // awaitPast
+  }
+
+  /**
+   * Waits until this follower has acted on the announcement at {@code offset} of the adapters topic (applied or
+   * refused it, or skipped it as another component's); false on timeout. For callers that announced something and
+   * must know it is in effect (tests, benches).
+   */
+  public synchronized boolean awaitPast(long offset, Duration timeout) throws InterruptedException {
+    long deadline = System.nanoTime() + timeout.toNanos();
+    while (position <= offset) {
+      long left = deadline - System.nanoTime();
+      if (left <= 0) {
+        return false;
+      }
+      TimeUnit.NANOSECONDS.timedWait(this, left);
+    }
+    return true;
   }
 
   /** Removes the cached copies of {@code name}'s versions that no loaded or current version comes from. */

@@ -104,11 +104,7 @@ class EmbeddedHotSwapTest {
   static void announce(AdapterFollower follower, long version, AdapterComponent component) throws Exception {
     AdapterPublished a = AdapterLog.announcement(store, store.get("default", version), component, List.of(), 0, "window");
     long offset = log.publish(Topics.ADAPTERS, AdapterLog.key("default", component), a).get(30, TimeUnit.SECONDS).offset();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-    while (follower.status().position() <= offset) {
-      assertTrue(System.nanoTime() < deadline, "not followed within 30 s: " + follower.status());
-      Thread.sleep(20);
-    }
+    assertTrue(follower.awaitPast(offset, Duration.ofSeconds(30)), "not followed within 30 s: " + follower.status());
     assertTrue(follower.status().recent().stream().anyMatch(e -> e.offset() == offset && e.loaded()),
         follower.status().toString());
   }

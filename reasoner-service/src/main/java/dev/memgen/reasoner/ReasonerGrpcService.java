@@ -15,7 +15,6 @@ import dev.memgen.proto.v1.MemorySkip;
 import dev.memgen.proto.v1.ReasonerGrpc;
 import dev.memgen.proto.v1.SkipReason;
 import dev.memgen.proto.v1.TokenDelta;
-import dev.memgen.proto.v1.Trajectory;
 import io.grpc.Context;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;

@@ -79,12 +79,8 @@ class ReasonerHotSwapTest {
         last = Math.max(last, log.publish(Topics.ADAPTERS, AdapterLog.key("default", e.getKey()), a)
             .get(30, TimeUnit.SECONDS).offset());
       }
-      long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
       for (AdapterFollower f : followers) {
-        while (f.status().position() <= last) {
-          assertTrue(System.nanoTime() < deadline, "not followed within 30 s: " + f.status());
-          Thread.sleep(20);
-        }
+        assertTrue(f.awaitPast(last, Duration.ofSeconds(30)), "not followed within 30 s: " + f.status());
       }
     }
     Trajectory after = generate(bootstrap);

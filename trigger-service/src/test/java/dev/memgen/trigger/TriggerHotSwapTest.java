@@ -106,14 +106,10 @@ class TriggerHotSwapTest {
   AdapterFollower.Event announce(String name, long version, AdapterComponent component) throws Exception {
     AdapterPublished a = AdapterLog.announcement(store, store.get(name, version), component, List.of(), 0, "window");
     long offset = log.publish(Topics.ADAPTERS, AdapterLog.key(name, component), a).get(30, TimeUnit.SECONDS).offset();
-    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(30);
-    while (System.nanoTime() < deadline) {
-      if (follower().status().position() > offset) {
-        return follower().status().recent().stream().filter(e -> e.offset() == offset).findFirst().orElse(null);
-      }
-      Thread.sleep(20);
+    if (!follower().awaitPast(offset, Duration.ofSeconds(30))) {
+      throw new AssertionError("the trigger did not get past offset " + offset + " within 30 s: " + follower().status());
     }
-    throw new AssertionError("the trigger did not get past offset " + offset + " within 30 s: " + follower().status());
+    return follower().status().recent().stream().filter(e -> e.offset() == offset).findFirst().orElse(null);
   }
 
   TriggerLink.Session session(String id) {
