@@ -76,11 +76,9 @@ final class InProcessLayout implements LoopLayout {
     String fingerprint = Checkpoint.open(s.model()).fingerprint();
     memory = ReasonerMemory.embedded(decoder, fingerprint, s.memory(), LoopBench.NAME,
         names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names));
-    for (Map.Entry<AdapterComponent, AdapterHost> h : memory.hosts().entrySet()) {
-      String cache = s.work().resolve("run").resolve(h.getKey().name().toLowerCase() + "-adapters").toString();
-      AdapterFollower.fromConfig(Optional.of(bootstrap), Optional.of(s.work().resolve("store").toString()),
-          Optional.of(cache), h.getValue(), h.getKey(), Duration.ofSeconds(30)).ifPresent(followers::add);
-    }
+    followers.addAll(AdapterFollower.forHosts(memory.hosts(), Optional.of(bootstrap),
+        Optional.of(s.work().resolve("store").toString()), Optional.of(s.work().resolve("run").resolve("adapters").toString()),
+        Duration.ofSeconds(30)));
     log = new SpooledPublisher(bootstrap, 10_000, s.work().resolve("run").resolve("reasoner-spool"));
     reasoner = new Reasoner(decoder, fingerprint, tokenizer, memory, LoopBench.NAME,
         MemGenInterleaver.TriggerMode.parse(s.triggerMode(), "trigger mode"), 0.5, log);

@@ -151,6 +151,26 @@ public final class AdapterFollower implements AutoCloseable {
     return Optional.of(f);
   }
 
+  /**
+   * {@link #fromConfig} for each of {@code hosts} (an embedded memory's weaver and trigger), each with its own cache
+   * under {@code cacheDir} (a subdirectory per component); empty unless the broker and the store are configured. If
+   * one cannot start, those already started are closed.
+   */
+  public static List<AdapterFollower> forHosts(Map<AdapterComponent, AdapterHost> hosts, Optional<String> bootstrap,
+      Optional<String> storeDir, Optional<String> cacheDir, Duration catchUpTimeout) throws InterruptedException {
+    List<AdapterFollower> started = new java.util.ArrayList<>();
+    try {
+      for (Map.Entry<AdapterComponent, AdapterHost> h : hosts.entrySet()) {
+        Optional<String> cache = cacheDir.map(d -> Path.of(d).resolve(h.getKey().name().toLowerCase()).toString());
+        fromConfig(bootstrap, storeDir, cache, h.getValue(), h.getKey(), catchUpTimeout).ifPresent(started::add);
+      }
+    } catch (RuntimeException | InterruptedException e) {
+      started.forEach(AdapterFollower::close);
+      throw e;
+    }
+    return started;
+  }
+
   /** Waits until the announcements already on the topic at startup have been applied; false on timeout. */
   public boolean awaitCatchUp(Duration timeout) throws InterruptedException {
     return caughtUp.await(timeout.toMillis(), TimeUnit.MILLISECONDS);

@@ -90,8 +90,8 @@ public final class ReasonerMemory implements AutoCloseable {
   private static final class ManifestRule implements Supplier<Rule> {
     private final EmbeddedMemory memory;
     private final Function<List<String>, DelimiterTable> delimiters;
-    private Rule rule;
-    private MemoryManifest of;
+    private List<String> tableOf; // the delimiter strings the table was built from
+    private DelimiterTable table;
 
     ManifestRule(EmbeddedMemory memory, Function<List<String>, DelimiterTable> delimiters) {
       this.memory = memory;
@@ -101,14 +101,11 @@ public final class ReasonerMemory implements AutoCloseable {
     @Override
     public synchronized Rule get() {
       MemoryManifest m = memory.manifest();
-      if (of == null || !m.delimiters().equals(of.delimiters()) || m.maxInferenceAug() != of.maxInferenceAug()
-          || !m.weaverInput().equals(of.weaverInput())) {
-        DelimiterTable table = of != null && m.delimiters().equals(of.delimiters()) ? rule.delimiters()
-            : delimiters.apply(m.delimiters());
-        rule = new Rule(table, m.maxInferenceAug(), m.weaverInput().equals("hidden"));
+      if (!m.delimiters().equals(tableOf)) {
+        table = delimiters.apply(m.delimiters());
+        tableOf = m.delimiters();
       }
-      of = m;
-      return rule;
+      return new Rule(table, m.maxInferenceAug(), m.weaverInput().equals("hidden"));
     }
   }
 

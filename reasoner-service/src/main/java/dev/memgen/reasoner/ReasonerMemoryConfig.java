@@ -2,9 +2,7 @@ package dev.memgen.reasoner;
 
 import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.text.DelimiterTable;
-import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.rpc.AdapterFollower;
-import dev.memgen.rpc.AdapterHost;
 import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.ReasonerMemory;
 import io.quarkus.runtime.Startup;
@@ -14,7 +12,6 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
-import java.util.Map;
 import java.util.Optional;
 import java.util.OptionalInt;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
@@ -92,17 +89,14 @@ public class ReasonerMemoryConfig {
       LOG.warnf("memgen.adapters.store is set but the memory is remote: weaver-service and trigger-service follow the "
           + "announcements themselves");
     }
-    try {
-      // memgen.log.bootstrap alone is normal here (trajectories are recorded there): only the store turns following on.
-      for (Map.Entry<AdapterComponent, AdapterHost> h : memory == null || storeDir.isEmpty()
-          ? List.<Map.Entry<AdapterComponent, AdapterHost>>of() : List.copyOf(memory.hosts().entrySet())) {
-        Optional<String> cache = cacheDir.map(d -> Path.of(d).resolve(h.getKey().name().toLowerCase()).toString());
-        AdapterFollower.fromConfig(bootstrap, storeDir, cache, h.getValue(), h.getKey(), catchUpTimeout)
-            .ifPresent(followers::add);
+    // memgen.log.bootstrap alone is normal here (trajectories are recorded there): only the store turns following on.
+    if (memory != null && storeDir.isPresent()) {
+      try {
+        followers.addAll(AdapterFollower.forHosts(memory.hosts(), bootstrap, storeDir, cacheDir, catchUpTimeout));
+      } catch (RuntimeException | InterruptedException e) {
+        close();
+        throw e;
       }
-    } catch (RuntimeException | InterruptedException e) {
-      close();
-      throw e;
     }
     LOG.infof("memory: %s", memory == null ? "none configured (set memgen.memory.dir or memgen.weaver.target)"
         : memory + ", trigger " + (memory.hasTrigger() ? this.triggerMode.name().toLowerCase() : "none (always invoke)")
