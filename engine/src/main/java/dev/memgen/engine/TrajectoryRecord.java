@@ -61,6 +61,6 @@ public final class TrajectoryRecord {
   }
 
   public static FinishReason finishReason(Generator.Result result) {
-    return result.reason() == Generator.FinishReason.STOP_TOKEN ? FinishReason.STOP_TOKEN : FinishReason.LENGTH;
+    return result.reason() == Generator.FinishReason.LENGTH ? FinishReason.LENGTH : FinishReason.STOP_TOKEN;
   }
 }

@@ -135,6 +135,107 @@ public final class KvCache implements AutoCloseable {
     length = newLength;
   }
 
+  /** How many real entries {@code row} holds (its tokens and latent rows so far). */
+  public int entries(int row) {
+    int n = 0;
+    for (int t = 0; t < length; t++) {
+      n += valid[row][t] ? 1 : 0;
+    }
+    return n;
+  }
+
+  /**
+   * Forgets every entry of {@code row}: its sequence has left the batch and the row can take another
+   * ({@link #splice}). The slots stay in the timeline, invalid for this row, until a {@link #repack}.
+   */
+  public void clearRow(int row) {
+    Arrays.fill(valid[row], false);
+    nextPosition[row] = 0;
+    anyInvalid = true;
+  }
+
+  /**
+   * Copies the entries of row {@code fromRow} of {@code from} (a sequence prefilled on its own) into the empty row
+   * {@code row}, at slots [0, n), so that the row continues exactly where it did in {@code from}: same keys, values
+   * and positions. The timeline grows by invalid slots for the other rows if it is shorter than n.
+   */
+  public void splice(int row, KvCache from, int fromRow) {
+    if (nextPosition[row] != 0 || entries(row) != 0) {
+      throw new IllegalStateException("row " + row + " is not empty");
+    }
+    long[] slots = from.slotsOf(fromRow);
+    int n = slots.length;
+    if (n == 0) {
+      return;
+    }
+    if (n > length) {
+      boolean[][] pad = new boolean[batch][n - length];
+      reserve(pad); // every row invalid in the new slots
+      advance(n - length);
+    }
+    try (NDManager m = manager.newSubManager()) {
+      NDArray index = m.create(slots, Ops.shape(1, 1, n, 1));
+      for (int l = 0; l < keys.length; l++) {
+        Ops.writeAt(keys[l], new long[] {row, 0, 0, 0}, Ops.gather(Ops.slice(from.keys[l], 0, fromRow, fromRow + 1), 2, index));
+        Ops.writeAt(values[l], new long[] {row, 0, 0, 0},
+            Ops.gather(Ops.slice(from.values[l], 0, fromRow, fromRow + 1), 2, index));
+      }
+    }
+    Arrays.fill(valid[row], 0, n, true);
+    nextPosition[row] = from.nextPosition[fromRow];
+    anyInvalid = true;
+  }
+
+  /**
+   * A new cache whose row i holds row {@code rows[i]} of this one ({@code -1}: an empty row), with each row's entries
+   * packed to the front: what a serving engine does when rows have come and gone, so that attention stops reading
+   * slots no row uses, or when it needs more or fewer rows. This cache is left as it was; the caller closes it.
+   */
+  public KvCache repack(int[] rows, int minCapacity) {
+    long[][] slots = new long[rows.length][];
+    int longest = 0;
+    for (int i = 0; i < rows.length; i++) {
+      slots[i] = rows[i] < 0 ? new long[0] : slotsOf(rows[i]);
+      longest = Math.max(longest, slots[i].length);
+    }
+    KvCache out = new KvCache(manager.getParentManager(), config, rows.length, Math.max(minCapacity, longest));
+    out.length = longest;
+    if (longest > 0) {
+      long[] laneIndex = new long[rows.length];
+      long[] slotIndex = new long[rows.length * longest]; // padding slots point at slot 0 and stay invalid
+      for (int i = 0; i < rows.length; i++) {
+        laneIndex[i] = Math.max(rows[i], 0);
+        System.arraycopy(slots[i], 0, slotIndex, i * longest, slots[i].length);
+      }
+      try (NDManager m = manager.newSubManager()) {
+        NDArray lanes = m.create(laneIndex, Ops.shape(rows.length, 1, 1, 1));
+        NDArray at = m.create(slotIndex, Ops.shape(rows.length, 1, longest, 1));
+        for (int l = 0; l < keys.length; l++) {
+          Ops.writeAt(out.keys[l], new long[4], Ops.gather(Ops.gather(keys[l], 0, lanes), 2, at));
+          Ops.writeAt(out.values[l], new long[4], Ops.gather(Ops.gather(values[l], 0, lanes), 2, at));
+        }
+      }
+    }
+    for (int i = 0; i < rows.length; i++) {
+      Arrays.fill(out.valid[i], 0, slots[i].length, true);
+      out.nextPosition[i] = rows[i] < 0 ? 0 : nextPosition[rows[i]];
+      out.anyInvalid |= slots[i].length < longest;
+    }
+    return out;
+  }
+
+  /** The slots holding {@code row}'s entries, in order. */
+  private long[] slotsOf(int row) {
+    long[] out = new long[entries(row)];
+    int i = 0;
+    for (int t = 0; t < length; t++) {
+      if (valid[row][t]) {
+        out[i++] = t;
+      }
+    }
+    return out;
+  }
+
   /** Commits {@code n} reserved slots once every layer has written them. */
   void advance(int n) {
     length += n;

@@ -35,6 +35,27 @@ final class Ops {
     JniUtils.indexSet((PtNDArray) into, (PtNDArray) value, min, max, step);
   }
 
+  /** Writes {@code value} into the box of {@code into} that starts at {@code min} (one entry per axis), in place. */
+  static void writeAt(NDArray into, long[] min, NDArray value) {
+    long[] max = new long[min.length];
+    long[] step = new long[min.length];
+    for (int i = 0; i < min.length; i++) {
+      max[i] = min[i] + value.getShape().get(i);
+      step[i] = 1;
+    }
+    JniUtils.indexSet((PtNDArray) into, (PtNDArray) value, min, max, step);
+  }
+
+  /**
+   * {@code x} gathered along {@code axis} at {@code index} ({@code [..., n, ...]} int64, size 1 on every other axis):
+   * the index is expanded, not copied, to the result's shape ({@code torch.gather} over an expanded index).
+   */
+  static NDArray gather(NDArray x, int axis, NDArray index) {
+    long[] shape = x.getShape().getShape();
+    shape[axis] = index.getShape().get(axis);
+    return JniUtils.gather((PtNDArray) x, JniUtils.broadcast((PtNDArray) index, new Shape(shape)), axis);
+  }
+
   static NDArray reshape(NDArray x, long... shape) {
     return JniUtils.reshape((PtNDArray) x, shape);
   }

@@ -39,7 +39,11 @@ public final class Generator {
     }
   }
 
-  public enum FinishReason { STOP_TOKEN, LENGTH }
+  /**
+   * Why a row ended: a stop token, its budget, or (in the serving engine) its consumer, e.g. when an OpenAI stop
+   * string appeared in the text.
+   */
+  public enum FinishReason { STOP_TOKEN, LENGTH, STOPPED }
 
   /** The generated tokens (the stop token included when one ended the row) and why the row ended. */
   public record Result(int[] tokens, FinishReason reason, long prefillNanos, long decodeNanos) {}
