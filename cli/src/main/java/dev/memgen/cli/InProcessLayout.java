@@ -2,6 +2,7 @@ package dev.memgen.cli;
 
 import com.google.protobuf.util.Timestamps;
 import dev.memgen.engine.Reasoner;
+import dev.memgen.engine.core.EngineCore;
 import dev.memgen.log.ExperienceLog;
 import dev.memgen.log.SpooledPublisher;
 import dev.memgen.log.Topics;
@@ -39,6 +40,7 @@ final class InProcessLayout implements LoopLayout {
   private final Consumer<String> progress;
   private final List<AdapterFollower> followers = new ArrayList<>();
   private Decoder decoder;
+  private EngineCore engine;
   private TextTokenizer tokenizer;
   private ReasonerMemory memory;
   private SpooledPublisher log;
@@ -80,7 +82,8 @@ final class InProcessLayout implements LoopLayout {
         Optional.of(s.work().resolve("store").toString()), Optional.of(s.work().resolve("run").resolve("adapters").toString()),
         Duration.ofSeconds(30)));
     log = new SpooledPublisher(bootstrap, 10_000, s.work().resolve("run").resolve("reasoner-spool"));
-    reasoner = new Reasoner(decoder, fingerprint, tokenizer, memory, LoopBench.NAME,
+    engine = new EngineCore(decoder, EngineCore.Limits.DEFAULT, "memgen-engine");
+    reasoner = new Reasoner(engine, fingerprint, tokenizer, memory, LoopBench.NAME,
         MemGenInterleaver.TriggerMode.parse(s.triggerMode(), "trigger mode"), 0.5, log);
   }
 
@@ -151,6 +154,9 @@ final class InProcessLayout implements LoopLayout {
       }
     }
     followers.forEach(AdapterFollower::close);
+    if (engine != null) {
+      engine.close();
+    }
     if (log != null) {
       log.close();
     }

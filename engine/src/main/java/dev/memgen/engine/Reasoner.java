@@ -1,5 +1,6 @@
 package dev.memgen.engine;
 
+import dev.memgen.engine.core.EngineCore;
 import dev.memgen.log.SpooledPublisher;
 import dev.memgen.log.Topics;
 import dev.memgen.model.Decoder;
@@ -15,12 +16,13 @@ import java.util.List;
 import java.util.OptionalInt;
 import java.util.Set;
 import java.util.UUID;
+import java.util.concurrent.ExecutionException;
 import java.util.concurrent.atomic.AtomicLong;
 
 /**
  * The reasoner in the caller's own process: a chat turn through the frozen base with its memory (embedded or
  * remote), greedy, and its Trajectory spooled to the experience log, exactly what reasoner-service records for a
- * Generate. Thread-safe: concurrent calls decode side by side, as the service's worker threads do.
+ * Generate. Thread-safe: concurrent calls join one continuously batched {@link EngineCore}, as the service's do.
  */
 public final class Reasoner {
   /** One answer: its text, the trajectory id it was recorded under ("" without a log), and what memory did. */
@@ -51,7 +53,7 @@ public final class Reasoner {
   private final MemGenInterleaver.TriggerMode triggerMode;
   private final double threshold;
   private final SpooledPublisher log;
-  private final Generator generator;
+  private final EngineCore engine;
   private final Set<Integer> stops;
   private final AtomicLong seeds = new AtomicLong();
 
@@ -59,8 +61,9 @@ public final class Reasoner {
    * @param memory the memory generations use (null: the bare base)
    * @param log where trajectories go (null: not recorded); the caller closes it
    */
-  public Reasoner(Decoder base, String fingerprint, TextTokenizer tokenizer, ReasonerMemory memory, String adapterName,
+  public Reasoner(EngineCore engine, String fingerprint, TextTokenizer tokenizer, ReasonerMemory memory, String adapterName,
       MemGenInterleaver.TriggerMode triggerMode, double threshold, SpooledPublisher log) {
+    Decoder base = engine.decoder();
     this.fingerprint = fingerprint;
     this.tokenizer = tokenizer;
     this.memory = memory;
@@ -68,7 +71,7 @@ public final class Reasoner {
     this.triggerMode = triggerMode;
     this.threshold = threshold;
     this.log = log;
-    this.generator = new Generator(base);
+    this.engine = engine;
     this.stops = ChatTemplate.stopTokens(base.config(), tokenizer);
   }
 
@@ -83,8 +86,14 @@ public final class Reasoner {
     Generator.Result result;
     MemGenInterleaver.Trace trace = null;
     try {
-      result = generator.generate(List.of(req), (row, token, hidden) -> {}, loop == null ? Generator.Interleaver.NONE : loop)
-          .get(0);
+      try {
+        result = engine.generate(req, loop).get();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IllegalStateException("interrupted while decoding", e);
+      } catch (ExecutionException e) {
+        throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+      }
       if (loop != null) {
         trace = loop.trace(0);
       }

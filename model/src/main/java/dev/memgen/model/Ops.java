@@ -51,7 +51,7 @@ final class Ops {
    * the index is expanded, not copied, to the result's shape ({@code torch.gather} over an expanded index).
    */
   static NDArray gather(NDArray x, int axis, NDArray index) {
-    long[] shape = x.getShape().getShape();
+    long[] shape = x.getShape().getShape().clone(); // getShape() hands out the array the tensor's cached Shape holds
     shape[axis] = index.getShape().get(axis);
     return JniUtils.gather((PtNDArray) x, JniUtils.broadcast((PtNDArray) index, new Shape(shape)), axis);
   }

@@ -11,7 +11,7 @@ import java.util.function.Function;
  * U+FFFD (an incomplete character), the piece is held back until a later token completes it, or until the last
  * token, which flushes whatever is left.
  */
-final class IncrementalText {
+public final class IncrementalText {
   private static final char REPLACEMENT = '\uFFFD';
 
   private final Function<int[], String> decode;
@@ -20,12 +20,12 @@ final class IncrementalText {
   private int sent; // chars of the decoded text already handed out
 
   /** @param decode ids to text (special tokens skipped); null when there is no tokenizer: every piece is "" */
-  IncrementalText(Function<int[], String> decode) {
+  public IncrementalText(Function<int[], String> decode) {
     this.decode = decode;
   }
 
   /** Adds a token and returns the text it completes ("" when none yet). */
-  String add(int token, boolean last) {
+  public String add(int token, boolean last) {
     if (count == tokens.length) {
       tokens = Arrays.copyOf(tokens, count * 2);
     }

@@ -118,6 +118,11 @@ public class ReasonerMemoryConfig {
     return adapterName;
   }
 
+  /** Whether requests can have memory here (an embedded memory or a weaver service is configured). */
+  public boolean configured() {
+    return memory != null;
+  }
+
   /** The followers of weaver and trigger announcements (an embedded memory with an adapter store), else empty. */
   public List<AdapterFollower> followers() {
     return List.copyOf(followers);

@@ -1,10 +1,10 @@
 package dev.memgen.reasoner;
 
+import dev.memgen.engine.core.EngineCore;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.ModelConfig;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.CheckpointException;
-import dev.memgen.model.generate.Generator;
 import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.TextTokenizer;
 import io.quarkus.runtime.Startup;
@@ -17,8 +17,8 @@ import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 
 /**
- * The frozen base, loaded once at startup and shared by every call. The decoder is safe to use from several
- * threads at once because each {@link Generator#generate} call makes its own KV cache.
+ * The frozen base, loaded once at startup and shared by every call, and the {@link EngineCore} that owns its decoding:
+ * every Generate and every OpenAI request joins that one continuously batched loop.
  *
  * <p>The tokenizer is optional: a checkpoint without {@code tokenizer.json} still serves token-id prompts;
  * text and chat prompts then fail with FAILED_PRECONDITION. A {@code tokenizer.json} that exists but cannot be
@@ -36,11 +36,21 @@ public class ReasonerModel {
   private final Path dir;
   private final String fingerprint;
   private final Decoder decoder;
-  private final Generator generator;
+  private final EngineCore engine;
   private final TextTokenizer tokenizer; // null when the checkpoint has no tokenizer.json
   private final Set<Integer> baseStopTokens;
 
-  ReasonerModel(@ConfigProperty(name = "memgen.model.dir") String modelDir) {
+  ReasonerModel(@ConfigProperty(name = "memgen.model.dir") String modelDir,
+      @ConfigProperty(name = "memgen.engine.max-batch", defaultValue = "16") int maxBatch,
+      @ConfigProperty(name = "memgen.engine.max-queue", defaultValue = "64") int maxQueue,
+      @ConfigProperty(name = "memgen.engine.prefill-chunk", defaultValue = "256") int prefillChunk,
+      @ConfigProperty(name = "memgen.engine.prefix-cache-tokens", defaultValue = "8192") int prefixCacheTokens) {
+    EngineCore.Limits limits;
+    try {
+      limits = new EngineCore.Limits(maxBatch, maxQueue, prefillChunk, prefixCacheTokens);
+    } catch (IllegalArgumentException e) {
+      throw new IllegalStateException("memgen.engine.*: " + e.getMessage(), e);
+    }
     this.dir = Path.of(modelDir);
     long t0 = System.nanoTime();
     Decoder d = null;
@@ -61,12 +71,12 @@ public class ReasonerModel {
     this.fingerprint = f;
     this.decoder = d;
     this.tokenizer = t;
-    this.generator = new Generator(d);
+    this.engine = new EngineCore(d, limits, "memgen-engine");
     this.baseStopTokens = Set.copyOf(ChatTemplate.stopTokens(d.config(), t));
     ModelConfig c = d.config();
-    LOG.infof("loaded %s from %s in %d ms: %d layers, hidden %d, vocab %d, context %d, tokenizer %s, stop ids %s",
+    LOG.infof("loaded %s from %s in %d ms: %d layers, hidden %d, vocab %d, context %d, tokenizer %s, stop ids %s; %s",
         c.architecture(), dir, (System.nanoTime() - t0) / 1_000_000, c.numLayers(), c.hiddenSize(), c.vocabSize(),
-        c.maxPositions(), t == null ? "none (token-id prompts only)" : "yes", baseStopTokens);
+        c.maxPositions(), t == null ? "none (token-id prompts only)" : "yes", baseStopTokens, limits);
   }
 
   /** A clear message for the commonest mistakes, before the checkpoint loader reports a missing file. */
@@ -97,8 +107,9 @@ public class ReasonerModel {
     return decoder.config();
   }
 
-  public Generator generator() {
-    return generator;
+  /** The engine every request decodes in. */
+  public EngineCore engine() {
+    return engine;
   }
 
   /** The checkpoint's tokenizer, or null when it has no {@code tokenizer.json}. */
@@ -113,6 +124,7 @@ public class ReasonerModel {
 
   @PreDestroy
   void close() {
+    engine.close();
     if (tokenizer != null) {
       tokenizer.close();
     }

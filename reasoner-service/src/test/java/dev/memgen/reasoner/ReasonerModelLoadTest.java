@@ -16,7 +16,7 @@ class ReasonerModelLoadTest {
   @Test
   void aMissingDirectoryIsNamed(@TempDir Path tmp) {
     Path missing = tmp.resolve("nope");
-    IllegalStateException e = assertThrows(IllegalStateException.class, () -> new ReasonerModel(missing.toString()));
+    IllegalStateException e = assertThrows(IllegalStateException.class, () -> new ReasonerModel(missing.toString(), 16, 64, 256, 0));
     assertTrue(e.getMessage().contains("memgen.model.dir=" + missing), e.getMessage());
     assertTrue(e.getMessage().contains("does not exist"), e.getMessage());
   }
@@ -24,7 +24,14 @@ class ReasonerModelLoadTest {
   @Test
   void aDirectoryWithoutConfigJsonIsNamed(@TempDir Path tmp) throws Exception {
     Files.writeString(tmp.resolve("README"), "not a checkpoint");
-    IllegalStateException e = assertThrows(IllegalStateException.class, () -> new ReasonerModel(tmp.toString()));
+    IllegalStateException e = assertThrows(IllegalStateException.class, () -> new ReasonerModel(tmp.toString(), 16, 64, 256, 0));
     assertTrue(e.getMessage().contains("config.json"), e.getMessage());
+  }
+
+  @Test
+  void engineLimitsOutOfRangeAreNamed(@TempDir Path tmp) {
+    IllegalStateException e = assertThrows(IllegalStateException.class, () -> new ReasonerModel(tmp.toString(), 0, 64,
+        256, 0));
+    assertTrue(e.getMessage().contains("memgen.engine") && e.getMessage().contains("max-batch >= 1"), e.getMessage());
   }
 }

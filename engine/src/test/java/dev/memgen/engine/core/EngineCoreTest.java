@@ -80,6 +80,12 @@ class EngineCoreTest {
     List<Generator.Request> out = new ArrayList<>();
     for (int i = 0; i < n; i++) {
       int[] prompt = r.ints(3 + r.nextInt(40), 0, vocab).toArray();
+      if (i % 3 == 1) { // an agent's next turn: an earlier prompt and more, so a prefix cache has something to reuse
+        int[] earlier = out.get(i - 1).prompt();
+        int[] longer = java.util.Arrays.copyOf(earlier, earlier.length + prompt.length);
+        System.arraycopy(prompt, 0, longer, earlier.length, prompt.length);
+        prompt = longer;
+      }
       SamplingParams sampling = i % 3 == 2 ? new SamplingParams(0.9, 0, 0.95, 100 + i) : SamplingParams.GREEDY;
       Set<Integer> stops = i % 4 == 1 ? Set.of(r.nextInt(vocab), r.nextInt(vocab), r.nextInt(vocab)) : Set.of();
       out.add(new Generator.Request(prompt, 1 + r.nextInt(30), sampling, stops));
@@ -96,10 +102,10 @@ class EngineCoreTest {
       Supplier<Generator.Interleaver> memory) throws Exception {
     List<CompletableFuture<Generator.Result>> futures = new ArrayList<>();
     for (int i = 0; i < reqs.size(); i++) {
-      futures.add(engine.generate(reqs.get(i), memory.get()));
-      if (i % 3 == 2) {
-        futures.get(i - 1).get(60, TimeUnit.SECONDS); // later requests join a batch already running
+      if (i % 3 == 1) { // the next turn comes once the previous one is answered; others join a running batch
+        futures.get(i - 1).get(60, TimeUnit.SECONDS);
       }
+      futures.add(engine.generate(reqs.get(i), memory.get()));
     }
     List<Generator.Result> out = new ArrayList<>();
     for (CompletableFuture<Generator.Result> f : futures) {
@@ -108,10 +114,11 @@ class EngineCoreTest {
     return out;
   }
 
-  @Test
-  void everyRequestGetsTheTokensItGetsAlone() throws Exception {
+  @org.junit.jupiter.params.ParameterizedTest(name = "prefix cache of {0} tokens")
+  @org.junit.jupiter.params.provider.ValueSource(ints = {0, 4096})
+  void everyRequestGetsTheTokensItGetsAlone(int prefixCacheTokens) throws Exception {
     List<Generator.Request> reqs = requests(14, 1);
-    try (EngineCore engine = new EngineCore(base, new EngineCore.Limits(4, 64, 16, 0), "test-engine")) {
+    try (EngineCore engine = new EngineCore(base, new EngineCore.Limits(4, 64, 16, prefixCacheTokens), "test-engine")) {
       List<Generator.Result> batched = throughEngine(engine, reqs, () -> null);
       for (int i = 0; i < reqs.size(); i++) {
         Generator.Result a = alone(reqs.get(i), Generator.Interleaver.NONE);
@@ -122,6 +129,7 @@ class EngineCoreTest {
       assertTrue(s.repacks() > 0, "rows joined and left, so the cache was grown or repacked: " + s);
       assertTrue(s.steps() < reqs.stream().mapToInt(Generator.Request::maxNewTokens).sum(),
           "rows were decoded together: " + s);
+      assertTrue(prefixCacheTokens == 0 ? s.reusedPrefixTokens() == 0 : s.reusedPrefixTokens() > 0, s.toString());
     }
   }
 

@@ -1,0 +1,123 @@
+package dev.memgen.reasoner;
+
+import dev.memgen.engine.TrajectoryRecord;
+import dev.memgen.engine.core.EngineCore;
+import dev.memgen.model.generate.Generator;
+import dev.memgen.model.generate.MemGenInterleaver;
+import dev.memgen.proto.v1.GenerateRequest;
+import jakarta.enterprise.context.ApplicationScoped;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
+
+/**
+ * One generation from a mapped request to its recorded trajectory, shared by the gRPC Generate and the OpenAI API:
+ * open the request's memory session, submit it to the model's {@link EngineCore}, and when it ends record its
+ * Trajectory and hand the caller everything it reports. The protocols differ only in how they write what they get.
+ */
+@ApplicationScoped
+public class Generations {
+  private final ReasonerModel model; // proxies: the checkpoint loads at startup, not on the event loop
+  private final ReasonerMemoryConfig memory;
+  private final ExperienceRecorder experience;
+  private final int defaultMaxNewTokens;
+  private volatile GenerateRequestMapper mapper;
+
+  Generations(ReasonerModel model, ReasonerMemoryConfig memory, ExperienceRecorder experience,
+      @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
+    if (defaultMaxNewTokens < 1) {
+      throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
+    }
+    this.model = model;
+    this.memory = memory;
+    this.experience = experience;
+    this.defaultMaxNewTokens = defaultMaxNewTokens;
+  }
+
+  /** A finished generation, recorded under {@code trajectoryId} ("" without an experience log). */
+  public record Completion(GenerateRequestMapper.Plan plan, Generator.Result result, MemGenInterleaver.Trace trace,
+      String trajectoryId, long latencyMs) {}
+
+  /** Hears a generation on the engine thread: return quickly, never block. */
+  public interface Listener {
+    /** A token was chosen; {@code memory} (null without) has the insertions made so far. Return false to end it. */
+    boolean onToken(int token, MemGenInterleaver memory);
+
+    void onFinished(Completion completion);
+
+    /** Cancelled (a CancellationException) or failed. */
+    void onFailed(Throwable cause);
+  }
+
+  /** @throws io.grpc.StatusRuntimeException with the status the request's fault maps to */
+  public GenerateRequestMapper.Plan map(GenerateRequest request) {
+    return mapper().map(request);
+  }
+
+  public ReasonerModel model() {
+    return model;
+  }
+
+  public String adapterName() {
+    return memory.adapterName();
+  }
+
+  /** Whether this reasoner has a memory to serve (else every request runs on the base alone). */
+  public boolean memoryConfigured() {
+    return memory.configured();
+  }
+
+  /**
+   * Starts a mapped request.
+   *
+   * @throws dev.memgen.engine.core.EngineOverloadedException when the engine is full
+   */
+  public EngineCore.Submission start(GenerateRequestMapper.Plan plan, Listener listener) {
+    long start = System.nanoTime();
+    Generator.Request req = plan.request();
+    MemGenInterleaver loop = plan.memoryRequested() ? memory.open(plan.sessionId(), req.sampling().seed()) : null;
+    EngineCore.Output output = new EngineCore.Output() {
+      @Override
+      public boolean onToken(int token) {
+        return listener.onToken(token, loop);
+      }
+
+      @Override
+      public void onFinished(Generator.Result result) {
+        MemGenInterleaver.Trace trace = null;
+        if (loop != null) {
+          trace = loop.trace(0);
+          loop.close();
+        }
+        long latencyMs = (System.nanoTime() - start) / 1_000_000;
+        String id = experience.recordTrajectory(TrajectoryRecord.of(plan.sessionId(), memory.adapterName(),
+            model.fingerprint(), req, result, trace, plan.memoryRequested(), latencyMs));
+        listener.onFinished(new Completion(plan, result, trace, id, latencyMs));
+      }
+
+      @Override
+      public void onFailed(Throwable cause) {
+        if (loop != null) {
+          loop.close();
+        }
+        listener.onFailed(cause);
+      }
+    };
+    try {
+      return model.engine().submit(req, loop, output);
+    } catch (RuntimeException e) {
+      if (loop != null) {
+        loop.close();
+      }
+      throw e;
+    }
+  }
+
+  private GenerateRequestMapper mapper() {
+    GenerateRequestMapper m = mapper;
+    if (m == null) { // a benign race: two threads may build equal mappers
+      m = new GenerateRequestMapper(model.config().vocabSize(), model.config().maxPositions(), model.tokenizer(),
+          model.baseStopTokens(), defaultMaxNewTokens);
+      mapper = m;
+    }
+    return m;
+  }
+}
