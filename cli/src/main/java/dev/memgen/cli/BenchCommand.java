@@ -5,7 +5,8 @@ import picocli.CommandLine.Command;
 
 /** Benchmarks: commands that measure, never tests that assert timings. */
 @Command(name = "bench", mixinStandardHelpOptions = true, description = "Benchmarks (results on stdout, JSON last line).",
-    subcommands = {BenchDecodeCommand.class, BenchMemgenCommand.class, BenchTrainCommand.class, BenchLoopCommand.class})
+    subcommands = {BenchDecodeCommand.class, BenchMemgenCommand.class, BenchTrainCommand.class, BenchLoopCommand.class,
+        BenchLoadCommand.class})
 final class BenchCommand implements Runnable {
   @CommandLine.Spec CommandLine.Model.CommandSpec spec;
 
