@@ -1,9 +1,8 @@
 package dev.memgen.engine.core;
 
 import ai.djl.ndarray.NDArray;
-import ai.djl.ndarray.NDArrays;
-import ai.djl.ndarray.NDList;
 import ai.djl.ndarray.NDManager;
+import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.Shape;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.KvCache;
@@ -93,6 +92,7 @@ public final class EngineCore implements AutoCloseable {
   // The batch: engine thread only.
   private KvCache cache;
   private Sequence[] lanes;
+  private NDArray lasts; // [rows, hidden]: each row's last final-norm hidden state, which picks its next token
   private final AtomicLong steps = new AtomicLong();
   private final AtomicLong tokens = new AtomicLong();
   private final AtomicLong prefillTokens = new AtomicLong();
@@ -353,6 +353,12 @@ public final class EngineCore implements AutoCloseable {
     s.state = Sequence.State.RUNNING;
     s.spliced = System.nanoTime();
     lanes[lane] = s;
+    if (lasts == null) {
+      lasts = manager.zeros(new Shape(lanes.length, hidden));
+    }
+    lasts.set(new NDIndex().addIndices(lane), s.last);
+    s.last.close();
+    s.last = null;
     runningCount++;
   }
 
@@ -406,25 +412,24 @@ public final class EngineCore implements AutoCloseable {
     }
   }
 
-  /** Each row's next token from its last hidden state: one argmax for an all-greedy batch, else per-row samplers. */
+  /**
+   * Each row's next token from its last hidden state: one head over every row (free rows too: cheaper than picking
+   * rows out), one argmax for an all-greedy batch, else per-row samplers.
+   */
   private int[] choose(List<Sequence> live, NDManager m) {
-    NDList lasts = new NDList();
-    for (Sequence s : live) {
-      lasts.add(s.last);
-    }
-    NDArray logits = decoder.logits(NDArrays.stack(lasts)); // [live, vocab], in the manager of the first row
+    NDArray logits = decoder.logits(lasts); // [rows, vocab], in the engine's manager
     logits.attach(m);
     int[] next = new int[live.size()];
     if (live.stream().allMatch(s -> s.request.sampling().greedy())) {
       long[] argmax = logits.argMax(1).toLongArray();
       for (int i = 0; i < next.length; i++) {
-        next[i] = (int) argmax[i];
+        next[i] = (int) argmax[live.get(i).lane];
       }
       return next;
     }
     float[] all = logits.toFloatArray();
     for (int i = 0; i < next.length; i++) {
-      next[i] = live.get(i).sampler.sample(all, i * vocab, vocab);
+      next[i] = live.get(i).sampler.sample(all, live.get(i).lane * vocab, vocab);
     }
     return next;
   }
@@ -447,9 +452,7 @@ public final class EngineCore implements AutoCloseable {
       // A memory that reads the token's hidden state decides after it is computed: tokens first, then latents.
       NDArray h = decoder.forward(cache, embeds, valid);
       float[] all = h.toFloatArray(); // [rows, 1, hidden]
-      for (Sequence s : going) {
-        setLast(s, h.get(s.lane, 0));
-      }
+      replaceLasts(h.squeeze(1));
       float[][] inserts = afterTokens(going, s -> Arrays.copyOfRange(all, s.lane * hidden, (s.lane + 1) * hidden));
       if (Arrays.stream(inserts).anyMatch(r -> r != null)) {
         markLatents(going, inserts);
@@ -464,10 +467,7 @@ public final class EngineCore implements AutoCloseable {
       n = r == null ? n : Math.max(n, latentRows(r));
     }
     if (n == 0) {
-      NDArray h = decoder.forward(cache, embeds, valid);
-      for (Sequence s : going) {
-        setLast(s, h.get(s.lane, 0));
-      }
+      replaceLasts(decoder.forward(cache, embeds, valid).squeeze(1));
       return;
     }
     // The token and its latents in one call: rows with fewer latents pad with masked slots.
@@ -481,10 +481,11 @@ public final class EngineCore implements AutoCloseable {
       }
     }
     NDArray h = decoder.forward(cache, embeds.concat(m.create(flat, new Shape(rows, n, hidden)), 1), all);
-    for (Sequence s : going) {
-      float[] r = inserts[s.lane];
-      setLast(s, h.get(s.lane, r == null ? 0 : r.length / hidden));
+    long[] at = new long[rows * hidden]; // each row's last new slot: its token's, or its last latent's
+    for (int b = 0; b < rows; b++) {
+      java.util.Arrays.fill(at, b * hidden, (b + 1) * hidden, inserts[b] == null ? 0 : inserts[b].length / hidden);
     }
+    replaceLasts(h.gather(m.create(at, new Shape(rows, 1, hidden)), 1).squeeze(1));
   }
 
   /** Latent rows after each row's token, asked of every row's memory; memories of several rows are asked at once. */
@@ -547,7 +548,7 @@ public final class EngineCore implements AutoCloseable {
         Sequence s = lanes[b];
         int k = inserts[b].length / hidden;
         s.memory.inserted(0, Arrays.copyOfRange(all, b * n * hidden, b * n * hidden + k * hidden));
-        setLast(s, h.get(b, k - 1));
+        lasts.set(new NDIndex().addIndices(b), h.get(b, k - 1));
       }
     }
   }
@@ -557,6 +558,14 @@ public final class EngineCore implements AutoCloseable {
       throw new IllegalArgumentException("latent rows must be k * " + hidden + " floats, got " + rows.length);
     }
     return rows.length / hidden;
+  }
+
+  private void replaceLasts(NDArray next) {
+    next.attach(manager);
+    if (lasts != null) {
+      lasts.close();
+    }
+    lasts = next;
   }
 
   private void setLast(Sequence s, NDArray row) {
@@ -623,6 +632,15 @@ public final class EngineCore implements AutoCloseable {
   /** Rebuilds the cache with row i holding old row {@code keep[i]} (-1: empty). */
   private void repack(int[] keep) {
     KvCache next = cache.repack(keep, 64);
+    if (lasts != null) {
+      long[] rowsOf = new long[keep.length];
+      for (int i = 0; i < keep.length; i++) {
+        rowsOf[i] = Math.max(keep[i], 0); // an empty row's stale state is never read
+      }
+      try (NDManager m = manager.newSubManager()) {
+        replaceLasts(lasts.get(m.create(rowsOf)));
+      }
+    }
     Sequence[] moved = new Sequence[keep.length];
     for (int i = 0; i < keep.length; i++) {
       if (keep[i] >= 0 && keep[i] < lanes.length && lanes[keep[i]] != null) {
@@ -674,6 +692,10 @@ public final class EngineCore implements AutoCloseable {
     cache.close();
     cache = decoder.newCache(1, 64);
     lanes = new Sequence[1];
+    if (lasts != null) {
+      lasts.close();
+      lasts = null;
+    }
     runningCount = 0;
     prefillingCount = 0;
   }
