@@ -4,6 +4,8 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.engine.core.EngineCore;
+import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.broker.KafkaBroker;
 import dev.memgen.model.Decoder;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.Directories;
@@ -74,11 +76,20 @@ final class BenchLoadCommand implements Callable<Integer> {
   @Option(names = "--api", defaultValue = "engine", description = "engine, grpc or openai (default ${DEFAULT-VALUE})") String api;
 
   /** One turn as an agent saw it. */
-  record Turn(long startNanos, long firstNanos, long endNanos, int tokens, String error) {}
+  record Turn(long startNanos, long firstNanos, long endNanos, int tokens, String error, String trajectoryId) {
+    Turn(long startNanos, long firstNanos, long endNanos, int tokens, String error) {
+      this(startNanos, firstNanos, endNanos, tokens, error, null);
+    }
+  }
 
   /** Sends one chat turn and reports it; thread-safe. */
   interface Client extends AutoCloseable {
     Turn send(String question);
+
+    /** Where trajectories are recorded (a broker's bootstrap servers), or null when they are not. */
+    default String log() {
+      return null;
+    }
 
     @Override
     default void close() throws Exception {}
@@ -97,9 +108,10 @@ final class BenchLoadCommand implements Callable<Integer> {
       Path mem = memory.equals("on") ? freshMemory(work.resolve("memory")) : null;
       try (Client client = api.equals("engine") ? new EngineClient(mem) : new ServiceClient(mem, work)) {
         System.err.println("bench load: warming up");
-        client.send("Q: 1+1=?");
-        Phase one = run(client, 1, singleSeconds, "1 agent");
-        Phase many = run(client, clients, seconds, clients + " agents");
+        List<Turn> all = Collections.synchronizedList(new ArrayList<>());
+        all.add(client.send("Q: 1+1=?"));
+        Phase one = run(client, 1, singleSeconds, "1 agent", all);
+        Phase many = run(client, clients, seconds, clients + " agents", all);
         System.out.printf("%-10s %8s %7s %9s %9s %9s %9s %7s%n", "agents", "turns", "errors", "tok/s", "p50 (s)",
             "p99 (s)", "ttft p50", "ttft p99");
         for (Phase p : List.of(one, many)) {
@@ -117,9 +129,18 @@ final class BenchLoadCommand implements Callable<Integer> {
         json.set("concurrent", many.json());
         json.put("speedup", many.tokensPerSecond / one.tokensPerSecond);
         json.put("errors", one.errors + many.errors);
+        if (client.log() != null) {
+          ObjectNode check = trajectoryCheck(client.log(), all);
+          json.set("trajectories", check);
+          System.out.printf("trajectories: %d successful requests, %d recorded once, %d missing, %d recorded twice or more%n",
+              check.get("successful").asLong(), check.get("recorded_once").asLong(), check.get("missing").asLong(),
+              check.get("duplicated").asLong());
+        }
         json.set("machine", Machine.describe());
         System.out.println(Json.line(json));
-        return one.errors + many.errors == 0 ? 0 : 1;
+        boolean accounted = !json.has("trajectories") || (json.at("/trajectories/missing").asLong() == 0
+            && json.at("/trajectories/duplicated").asLong() == 0);
+        return one.errors + many.errors == 0 && accounted ? 0 : 1;
       }
     } finally {
       Directories.deleteRecursively(work);
@@ -145,7 +166,39 @@ final class BenchLoadCommand implements Callable<Integer> {
     }
   }
 
-  private Phase run(Client client, int agents, int phaseSeconds, String label) throws InterruptedException {
+  /**
+   * Every successful turn's trajectory must be on the trajectories topic exactly once. The reasoner's spool sends
+   * them asynchronously, so the check reads the topic until every id is there or a minute has passed.
+   */
+  private static ObjectNode trajectoryCheck(String bootstrap, List<Turn> turns) throws InterruptedException {
+    List<String> expected;
+    synchronized (turns) {
+      expected = turns.stream().filter(t -> t.error() == null).map(Turn::trajectoryId).toList();
+    }
+    long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
+    java.util.Map<String, Integer> counts;
+    while (true) {
+      counts = new java.util.HashMap<>();
+      for (LoopBench.PublishedTrajectory t : LoopBench.trajectories(bootstrap)) {
+        counts.merge(t.id(), 1, Integer::sum);
+      }
+      java.util.Map<String, Integer> seen = counts;
+      if (expected.stream().allMatch(id -> id != null && seen.containsKey(id)) || System.nanoTime() > deadline) {
+        break;
+      }
+      Thread.sleep(1000); // the spool is still sending: look again
+    }
+    java.util.Map<String, Integer> seen = counts;
+    ObjectNode o = Json.object();
+    o.put("successful", expected.size());
+    o.put("recorded_once", expected.stream().filter(id -> id != null && seen.getOrDefault(id, 0) == 1).count());
+    o.put("missing", expected.stream().filter(id -> id == null || !seen.containsKey(id)).count());
+    o.put("duplicated", expected.stream().filter(id -> id != null && seen.getOrDefault(id, 0) > 1).count());
+    o.put("records", seen.values().stream().mapToInt(Integer::intValue).sum());
+    return o;
+  }
+
+  private Phase run(Client client, int agents, int phaseSeconds, String label, List<Turn> all) throws InterruptedException {
     long t0 = System.nanoTime();
     long end = t0 + TimeUnit.SECONDS.toNanos(phaseSeconds);
     List<Turn> turns = Collections.synchronizedList(new ArrayList<>());
@@ -170,6 +223,7 @@ final class BenchLoadCommand implements Callable<Integer> {
       t.join();
     }
     long wall = System.nanoTime() - t0;
+    all.addAll(turns);
     List<Double> latency = new ArrayList<>();
     List<Double> ttft = new ArrayList<>();
     long tokens = 0;
@@ -272,6 +326,7 @@ final class BenchLoadCommand implements Callable<Integer> {
   /** reasoner-service as a child process, over gRPC or its OpenAI API. */
   private final class ServiceClient implements Client {
     private final Process process;
+    private final KafkaBroker broker;
     private final int http;
     private final ManagedChannel channel;
     private final HttpClient client = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
@@ -282,12 +337,22 @@ final class BenchLoadCommand implements Callable<Integer> {
         throw new StartupException("reasoner-service is not built (" + jar + "): run ./mvnw -B -q -pl reasoner-service -am "
             + "package -DskipTests", null);
       }
+      try {
+        broker = KafkaBroker.start(work.resolve("kafka"), 0);
+      } catch (java.io.IOException e) {
+        throw new StartupException("the Kafka broker did not start in " + work.resolve("kafka") + ": " + e.getMessage()
+            + " (fix: build with ./mvnw -B install -DskipTests)", e);
+      }
+      try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers())) {
+        log.ensureTopics(2);
+      }
       http = freePort();
       int grpc = freePort();
       List<String> cmd = new ArrayList<>(List.of(ProcessHandle.current().info().command().orElse("java"),
           "-Dmemgen.model.dir=" + model.toAbsolutePath(), "-Dquarkus.http.port=" + http, "-Dquarkus.grpc.server.port=" + grpc,
           "-Dmemgen.engine.max-batch=" + clients, "-Dmemgen.engine.max-queue=" + 4 * clients,
-          "-Dmemgen.openai.max-concurrent-per-client=" + 4 * clients));
+          "-Dmemgen.openai.max-concurrent-per-client=" + 4 * clients, "-Dmemgen.log.bootstrap=" + broker.bootstrapServers(),
+          "-Dmemgen.log.spool-dir=" + work.resolve("spool")));
       if (memoryDir != null) {
         cmd.add("-Dmemgen.memory.dir=" + memoryDir.toAbsolutePath());
       }
@@ -321,10 +386,16 @@ final class BenchLoadCommand implements Callable<Integer> {
       return api.equals("grpc") ? grpc(question) : openai(question);
     }
 
+    @Override
+    public String log() {
+      return broker.bootstrapServers();
+    }
+
     private Turn grpc(String question) {
       long start = System.nanoTime();
       long first = 0;
       int tokens = 0;
+      String trajectory = null;
       try {
         Iterator<GenerateEvent> events = ReasonerGrpc.newBlockingStub(channel).withDeadlineAfter(300, TimeUnit.SECONDS)
             .generate(GenerateRequest.newBuilder().setChat(ChatMessages.newBuilder().addMessages(
@@ -334,9 +405,11 @@ final class BenchLoadCommand implements Callable<Integer> {
           GenerateEvent e = events.next();
           if (e.hasToken()) {
             first = tokens++ == 0 ? System.nanoTime() : first;
+          } else if (e.hasFinished()) {
+            trajectory = e.getFinished().getTrajectoryId();
           }
         }
-        return new Turn(start, first, System.nanoTime(), tokens, null);
+        return new Turn(start, first, System.nanoTime(), tokens, null, trajectory);
       } catch (RuntimeException e) {
         return new Turn(start, 0, System.nanoTime(), 0, String.valueOf(e));
       }
@@ -346,6 +419,7 @@ final class BenchLoadCommand implements Callable<Integer> {
       long start = System.nanoTime();
       long first = 0;
       int tokens = 0;
+      String trajectory = null;
       try {
         ObjectNode body = Json.object();
         body.put("model", memory.equals("on") ? "memgen:default" : "memgen");
@@ -370,9 +444,12 @@ final class BenchLoadCommand implements Callable<Integer> {
             if (chunk.hasNonNull("usage")) {
               tokens = chunk.at("/usage/completion_tokens").asInt();
             }
+            if (chunk.has("memgen")) {
+              trajectory = chunk.at("/memgen/trajectory_id").asText();
+            }
           }
         }
-        return new Turn(start, first == 0 ? System.nanoTime() : first, System.nanoTime(), tokens, null);
+        return new Turn(start, first == 0 ? System.nanoTime() : first, System.nanoTime(), tokens, null, trajectory);
       } catch (Exception e) {
         return new Turn(start, 0, System.nanoTime(), 0, String.valueOf(e));
       }
@@ -385,6 +462,7 @@ final class BenchLoadCommand implements Callable<Integer> {
       if (!process.waitFor(20, TimeUnit.SECONDS)) {
         process.destroyForcibly();
       }
+      broker.close();
     }
   }
 

@@ -438,9 +438,12 @@ public final class LoopBench {
     }
   }
 
-  private Accounting account(String bootstrap, LoopLayout layout) throws IOException {
-    Accounting a = new Accounting();
-    Map<String, ConsumerRecord<String, byte[]>> ids = new LinkedHashMap<>(); // every trajectory, by id
+  /** A record on the trajectories topic: its trajectory id (or where it is, if it does not parse) and its time. */
+  record PublishedTrajectory(String id, long timestampMillis, String partition, long offset) {}
+
+  /** Every record on the trajectories topic, from the beginning to its end now. */
+  static List<PublishedTrajectory> trajectories(String bootstrap) {
+    List<PublishedTrajectory> out = new ArrayList<>();
     try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(bootstrap, "memgen-bench-accounting", null)) {
       List<TopicPartition> parts = c.partitionsFor(Topics.TRAJECTORIES).stream()
           .map(p -> new TopicPartition(p.topic(), p.partition())).toList();
@@ -450,12 +453,21 @@ public final class LoopBench {
       while (parts.stream().anyMatch(tp -> c.position(tp) < end.get(tp))) {
         for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
           Trajectory t = dev.memgen.log.Records.TRAJECTORY.deserializeOrNull(r.value());
-          String id = t == null ? "offset:" + r.partition() + "@" + r.offset() : t.getTrajectoryId();
-          ids.putIfAbsent(id, r);
-          a.publishedAtMillis.put(id, r.timestamp());
-          a.published++;
+          out.add(new PublishedTrajectory(t == null ? "offset:" + r.partition() + "@" + r.offset() : t.getTrajectoryId(),
+              r.timestamp(), r.topic() + "-" + r.partition(), r.offset()));
         }
       }
+    }
+    return out;
+  }
+
+  private Accounting account(String bootstrap, LoopLayout layout) throws IOException {
+    Accounting a = new Accounting();
+    Map<String, PublishedTrajectory> ids = new LinkedHashMap<>(); // every trajectory, by id
+    for (PublishedTrajectory t : trajectories(bootstrap)) {
+      ids.putIfAbsent(t.id(), t);
+      a.publishedAtMillis.put(t.id(), t.timestampMillis());
+      a.published++;
     }
     AdapterStore store = AdapterStore.open(s.work().resolve("store"));
     Map<String, Integer> trainedTimes = new HashMap<>();
@@ -491,7 +503,7 @@ public final class LoopBench {
       a.trainerBusy = true;
     }
     Map<String, Long> rangeEnd = store.latest(NAME).map(AdapterStore.Version::offsets).orElse(Map.of());
-    for (Map.Entry<String, ConsumerRecord<String, byte[]>> r : ids.entrySet()) {
+    for (Map.Entry<String, PublishedTrajectory> r : ids.entrySet()) {
       String id = r.getKey();
       int n = trainedTimes.getOrDefault(id, 0);
       if (n > 0) {
@@ -501,7 +513,7 @@ public final class LoopBench {
         a.judged++;
       } else if (decided.contains(id)) {
         a.otherwiseDecided++;
-      } else if (carried.contains(id) || r.getValue().offset() >= rangeEnd.getOrDefault(r.getValue().topic() + "-" + r.getValue().partition(), 0L)) {
+      } else if (carried.contains(id) || r.getValue().offset() >= rangeEnd.getOrDefault(r.getValue().partition(), 0L)) {
         a.pending++; // carried, or not in a published version's range yet: the open window
       } else {
         a.lost++;

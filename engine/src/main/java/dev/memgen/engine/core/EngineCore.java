@@ -177,6 +177,55 @@ public final class EngineCore implements AutoCloseable {
     return done;
   }
 
+  /**
+   * Decodes every request, request i with row i of {@code memory} (null: none), as many at a time as the engine
+   * admits, and returns the results in order: the engine's continuous batching for a batch job (an evaluation, a
+   * rollout), where a static batch would wait for its longest answer.
+   */
+  public List<Generator.Result> generateAll(List<Generator.Request> requests, Generator.Interleaver memory)
+      throws InterruptedException {
+    java.util.concurrent.Semaphore room = new java.util.concurrent.Semaphore(limits.maxBatch() + limits.maxQueue());
+    List<CompletableFuture<Generator.Result>> futures = new ArrayList<>();
+    for (int i = 0; i < requests.size(); i++) {
+      room.acquire();
+      CompletableFuture<Generator.Result> f = generate(requests.get(i), memory == null ? null : new RowOf(memory, i));
+      f.whenComplete((r, e) -> room.release());
+      futures.add(f);
+    }
+    List<Generator.Result> out = new ArrayList<>();
+    for (CompletableFuture<Generator.Result> f : futures) {
+      try {
+        out.add(f.get());
+      } catch (java.util.concurrent.ExecutionException e) {
+        throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+      }
+    }
+    return out;
+  }
+
+  /** Row {@code row} of a batch's insertion rule, seen as the rule of a one-row request. */
+  private record RowOf(Generator.Interleaver batch, int row) implements Generator.Interleaver {
+    @Override
+    public boolean wantsHidden() {
+      return batch.wantsHidden();
+    }
+
+    @Override
+    public float[] afterPrompt(int ignored, int[] prompt, int room, float[] hidden) {
+      return batch.afterPrompt(row, prompt, room, hidden);
+    }
+
+    @Override
+    public float[] afterToken(int ignored, int token, float[] hidden) {
+      return batch.afterToken(row, token, hidden);
+    }
+
+    @Override
+    public void inserted(int ignored, float[] hidden) {
+      batch.inserted(row, hidden);
+    }
+  }
+
   public Stats stats() {
     return new Stats(runningCount, prefillingCount, waiting.size(), lanes.length, steps.get(), tokens.get(),
         prefillTokens.get(), reusedTokens.get(), repacks.get());

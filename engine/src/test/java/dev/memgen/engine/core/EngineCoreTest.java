@@ -290,4 +290,21 @@ class EngineCoreTest {
       assertTrue(e.getMessage().contains("outside the vocabulary"), e.getMessage());
     }
   }
+
+  @Test
+  void aBatchJobThroughTheEngineEqualsOneStaticBatch() throws Exception {
+    List<Generator.Request> reqs = requests(10, 4);
+    DelimiterTable delimiters = DelimiterTable.ofTokenIds(base.config().vocabSize(), id -> id % 3 != 0);
+    MemGenInterleaver.Options options = new MemGenInterleaver.Options(true, 3, MemGenInterleaver.TriggerMode.INACTIVE, 0.5, 0);
+    try (EngineCore engine = new EngineCore(base, new EngineCore.Limits(3, 2, 32, 0), "test-engine");
+        MemGenInterleaver viaEngine = MemGenInterleaver.inProcess(memory, reqs.size(), delimiters, options);
+        MemGenInterleaver staticBatch = MemGenInterleaver.inProcess(memory, reqs.size(), delimiters, options)) {
+      List<Generator.Result> got = engine.generateAll(reqs, viaEngine); // more requests than rows + queue: it waits
+      List<Generator.Result> want = new Generator(base).generate(reqs, (row, token, hidden) -> {}, staticBatch);
+      for (int i = 0; i < reqs.size(); i++) {
+        assertArrayEquals(want.get(i).tokens(), got.get(i).tokens(), "request " + i);
+        assertEquals(staticBatch.trace(i).insertions(), viaEngine.trace(i).insertions(), "request " + i);
+      }
+    }
+  }
 }

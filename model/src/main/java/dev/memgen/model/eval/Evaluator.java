@@ -41,17 +41,33 @@ public final class Evaluator {
     }
   }
 
-  private final Decoder decoder;
+  /**
+   * Decodes a batch of requests, row i with row i of {@code memory} (null: none). The default is one static batch
+   * of the {@link Generator}; the serving engine's continuous batching is the other (rows that finish early make
+   * room for the next instead of waiting for the batch's longest answer).
+   */
+  @FunctionalInterface
+  public interface Decoding {
+    List<Generator.Result> decode(List<Generator.Request> requests, MemGenInterleaver memory);
+  }
+
+  private final Decoding decoding;
   private final TextTokenizer tokenizer;
   private final int maxNewTokens;
   private final int batch;
   private final Set<Integer> stops = new HashSet<>();
 
   public Evaluator(Decoder decoder, TextTokenizer tokenizer, int maxNewTokens, int batch) {
+    this(decoder, tokenizer, maxNewTokens, batch, (requests, memory) -> new Generator(decoder).generate(requests,
+        (row, token, hidden) -> {}, memory == null ? Generator.Interleaver.NONE : memory));
+  }
+
+  /** @param batch problems handed to {@code decoding} at a time */
+  public Evaluator(Decoder decoder, TextTokenizer tokenizer, int maxNewTokens, int batch, Decoding decoding) {
     if (batch < 1 || maxNewTokens < 1) {
       throw new IllegalArgumentException("need a batch >= 1 and max new tokens >= 1");
     }
-    this.decoder = decoder;
+    this.decoding = decoding;
     this.tokenizer = tokenizer;
     this.maxNewTokens = maxNewTokens;
     this.batch = batch;
@@ -162,13 +178,12 @@ public final class Evaluator {
 
   /** One batch: row i decodes {@code rows[i]} with {@code sampling[i]}; sequence ids count from {@code firstId}. */
   private Decoded decode(List<SamplingParams> sampling, List<Problem> rows, int firstId, Memory memory) {
-    Generator generator = new Generator(decoder);
     List<Generator.Request> requests = new ArrayList<>();
     for (int i = 0; i < rows.size(); i++) {
       requests.add(new Generator.Request(tokenizer.encode(rows.get(i).chatPrompt()), maxNewTokens, sampling.get(i), stops));
     }
     if (memory == null) {
-      return new Decoded(generator.generate(requests), List.of());
+      return new Decoded(decoding.decode(requests, null), List.of());
     }
     List<String> ids = new ArrayList<>();
     for (int i = 0; i < rows.size(); i++) {
@@ -176,7 +191,7 @@ public final class Evaluator {
     }
     List<MemGenInterleaver.Trace> traces = new ArrayList<>();
     try (MemGenInterleaver loop = memory.open(ids)) {
-      List<Generator.Result> results = generator.generate(requests, (row, token, hidden) -> {}, loop);
+      List<Generator.Result> results = decoding.decode(requests, loop);
       for (int i = 0; i < rows.size(); i++) {
         traces.add(loop.trace(i));
       }
