@@ -131,9 +131,8 @@ final class DemoCommand implements Callable<Integer> {
     DemoReport.Row baseRow;
     DemoReport.Row parametric;
     Path finalMemory = memory;
-    try (Decoder decoder = Decoder.load(base); TextTokenizer tokenizer = TextTokenizer.load(base);
-        EngineEvaluator engineEval = new EngineEvaluator(decoder, tokenizer, 48, 64)) {
-      Evaluator evaluator = engineEval.evaluator();
+    try (Decoder decoder = Decoder.load(base); TextTokenizer tokenizer = TextTokenizer.load(base)) {
+      Evaluator evaluator = new Evaluator(decoder, tokenizer, 48, 64);
       Map<String, List<Evaluator.Problem>> heldOut = heldOut(nEval);
       baseRow = evaluate("frozen base", 0, evaluator, heldOut, null);
       for (AdapterStore.Version v : store.versions(LoopBench.NAME)) {
@@ -265,8 +264,8 @@ final class DemoCommand implements Callable<Integer> {
     try (Training.Bar bar = new Training.Bar("parametric baseline", steps)) {
       Pretrain.finetune(base, outDir, data, steps, 16, 1e-3, Math.min(50, steps / 10), 5, bar);
     }
-    try (Decoder tuned = Decoder.load(outDir); EngineEvaluator engineEval = new EngineEvaluator(tuned, tokenizer, 48, 64)) {
-      return evaluate("parametric baseline", -1, engineEval.evaluator(), heldOut, null);
+    try (Decoder tuned = Decoder.load(outDir)) {
+      return evaluate("parametric baseline", -1, new Evaluator(tuned, tokenizer, 48, 64), heldOut, null);
     }
   }
 }

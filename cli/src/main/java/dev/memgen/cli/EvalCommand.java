@@ -32,7 +32,7 @@ final class EvalCommand implements Callable<Integer> {
 
   @Option(names = "--max-new-tokens", defaultValue = "64", description = "(default ${DEFAULT-VALUE})") int maxNewTokens;
 
-  @Option(names = "--batch", defaultValue = "8", description = "sequences in flight in the engine (default ${DEFAULT-VALUE})") int batch;
+  @Option(names = "--batch", defaultValue = "8", description = "sequences decoded together (default ${DEFAULT-VALUE})") int batch;
 
   @Option(names = "--limit", defaultValue = "0", description = "evaluate the first N examples only (0 = all)") int limit;
 
@@ -91,9 +91,8 @@ final class EvalCommand implements Callable<Integer> {
         ? loaded.examples().subList(0, limit) : loaded.examples();
 
     List<Evaluator.Problem> problems = examples.stream().map(e -> new Evaluator.Problem(e.chatPrompt(), e.expected())).toList();
-    try (Decoder decoder = Decoder.load(model); TextTokenizer tokenizer = TextTokenizer.load(model);
-        EngineEvaluator engineEval = new EngineEvaluator(decoder, tokenizer, maxNewTokens, batch)) {
-      Evaluator evaluator = engineEval.evaluator();
+    try (Decoder decoder = Decoder.load(model); TextTokenizer tokenizer = TextTokenizer.load(model)) {
+      Evaluator evaluator = new Evaluator(decoder, tokenizer, maxNewTokens, batch);
       ObjectNode out = Json.object();
       out.put("data", data.toString());
       out.put("examples", examples.size());
