@@ -168,27 +168,37 @@ final class BenchLoadCommand implements Callable<Integer> {
 
   /**
    * Every successful turn's trajectory must be on the trajectories topic exactly once. The reasoner's spool sends
-   * them asynchronously, so the check reads the topic until every id is there or a minute has passed.
+   * them asynchronously, so the check keeps consuming (each poll blocks until records come) until every id is there
+   * and the topic's end has been read, or a minute has passed.
    */
-  private static ObjectNode trajectoryCheck(String bootstrap, List<Turn> turns) throws InterruptedException {
+  private static ObjectNode trajectoryCheck(String bootstrap, List<Turn> turns) {
     List<String> expected;
     synchronized (turns) {
       expected = turns.stream().filter(t -> t.error() == null).map(Turn::trajectoryId).toList();
     }
+    java.util.Map<String, Integer> seen = new java.util.HashMap<>();
     long deadline = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-    java.util.Map<String, Integer> counts;
-    while (true) {
-      counts = new java.util.HashMap<>();
-      for (LoopBench.PublishedTrajectory t : LoopBench.trajectories(bootstrap)) {
-        counts.merge(t.id(), 1, Integer::sum);
+    try (org.apache.kafka.clients.consumer.KafkaConsumer<String, byte[]> c =
+        ExperienceLog.consumer(bootstrap, "memgen-bench-load-check", null)) {
+      List<org.apache.kafka.common.TopicPartition> parts = c.partitionsFor(dev.memgen.log.Topics.TRAJECTORIES).stream()
+          .map(p -> new org.apache.kafka.common.TopicPartition(p.topic(), p.partition())).toList();
+      c.assign(parts);
+      c.seekToBeginning(parts);
+      Runnable poll = () -> { // blocks until records come, half a second at most
+        for (org.apache.kafka.clients.consumer.ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(500))) {
+          dev.memgen.proto.v1.Trajectory t = dev.memgen.log.Records.TRAJECTORY.deserializeOrNull(r.value());
+          seen.merge(t == null ? "offset:" + r.partition() + "@" + r.offset() : t.getTrajectoryId(), 1, Integer::sum);
+        }
+      };
+      while (System.nanoTime() < deadline
+          && !expected.stream().allMatch(id -> id != null && seen.containsKey(id))) {
+        poll.run();
       }
-      java.util.Map<String, Integer> seen = counts;
-      if (expected.stream().allMatch(id -> id != null && seen.containsKey(id)) || System.nanoTime() > deadline) {
-        break;
+      java.util.Map<org.apache.kafka.common.TopicPartition, Long> end = c.endOffsets(parts, Duration.ofSeconds(30));
+      while (parts.stream().anyMatch(tp -> c.position(tp) < end.get(tp))) { // a duplicate may come after the last id
+        poll.run();
       }
-      Thread.sleep(1000); // the spool is still sending: look again
     }
-    java.util.Map<String, Integer> seen = counts;
     ObjectNode o = Json.object();
     o.put("successful", expected.size());
     o.put("recorded_once", expected.stream().filter(id -> id != null && seen.getOrDefault(id, 0) == 1).count());
