@@ -14,6 +14,7 @@ import java.util.List;
 import java.util.OptionalInt;
 import java.util.concurrent.Callable;
 import picocli.CommandLine.Command;
+import dev.memgen.engine.core.EngineCore;
 import picocli.CommandLine.Option;
 
 /**
@@ -33,6 +34,10 @@ final class EvalCommand implements Callable<Integer> {
   @Option(names = "--max-new-tokens", defaultValue = "64", description = "(default ${DEFAULT-VALUE})") int maxNewTokens;
 
   @Option(names = "--batch", defaultValue = "8", description = "sequences decoded together (default ${DEFAULT-VALUE})") int batch;
+
+  @Option(names = "--engine", description = "decode through the serving engine (continuous batching, --batch rows at "
+      + "once: a row that finishes makes room for the next problem) instead of static batches of --batch problems")
+  boolean engine;
 
   @Option(names = "--limit", defaultValue = "0", description = "evaluate the first N examples only (0 = all)") int limit;
 
@@ -91,8 +96,10 @@ final class EvalCommand implements Callable<Integer> {
         ? loaded.examples().subList(0, limit) : loaded.examples();
 
     List<Evaluator.Problem> problems = examples.stream().map(e -> new Evaluator.Problem(e.chatPrompt(), e.expected())).toList();
-    try (Decoder decoder = Decoder.load(model); TextTokenizer tokenizer = TextTokenizer.load(model)) {
-      Evaluator evaluator = new Evaluator(decoder, tokenizer, maxNewTokens, batch);
+    try (Decoder decoder = Decoder.load(model); TextTokenizer tokenizer = TextTokenizer.load(model);
+        EngineCore core = engine ? new EngineCore(decoder, new EngineCore.Limits(batch, batch, 256, 0), "memgen-eval") : null) {
+      Evaluator evaluator = core == null ? new Evaluator(decoder, tokenizer, maxNewTokens, batch)
+          : new Evaluator(decoder, tokenizer, maxNewTokens, 4 * batch, core.decoding());
       ObjectNode out = Json.object();
       out.put("data", data.toString());
       out.put("examples", examples.size());

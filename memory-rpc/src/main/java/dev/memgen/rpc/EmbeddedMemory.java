@@ -124,6 +124,7 @@ final class EmbeddedMemory implements AutoCloseable {
     @Override public long adapterVersion() { return version.version(); }
     @Override public void appendTokens(int[] ids) { s.appendTokens(ids); }
     @Override public float[] weave(Weaver.Kind kind) { return s.weave(kind); }
+    @Override public InProcessMemory.WeaverSession inProcess() { return s; }
     @Override public void acceptLatents() { s.acceptLatents(); }
     @Override public boolean readsHiddenStates() { return s.readsHiddenStates(); }
     @Override public void appendTokens(int[] ids, float[] hiddenStates) { s.appendTokens(ids, hiddenStates); }
@@ -151,6 +152,7 @@ final class EmbeddedMemory implements AutoCloseable {
 
     @Override public void appendTokens(int[] ids) { s.appendTokens(ids); }
     @Override public float probability() { return s.probability(); }
+    @Override public InProcessMemory.TriggerSession inProcess() { return s; }
     @Override public long adapterVersion() { return version.version(); }
 
     @Override

@@ -113,8 +113,33 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
     model.execute(() -> receive(request));
   }
 
+  /**
+   * Called on the model thread before this session's next message is read and before it is freed: a service that
+   * holds the session's model work for a batched pass ({@link PendingPasses}) runs it here.
+   */
+  void beforeNext() {}
+
+  /** Whether the stream is still going: held work of a stream that ended is dropped. */
+  boolean live() {
+    return !ended;
+  }
+
+  /** Ends the stream for a failure of its held model work, with the status the same failure gets inline. */
+  void failed(RuntimeException e) {
+    if (e instanceof IllegalArgumentException) {
+      end(Status.INVALID_ARGUMENT.withDescription(e.getMessage()));
+    } else {
+      LOG.error("session {} failed", sessionId, e);
+      end(Status.INTERNAL.withDescription("session " + sessionId + " failed: " + e));
+    }
+  }
+
   private void receive(Q request) {
     if (ended) {
+      return;
+    }
+    beforeNext();
+    if (ended) { // the held work failed and ended the stream
       return;
     }
     try {
@@ -172,6 +197,7 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
   @Override
   public void onCompleted() {
     model.execute(() -> {
+      beforeNext(); // a client may half-close right after its last Decide or Weave: answer it first
       if (!ended) {
         ended = true;
         free();
@@ -180,7 +206,8 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
     });
   }
 
-  private void end(Status status) {
+  /** Ends this stream with {@code status}: the session's state is freed, every other session goes on. */
+  void end(Status status) {
     ended = true;
     LOG.info("session {} refused: {} {}", sessionId, status.getCode(), status.getDescription());
     free();
@@ -188,6 +215,7 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
   }
 
   private void free() {
+    beforeNext();
     if (opened) {
       opened = false;
       registry.release(this);

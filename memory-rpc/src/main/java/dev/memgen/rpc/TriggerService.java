@@ -4,6 +4,7 @@ import dev.memgen.model.Decoder;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
+import dev.memgen.model.memory.TriggerLink;
 import dev.memgen.proto.v1.Decide;
 import dev.memgen.proto.v1.Decision;
 import dev.memgen.proto.v1.LatentSpan;
@@ -39,6 +40,7 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
   private final ServiceLimits limits;
   private final SessionRegistry sessions;
   private final ModelThread modelThread = new ModelThread("memgen-trigger-model");
+  private final PendingPasses<Call> decides = new PendingPasses<>(modelThread.executor(), this::decideHeld);
   private final AdapterRegistry adapters;
 
   /**
@@ -105,6 +107,11 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
     });
   }
 
+  /** The model thread's executor, for tests that hold it to make sessions' work arrive in one batch. */
+  java.util.concurrent.Executor modelExecutor() {
+    return modelThread.executor();
+  }
+
   @Override
   public StreamObserver<TriggerRequest> session(StreamObserver<TriggerReply> out) {
     return new Call(out);
@@ -116,11 +123,36 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
     adapters.close();
   }
 
+  /** The Decides held for one pass: the sessions' new tokens through their triggers in one forward call. */
+  private void decideHeld(List<Call> held) {
+    List<Call> calls = held.stream().filter(Call::live).toList();
+    if (calls.isEmpty()) {
+      return;
+    }
+    List<TriggerLink.Read> reads = InProcessMemory.probabilities(calls.stream().map(c -> c.session).toList());
+    for (int i = 0; i < calls.size(); i++) {
+      Call c = calls.get(i);
+      TriggerLink.Read r = reads.get(i);
+      if (r.error() != null) {
+        c.failed(r.error());
+      } else {
+        c.reply(TriggerReply.newBuilder().setSeq(c.heldSeq)
+            .setDecision(Decision.newBuilder().setProbability(r.probability()).setInvoke(r.probability() >= threshold)).build());
+      }
+    }
+  }
+
+  /** Decide passes run and the Decides they carried: their ratio is the mean batch across sessions. */
+  public long[] decidePasses() {
+    return new long[] {decides.passes(), decides.items()};
+  }
+
   private final class Call extends SessionCall<TriggerRequest, TriggerReply> {
     private AdapterRegistry.Loaded adapter; // the version pinned at open, for the whole session
     private InProcessMemory.TriggerSession session;
     private int tokens; //        tokens among the rows appended
     private boolean lastIsToken; // whether the latest append was tokens
+    private long heldSeq; // a Decide held for the next batched pass (see PendingPasses)
 
     Call(StreamObserver<TriggerReply> out) {
       super(out, modelThread.executor(), sessions, limits, base.config().maxPositions(), "trigger");
@@ -200,9 +232,13 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
         throw precondition("decide.position " + d.getPosition() + " is not the session's last token (the session holds "
             + length + " rows" + (length > 0 && !lastIsToken ? ", ending with latents" : "") + ")");
       }
-      float p = session.probability();
-      reply(TriggerReply.newBuilder().setSeq(seq)
-          .setDecision(Decision.newBuilder().setProbability(p).setInvoke(p >= threshold)).build());
+      heldSeq = seq;
+      decides.add(this); // read with the other sessions' Decides in one pass (decideHeld)
+    }
+
+    @Override
+    void beforeNext() {
+      decides.flushFor(this);
     }
 
     @Override

@@ -5,6 +5,7 @@ import dev.memgen.model.Weaver;
 import dev.memgen.model.memory.InProcessMemory;
 import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
+import dev.memgen.model.memory.WeaverLink;
 import dev.memgen.proto.Tensors;
 import dev.memgen.proto.v1.DType;
 import dev.memgen.proto.v1.DescribeRequest;
@@ -17,6 +18,7 @@ import dev.memgen.proto.v1.SessionOpen;
 import dev.memgen.proto.v1.SessionOpened;
 import dev.memgen.proto.v1.TokenSpan;
 import dev.memgen.proto.v1.Weave;
+import dev.memgen.proto.v1.LatentKind;
 import dev.memgen.proto.v1.WeaverGrpc;
 import dev.memgen.proto.v1.WeaverReply;
 import dev.memgen.proto.v1.WeaverRequest;
@@ -46,6 +48,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
   private final ServiceLimits limits;
   private final SessionRegistry sessions;
   private final ModelThread modelThread = new ModelThread("memgen-weaver-model");
+  private final PendingPasses<Call> weaves = new PendingPasses<>(modelThread.executor(), WeaverService::weaveHeld);
   final AdapterRegistry adapters; // package-private: tests watch versions being freed
 
   /**
@@ -127,6 +130,11 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     });
   }
 
+  /** The model thread's executor, for tests that hold it to make sessions' work arrive in one batch. */
+  java.util.concurrent.Executor modelExecutor() {
+    return modelThread.executor();
+  }
+
   @Override
   public StreamObserver<WeaverRequest> session(StreamObserver<WeaverReply> out) {
     return new Call(out);
@@ -175,6 +183,24 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     adapters.close();
   }
 
+  /** The Weaves held for one pass: the sessions' latents in one forward call, each answered on its own stream. */
+  private static void weaveHeld(List<Call> held) {
+    List<Call> calls = held.stream().filter(Call::live).toList();
+    if (calls.isEmpty()) {
+      return;
+    }
+    List<WeaverLink.Woven> woven = InProcessMemory.weaveTogether(calls.stream().map(c -> c.session).toList(),
+        calls.stream().map(c -> c.heldKind).toList());
+    for (int i = 0; i < calls.size(); i++) {
+      calls.get(i).woven(woven.get(i));
+    }
+  }
+
+  /** Weave passes run and the Weaves they carried: their ratio is the mean batch across sessions. */
+  public long[] weavePasses() {
+    return new long[] {weaves.passes(), weaves.items()};
+  }
+
   private final class Call extends SessionCall<WeaverRequest, WeaverReply> {
     private AdapterRegistry.Loaded adapter; // the version pinned at open, for the whole session
     private InProcessMemory.WeaverSession session;
@@ -182,6 +208,10 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     private boolean readsHidden; // the pinned version's weaver reads the reasoner's hidden states, not its embeddings
     private long lastWeaveSeq; // the latest Weave whose latents have not been appended yet, or 0
     private int lastWeaveK;
+    private Weaver.Kind heldKind; // a Weave held for the next batched pass (see PendingPasses)
+    private long heldSeq;
+    private int heldK;
+    private LatentKind heldWireKind;
 
     Call(StreamObserver<WeaverReply> out) {
       super(out, modelThread.executor(), sessions, limits, base.config().maxPositions(), "weaver");
@@ -299,13 +329,28 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
       if (length == 0) {
         throw precondition("weave before any append: the weaver needs at least one prefix row");
       }
-      int k = checkGrowth("weave", session.k(kind));
-      float[] latents = session.weave(kind);
-      lastWeaveSeq = seq;
-      lastWeaveK = k;
-      reply(WeaverReply.newBuilder().setSeq(seq).setLatents(Latents.newBuilder()
-          .setRows(Tensors.of(latents, dtype, k, base.config().hiddenSize()))
-          .setKind(w.getKind())
+      heldK = checkGrowth("weave", session.k(kind));
+      heldKind = kind;
+      heldSeq = seq;
+      heldWireKind = w.getKind();
+      weaves.add(this); // woven with the other sessions' Weaves in one pass (weaveHeld)
+    }
+
+    @Override
+    void beforeNext() {
+      weaves.flushFor(this);
+    }
+
+    private void woven(WeaverLink.Woven w) {
+      if (w.error() != null) {
+        failed(w.error());
+        return;
+      }
+      lastWeaveSeq = heldSeq;
+      lastWeaveK = heldK;
+      reply(WeaverReply.newBuilder().setSeq(heldSeq).setLatents(Latents.newBuilder()
+          .setRows(Tensors.of(w.latents(), dtype, heldK, base.config().hiddenSize()))
+          .setKind(heldWireKind)
           .setAdapterName(adapter.name())
           .setAdapterVersion(adapter.version())).build());
     }

@@ -24,11 +24,13 @@ final class Attention {
    * @param x normalised input {@code [batch, n, hidden]}
    * @param mask additive mask {@code [batch, 1, 1, n, length + n]}, or null when every key is visible
    * @param lora adapters to add to the projections, or null for the frozen base
-   * @return the attention output after o_proj, {@code [batch, n, hidden]}
+   * @param packing null, or how the real rows of {@code x} ({@code [1, real, hidden]}) sit in the batch's slots
+   * @return the attention output after o_proj, {@code [batch, n, hidden]} (packed as {@code x} is)
    */
-  NDArray forward(NDArray x, Rope rope, NDArray cos, NDArray sin, NDArray mask, KvCache cache, int layer, LoraAdapter lora) {
-    long b = x.getShape().get(0);
-    long n = x.getShape().get(1);
+  NDArray forward(NDArray x, Rope rope, NDArray cos, NDArray sin, NDArray mask, KvCache cache, int layer, LoraAdapter lora,
+      Packing packing) {
+    long b = packing == null ? x.getShape().get(0) : packing.batch;
+    long n = packing == null ? x.getShape().get(1) : packing.slots;
     int heads = c.numHeads();
     int kvHeads = c.numKvHeads();
     int d = c.headDim();
@@ -42,6 +44,9 @@ final class Attention {
       lora.addDelta(layer, LoraAdapter.Target.Q_PROJ, x, qkv, 0, q);
       lora.addDelta(layer, LoraAdapter.Target.K_PROJ, x, qkv, q, q + kv);
       lora.addDelta(layer, LoraAdapter.Target.V_PROJ, x, qkv, q + kv, q + 2 * kv);
+    }
+    if (packing != null) {
+      qkv = packing.unpack(qkv);
     }
     NDArray qk = rope.apply(Ops.reshape(Ops.slice(qkv, 2, 0, (long) (heads + kvHeads) * d), b, n, heads + kvHeads, d), cos, sin);
     NDArray v = Ops.reshape(Ops.slice(qkv, 2, (long) (heads + kvHeads) * d, c.qkvSize()), b, n, kvHeads, d);
@@ -65,6 +70,9 @@ final class Attention {
     NDArray probs = Ops.softmaxLastAxis(scores);
     NDArray mixed = Ops.matmul(probs, values); // [b, kv, group * n, d]
     mixed = Ops.reshape(Ops.permute(Ops.reshape(mixed, b, kvHeads, group, n, d), 0, 3, 1, 2, 4), b, n, (long) heads * d);
+    if (packing != null) {
+      mixed = packing.pack(mixed);
+    }
     NDArray y = out.forward(mixed);
     if (lora != null) {
       lora.addDelta(layer, LoraAdapter.Target.O_PROJ, mixed, y, 0, c.hiddenSize());

@@ -27,6 +27,7 @@ public final class Decoder implements AutoCloseable {
   private final Linear lmHead; //       [vocab, hidden]; the embedding table when tied
   private final Rope rope;
   private final Map<String, NDArray> parameters; // every weight by name; q/k/v and gate/up fused (see load)
+  private final long workPerRow; // multiply-adds of one row through one layer's projections and MLP
 
   private record Block(RmsNorm inputNorm, Attention attention, RmsNorm postNorm, Mlp mlp) {}
 
@@ -40,6 +41,9 @@ public final class Decoder implements AutoCloseable {
     this.finalNorm = finalNorm;
     this.lmHead = new Linear(lmHead, null);
     this.rope = new Rope(config, manager);
+    long h = config.hiddenSize();
+    this.workPerRow = (long) config.qkvSize() * h + (long) config.numHeads() * config.headDim() * h
+        + 3L * h * config.intermediateSize();
   }
 
   /** Loads a checkpoint directory into a new manager (closed with the decoder). */
@@ -148,6 +152,16 @@ public final class Decoder implements AutoCloseable {
     return 4 * (sum + perLayer * config.numLayers());
   }
 
+  /**
+   * Packs the real rows of a padded call ({@link Packing}) when its padding would cost at least {@code multiplyAdds}
+   * per layer; returns the previous bound. 0 packs every padded call (tests check the packed path with it).
+   */
+  public static long packPaddingAbove(long multiplyAdds) {
+    long previous = Packing.minWaste;
+    Packing.minWaste = multiplyAdds;
+    return previous;
+  }
+
   public KvCache newCache(int batch, int capacity) {
     return new KvCache(manager, config, batch, capacity);
   }
@@ -221,13 +235,23 @@ public final class Decoder implements AutoCloseable {
       // and nothing below writes to it in place.
       NDArray x = Ops.slice(embeds, 1, 0, n);
       x.attach(step);
+      Packing packing = Packing.of(valid, workPerRow, step);
+      LoraAdapter rowLora = lora;
+      if (packing != null) { // the residual stream holds the real rows only; attention unpacks them (see Packing)
+        x = packing.pack(x);
+        rowLora = lora == null ? null : lora.packed(packing);
+      }
       for (int l = 0; l < blocks.length; l++) {
         Block blk = blocks[l];
-        x = x.add(blk.attention.forward(blk.inputNorm.forward(x), rope, cosSin[0], cosSin[1], mask, cache, l, lora));
-        x = x.add(blk.mlp.forward(blk.postNorm.forward(x), l, lora)); // not addi: postNorm's backward needs x
+        x = x.add(blk.attention.forward(blk.inputNorm.forward(x), rope, cosSin[0], cosSin[1], mask, cache, l, rowLora,
+            packing));
+        x = x.add(blk.mlp.forward(blk.postNorm.forward(x), l, rowLora)); // not addi: postNorm's backward needs x
       }
       cache.advance(n);
       NDArray hidden = finalNorm.forward(x);
+      if (packing != null) {
+        hidden = packing.unpack(hidden);
+      }
       hidden.attach(caller);
       return hidden;
     }

@@ -4,6 +4,7 @@ import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.types.DataType;
 import java.util.Arrays;
+import java.util.List;
 
 /**
  * The keys and values of a batch of sequences, preallocated per layer as {@code [batch, kvHeads, capacity,
@@ -222,6 +223,77 @@ public final class KvCache implements AutoCloseable {
       out.anyInvalid |= slots[i].length < longest;
     }
     return out;
+  }
+
+  /**
+   * A cache with one row per source — one-row caches whose entries fill their first slots, as a weaver's or a
+   * trigger's session cache does — each row holding its source's keys, values and positions, with room for
+   * {@code extra} more slots: several sessions' prefixes as one batch, so that one forward call serves them all
+   * (the new entries go back to each session with {@link #copyEntries}). The caller closes it.
+   */
+  static KvCache gather(NDManager parent, List<KvCache> sources, int extra) {
+    int longest = 0;
+    for (KvCache s : sources) {
+      if (s.batch != 1 || s.entries(0) != s.length) {
+        throw new IllegalArgumentException("gather takes one-row caches with no gaps, got " + s.batch + " rows, "
+            + s.length + " slots");
+      }
+      longest = Math.max(longest, s.length);
+    }
+    KvCache out = new KvCache(parent, sources.get(0).config, sources.size(), longest + extra);
+    out.length = longest;
+    try (NDManager m = out.manager.newSubManager()) {
+      for (int i = 0; i < sources.size(); i++) {
+        KvCache s = sources.get(i);
+        if (s.length > 0) {
+          for (int l = 0; l < out.keys.length; l++) {
+            Ops.writeAt(out.keys[l], new long[] {i, 0, 0, 0}, owned(Ops.slice(s.keys[l], 2, 0, s.length), m));
+            Ops.writeAt(out.values[l], new long[] {i, 0, 0, 0}, owned(Ops.slice(s.values[l], 2, 0, s.length), m));
+          }
+        }
+        Arrays.fill(out.valid[i], 0, s.length, true);
+        out.nextPosition[i] = s.nextPosition[0];
+        out.anyInvalid |= s.length < longest;
+      }
+    }
+    return out;
+  }
+
+  /**
+   * Appends {@code row}'s entries at slots [from, from + n) — all of them real entries of the row — to {@code target},
+   * a one-row cache with no gaps, after its own: what a session keeps of a batched call ({@link #gather}).
+   */
+  void copyEntries(int row, int from, int n, KvCache target) {
+    for (int t = from; t < from + n; t++) {
+      if (!isValid(row, t)) {
+        throw new IllegalArgumentException("slot " + t + " of row " + row + " holds no entry");
+      }
+    }
+    if (target.batch != 1 || target.entries(0) != target.length) {
+      throw new IllegalArgumentException("copyEntries writes to a one-row cache with no gaps");
+    }
+    if (n == 0) {
+      return;
+    }
+    if (target.length + n > target.capacity) {
+      target.grow(Math.max(target.capacity * 2, target.length + n));
+    }
+    try (NDManager m = manager.newSubManager()) {
+      for (int l = 0; l < keys.length; l++) {
+        Ops.writeAt(target.keys[l], new long[] {0, 0, target.length, 0},
+            owned(Ops.slice(owned(Ops.slice(keys[l], 0, row, row + 1), m), 2, from, from + n), m));
+        Ops.writeAt(target.values[l], new long[] {0, 0, target.length, 0},
+            owned(Ops.slice(owned(Ops.slice(values[l], 0, row, row + 1), m), 2, from, from + n), m));
+      }
+    }
+    Arrays.fill(target.valid[0], target.length, target.length + n, true);
+    target.nextPosition[0] += n;
+    target.length += n;
+  }
+
+  private static NDArray owned(NDArray view, NDManager m) {
+    view.attach(m);
+    return view;
   }
 
   /** The slots holding {@code row}'s entries, in order. */

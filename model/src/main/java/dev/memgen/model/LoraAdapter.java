@@ -64,6 +64,10 @@ public final class LoraAdapter {
   private final List<Map<Target, Pair>> layers;
   private final NDArray scaling; // alpha / r, a tensor made once
   private final double dropout; //  on the adapter's input, in training only (PEFT's lora_dropout)
+  private final List<Rows> rows; //  non-null: a batch whose ranges of rows use different adapters (see byRows)
+
+  /** Rows [from, to) along {@code axis} of a batch use {@code adapter} (null: none, the base itself). */
+  private record Rows(LoraAdapter adapter, int from, int to, int axis) {}
 
   /**
    * @param layers per decoder layer, the (A, B) pair of each targeted linear layer
@@ -73,12 +77,47 @@ public final class LoraAdapter {
     this.layers = layers.stream().map(m -> m.isEmpty() ? Map.<Target, Pair>of() : new EnumMap<>(m)).toList();
     this.scaling = manager.create((float) (alpha / rank));
     this.dropout = 0;
+    this.rows = null;
   }
 
   private LoraAdapter(LoraAdapter of, double dropout) {
     this.layers = of.layers;
     this.scaling = of.scaling;
     this.dropout = dropout;
+    this.rows = null;
+  }
+
+  private LoraAdapter(List<Rows> rows) {
+    this.layers = null;
+    this.scaling = null;
+    this.dropout = 0;
+    this.rows = rows;
+  }
+
+  /**
+   * Adapters per batch row: row i of a forward call gets {@code perRow.get(i)} (null: none). The base's products
+   * stay one product over the whole batch; each adapter adds its low-rank delta to its own rows (the S-LoRA / Punica
+   * idea: sessions on different adapters, or on two versions of one, share a batch). Equal adapters in consecutive
+   * rows are one product: put rows of the same adapter together. Null when no row has an adapter.
+   */
+  static LoraAdapter byRows(List<LoraAdapter> perRow) {
+    List<Rows> ranges = new java.util.ArrayList<>();
+    for (int i = 0; i < perRow.size(); i++) {
+      LoraAdapter a = perRow.get(i);
+      if (a != null && a.rows != null) {
+        throw new IllegalArgumentException("row " + i + " has a per-row adapter itself");
+      }
+      Rows last = ranges.isEmpty() ? null : ranges.get(ranges.size() - 1);
+      if (last != null && last.adapter() == a) {
+        ranges.set(ranges.size() - 1, new Rows(a, last.from(), i + 1, 0));
+      } else {
+        ranges.add(new Rows(a, i, i + 1, 0));
+      }
+    }
+    if (ranges.size() == 1) {
+      return ranges.get(0).adapter(); // one adapter for every row: the plain path
+    }
+    return new LoraAdapter(ranges);
   }
 
   /**
@@ -94,11 +133,36 @@ public final class LoraAdapter {
     return layers;
   }
 
+  /** This adapter for a call whose real rows are packed ({@link Packing}): per-row ranges become ranges of packed rows. */
+  LoraAdapter packed(Packing packing) {
+    if (rows == null) {
+      return this;
+    }
+    List<Rows> ranges = new java.util.ArrayList<>();
+    for (Rows r : rows) {
+      int from = packing.offset(r.from());
+      int to = packing.offset(r.to());
+      if (to > from) {
+        ranges.add(new Rows(r.adapter(), from, to, 1));
+      }
+    }
+    return new LoraAdapter(ranges);
+  }
+
   /**
    * Adds layer {@code layer}'s delta for {@code target}, computed from input {@code x}, to columns [from, to) of
    * {@code y} in place (fused projections: q/k/v share one output, gate/up another). No-op when not targeted.
    */
   void addDelta(int layer, Target target, NDArray x, NDArray y, long from, long to) {
+    if (rows != null) {
+      for (Rows r : rows) {
+        if (r.adapter() != null) {
+          r.adapter().addDelta(layer, target, Ops.slice(x, r.axis(), r.from(), r.to()), Ops.slice(y, r.axis(), r.from(), r.to()),
+              from, to);
+        }
+      }
+      return;
+    }
     Pair p = layers.get(layer).get(target);
     if (p == null) {
       return;

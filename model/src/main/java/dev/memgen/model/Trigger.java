@@ -2,6 +2,10 @@ package dev.memgen.model;
 
 import ai.djl.ndarray.NDArray;
 import ai.djl.ndarray.NDManager;
+import java.util.ArrayList;
+import java.util.Arrays;
+import java.util.Comparator;
+import java.util.List;
 
 /**
  * The memory trigger: the base model with its own LoRA reads the token sequence (prompt and generated text, no
@@ -58,6 +62,60 @@ public final class Trigger {
     }
   }
 
+  /**
+   * Appends tokens to several sessions in one forward call — of this trigger or of other triggers on the same base,
+   * each adding its own LoRA to its rows — with the same math as each session's {@link Session#append} alone (the
+   * sessions' prefixes gathered into one batch, padding masked). A session with no tokens is left out.
+   */
+  public static void append(List<Session> sessions, List<int[]> ids) {
+    List<Integer> busy = new ArrayList<>();
+    for (int i = 0; i < sessions.size(); i++) {
+      if (ids.get(i).length > 0) {
+        busy.add(i);
+      }
+    }
+    if (busy.size() <= 1) {
+      busy.forEach(i -> sessions.get(i).append(ids.get(i)));
+      return;
+    }
+    Decoder base = sessions.get(busy.get(0)).trigger().base;
+    List<Trigger> triggers = new ArrayList<>();
+    for (int i : busy) {
+      Trigger t = sessions.get(i).trigger();
+      if (t.base != base) {
+        throw new IllegalArgumentException("sessions of triggers on different base models cannot read together");
+      }
+      if (!triggers.contains(t)) {
+        triggers.add(t);
+      }
+    }
+    busy.sort(Comparator.comparingInt(i -> triggers.indexOf(sessions.get(i).trigger()))); // one LoRA product per trigger
+    int longest = busy.stream().mapToInt(i -> ids.get(i).length).max().orElse(0);
+    int count = busy.size();
+    int[][] padded = new int[count][longest];
+    boolean[][] valid = new boolean[count][longest];
+    List<LoraAdapter> adapters = new ArrayList<>();
+    for (int j = 0; j < count; j++) {
+      int[] t = ids.get(busy.get(j));
+      Arrays.fill(padded[j], -1); // embeds as zeros; masked out anyway
+      System.arraycopy(t, 0, padded[j], 0, t.length);
+      Arrays.fill(valid[j], 0, t.length, true);
+      adapters.add(sessions.get(busy.get(j)).trigger().lora);
+    }
+    try (NDManager m = base.manager().newSubManager();
+        KvCache batch = KvCache.gather(base.manager(), busy.stream().map(i -> sessions.get(i).cache).toList(), longest)) {
+      int start = batch.length();
+      NDArray hidden = base.forward(batch, base.embed(m, padded), valid, LoraAdapter.byRows(adapters));
+      for (int j = 0; j < count; j++) {
+        Session s = sessions.get(busy.get(j));
+        int n = ids.get(busy.get(j)).length;
+        NDArray newest = Ops.slice(Ops.slice(hidden, 0, j, j + 1), 1, n - 1, n).reshape(1, hidden.getShape().get(2));
+        s.keepLast(newest);
+        batch.copyEntries(j, start, n, s.cache);
+      }
+    }
+  }
+
   public Session newSession(int capacity) {
     return new Session(capacity);
   }
@@ -80,13 +138,20 @@ public final class Trigger {
       }
       try (NDManager m = manager.newSubManager()) {
         NDArray hidden = base.forward(cache, base.embed(m, new int[][] {ids}), Weaver.allValid(ids.length), lora);
-        NDArray newest = Ops.slice(hidden, 1, ids.length - 1, ids.length).reshape(1, hidden.getShape().get(2));
-        newest.attach(manager);
-        if (last != null) {
-          last.close();
-        }
-        last = newest;
+        keepLast(Ops.slice(hidden, 1, ids.length - 1, ids.length).reshape(1, hidden.getShape().get(2)));
       }
+    }
+
+    private void keepLast(NDArray newest) {
+      newest.attach(manager);
+      if (last != null) {
+        last.close();
+      }
+      last = newest;
+    }
+
+    private Trigger trigger() {
+      return Trigger.this;
     }
 
     /** P(invoke) after the tokens appended so far: softmax of the two head logits, class 1. */

@@ -22,6 +22,8 @@ import java.util.Set;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
 import org.junit.jupiter.api.Test;
+import org.junit.jupiter.params.ParameterizedTest;
+import org.junit.jupiter.params.provider.ValueSource;
 import org.junit.jupiter.api.io.TempDir;
 
 /**
@@ -113,7 +115,17 @@ class DecodeConsistencyTest {
     assertClose("logits vs reference", logits, Reference.floats(golden.get("logits")));
   }
 
-  @Test
+  @ParameterizedTest(name = "padding packed: {0}")
+  @ValueSource(booleans = {false, true})
+  void batchedGenerationEqualsOneByOne(boolean packed) {
+    long bound = Decoder.packPaddingAbove(packed ? 0 : Long.MAX_VALUE);
+    try {
+      batchedGenerationEqualsOneByOne();
+    } finally {
+      Decoder.packPaddingAbove(bound);
+    }
+  }
+
   void batchedGenerationEqualsOneByOne() {
     Generator generator = new Generator(decoder);
     List<Generator.Request> requests = List.of(
@@ -158,7 +170,17 @@ class DecodeConsistencyTest {
     assertEquals(Generator.FinishReason.LENGTH, both.get(1).reason());
   }
 
-  @Test
+  @ParameterizedTest(name = "padding packed: {0}")
+  @ValueSource(booleans = {false, true})
+  void latentRowsForOneRowOfABatchLeaveTheOtherRowUnchanged(boolean packed) {
+    long bound = Decoder.packPaddingAbove(packed ? 0 : Long.MAX_VALUE);
+    try {
+      latentRowsForOneRowOfABatchLeaveTheOtherRowUnchanged();
+    } finally {
+      Decoder.packPaddingAbove(bound);
+    }
+  }
+
   void latentRowsForOneRowOfABatchLeaveTheOtherRowUnchanged() {
     int hidden = decoder.config().hiddenSize();
     int[][] prompts = {{4, 5, 6, 7, 8}, {30, 31, 32}};

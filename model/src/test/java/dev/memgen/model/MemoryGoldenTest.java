@@ -63,6 +63,12 @@ class MemoryGoldenTest {
   }
 
   float[] referenceLatents(Setup s, int[] ids, float[][] rows, String kind) throws IOException {
+    return referenceLatents(tmp.resolve("rows-" + kind + ".json"), s.base(), s.memory(), ids, rows, kind);
+  }
+
+  /** The reference's latents for a prefix of token ids then raw rows (written to {@code file} for it to read). */
+  static float[] referenceLatents(Path file, Path base, Path memory, int[] ids, float[][] rows, String kind)
+      throws IOException {
     ObjectNode in = JSON.createObjectNode();
     ArrayNode idsNode = in.putArray("ids");
     for (int id : ids) {
@@ -75,9 +81,8 @@ class MemoryGoldenTest {
         r.add(v);
       }
     }
-    Path file = tmp.resolve("rows-" + kind + ".json");
     Files.writeString(file, in.toString());
-    JsonNode out = JSON.readTree(python("weave", "--model", s.base().toString(), "--memory", s.memory().toString(),
+    JsonNode out = JSON.readTree(python("weave", "--model", base.toString(), "--memory", memory.toString(),
         "--rows", file.toString(), "--kind", kind));
     List<Float> flat = new ArrayList<>();
     out.get("latents").forEach(row -> row.forEach(v -> flat.add((float) v.asDouble())));

@@ -14,9 +14,6 @@ import java.util.Deque;
 import java.util.List;
 import java.util.concurrent.CancellationException;
 import java.util.concurrent.CompletableFuture;
-import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
-import java.util.concurrent.Future;
 import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.atomic.AtomicLong;
 import org.slf4j.Logger;
@@ -86,7 +83,6 @@ public final class EngineCore implements AutoCloseable {
   private final PrefixCache prefixes;
   private final NDManager manager;
   private final Thread thread;
-  private final ExecutorService memoryCalls;
   private volatile boolean closed;
 
   // The batch: engine thread only.
@@ -111,11 +107,6 @@ public final class EngineCore implements AutoCloseable {
     this.prefixes = new PrefixCache(limits.prefixCacheTokens());
     this.cache = decoder.newCache(1, 64);
     this.lanes = new Sequence[1];
-    this.memoryCalls = Executors.newCachedThreadPool(r -> {
-      Thread t = new Thread(r, name + "-memory");
-      t.setDaemon(true);
-      return t;
-    });
     this.thread = new Thread(this::loop, name);
     thread.setDaemon(true);
     thread.start();
@@ -201,6 +192,18 @@ public final class EngineCore implements AutoCloseable {
       }
     }
     return out;
+  }
+
+  /** This engine as an evaluation's decoding ({@link #generateAll}): batch jobs through continuous batching. */
+  public dev.memgen.model.eval.Evaluator.Decoding decoding() {
+    return (requests, memory) -> {
+      try {
+        return generateAll(requests, memory);
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        throw new IllegalStateException("interrupted while decoding", e);
+      }
+    };
   }
 
   /** Row {@code row} of a batch's insertion rule, seen as the rule of a one-row request. */
@@ -351,11 +354,11 @@ public final class EngineCore implements AutoCloseable {
         prefillTokens.addAndGet(n);
         if (s.prefilled == prompt.length) {
           setLast(s, h.get(0, n - 1));
-          afterPrompt(s, m);
           done.add(s);
         }
       }
     }
+    afterPrompts(done);
     for (Sequence s : done) {
       prefilling.remove(s);
       join(s);
@@ -363,24 +366,42 @@ public final class EngineCore implements AutoCloseable {
     prefillingCount = prefilling.size();
   }
 
-  /** The prompt latents go in right after the prompt, in the sequence's own cache, before it joins the batch. */
-  private void afterPrompt(Sequence s, NDManager m) {
-    int[] prompt = s.request.prompt();
-    float[] rows = s.memory.afterPrompt(0, prompt, decoder.config().maxPositions() - prompt.length
-        - s.request.maxNewTokens(), s.promptHidden);
-    s.promptHidden = null;
-    if (rows == null) {
+  /**
+   * The prompt latents go in right after the prompt, in each sequence's own cache, before it joins the batch; the
+   * memories of the sequences whose prompts were done in this step are asked at once (one weave pass).
+   */
+  private void afterPrompts(List<Sequence> done) {
+    List<Sequence> withMemory = done.stream().filter(Sequence::hasMemory).toList();
+    if (withMemory.isEmpty()) {
       return;
     }
-    int k = latentRows(rows);
-    s.plainEntries = prompt.length;
-    boolean[][] valid = new boolean[1][k];
-    Arrays.fill(valid[0], true);
-    NDArray h = decoder.forward(s.prefill, m.create(rows, new Shape(1, k, hidden)), valid);
-    if (s.memory.wantsHidden()) {
-      s.memory.inserted(0, h.toFloatArray());
+    List<Generator.Interleaver.Prompt> prompts = new ArrayList<>();
+    for (Sequence s : withMemory) {
+      int[] prompt = s.request.prompt();
+      int room = decoder.config().maxPositions() - prompt.length - s.request.maxNewTokens();
+      prompts.add(s.memory instanceof RowOf r ? new Generator.Interleaver.Prompt(r.batch(), r.row(), prompt, room, s.promptHidden)
+          : new Generator.Interleaver.Prompt(s.memory, 0, prompt, room, s.promptHidden));
+      s.promptHidden = null;
     }
-    setLast(s, h.get(0, k - 1));
+    float[][] answers = Generator.Interleaver.askAfterPrompts(prompts);
+    for (int i = 0; i < withMemory.size(); i++) {
+      float[] rows = answers[i];
+      if (rows == null) {
+        continue;
+      }
+      Sequence s = withMemory.get(i);
+      int k = latentRows(rows);
+      s.plainEntries = s.request.prompt().length;
+      boolean[][] valid = new boolean[1][k];
+      Arrays.fill(valid[0], true);
+      try (NDManager m = manager.newSubManager()) {
+        NDArray h = decoder.forward(s.prefill, m.create(rows, new Shape(1, k, hidden)), valid);
+        if (s.memory.wantsHidden()) {
+          s.memory.inserted(0, h.toFloatArray());
+        }
+        setLast(s, h.get(0, k - 1));
+      }
+    }
   }
 
   /** Puts a prefilled sequence into a free row of the batch, growing the batch if every row is taken. */
@@ -537,31 +558,25 @@ public final class EngineCore implements AutoCloseable {
     replaceLasts(h.gather(m.create(at, new Shape(rows, 1, hidden)), 1).squeeze(1));
   }
 
-  /** Latent rows after each row's token, asked of every row's memory; memories of several rows are asked at once. */
+  /**
+   * Latent rows after each row's token, asked of every row's memory at once: the rows that reach an insertion point
+   * in this step consult their triggers in one pass and weave in one pass ({@link Generator.Interleaver#askAfterTokens}).
+   */
   private float[][] afterTokens(List<Sequence> going, java.util.function.Function<Sequence, float[]> tokenHidden) {
     float[][] inserts = new float[lanes.length][];
     List<Sequence> withMemory = going.stream().filter(Sequence::hasMemory).toList();
-    if (withMemory.size() == 1) {
-      Sequence s = withMemory.get(0);
-      inserts[s.lane] = s.memory.afterToken(0, s.tokens.get(s.tokens.size() - 1), tokenHidden.apply(s));
-    } else if (withMemory.size() > 1) {
-      // Remote weaver and trigger calls of different rows overlap instead of queueing behind each other.
-      List<Future<float[]>> calls = new ArrayList<>();
-      for (Sequence s : withMemory) {
-        float[] h = tokenHidden.apply(s);
-        int token = s.tokens.get(s.tokens.size() - 1);
-        calls.add(memoryCalls.submit(() -> s.memory.afterToken(0, token, h)));
-      }
-      for (int i = 0; i < calls.size(); i++) {
-        try {
-          inserts[withMemory.get(i).lane] = calls.get(i).get();
-        } catch (InterruptedException e) {
-          Thread.currentThread().interrupt();
-          throw new IllegalStateException("interrupted while asking memory", e);
-        } catch (java.util.concurrent.ExecutionException e) {
-          throw new IllegalStateException("a memory call failed: " + e.getCause(), e.getCause());
-        }
-      }
+    if (withMemory.isEmpty()) {
+      return inserts;
+    }
+    List<Generator.Interleaver.At> rows = new ArrayList<>();
+    for (Sequence s : withMemory) {
+      int token = s.tokens.get(s.tokens.size() - 1);
+      rows.add(s.memory instanceof RowOf r ? new Generator.Interleaver.At(r.batch(), r.row(), token, tokenHidden.apply(s))
+          : new Generator.Interleaver.At(s.memory, 0, token, tokenHidden.apply(s)));
+    }
+    float[][] answers = Generator.Interleaver.askAfterTokens(rows);
+    for (int i = 0; i < withMemory.size(); i++) {
+      inserts[withMemory.get(i).lane] = answers[i];
     }
     return inserts;
   }
@@ -767,7 +782,6 @@ public final class EngineCore implements AutoCloseable {
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
     }
-    memoryCalls.shutdownNow();
     prefixes.close();
     cache.close();
     manager.close();

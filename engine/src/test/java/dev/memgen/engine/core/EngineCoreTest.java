@@ -148,7 +148,8 @@ class EngineCoreTest {
           try (MemGenInterleaver l = interleaver(mem)) {
             Generator.Result a = alone(reqs.get(i), l);
             assertArrayEquals(a.tokens(), batched.get(i).tokens(), "request " + i);
-            assertEquals(l.trace(0).insertions(), loops.get(i).trace(0).insertions(), "request " + i);
+            assertTrue(l.trace(0).matches(loops.get(i).trace(0), 1e-5f), "request " + i + ": " + l.trace(0) + " vs "
+                + loops.get(i).trace(0));
             assertTrue(!l.trace(0).insertions().isEmpty());
           }
         }
@@ -303,7 +304,8 @@ class EngineCoreTest {
       List<Generator.Result> want = new Generator(base).generate(reqs, (row, token, hidden) -> {}, staticBatch);
       for (int i = 0; i < reqs.size(); i++) {
         assertArrayEquals(want.get(i).tokens(), got.get(i).tokens(), "request " + i);
-        assertEquals(staticBatch.trace(i).insertions(), viaEngine.trace(i).insertions(), "request " + i);
+        assertTrue(staticBatch.trace(i).matches(viaEngine.trace(i), 1e-5f), "request " + i + ": " + staticBatch.trace(i)
+            + " vs " + viaEngine.trace(i));
       }
     }
   }

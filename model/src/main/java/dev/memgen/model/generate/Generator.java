@@ -98,6 +98,70 @@ public final class Generator {
 
     /** The rows just inserted into row {@code row} produced these hidden states {@code [k * hidden]}. */
     default void inserted(int row, float[] hidden) {}
+
+    /** Row {@code row} of {@code memory} has just taken {@code token} (with its hidden state, or null). */
+    record At(Interleaver memory, int row, int token, float[] hidden) {}
+
+    /** Row {@code row} of {@code memory} has just been prefilled with {@code prompt}; see {@link #afterPrompt}. */
+    record Prompt(Interleaver memory, int row, int[] prompt, int room, float[] hidden) {}
+
+    /**
+     * Interleavers of one family can be asked together: {@link #afterTokens} and {@link #afterPrompts} of one of them
+     * take rows of any. The default family is the interleaver alone.
+     */
+    default Object family() {
+      return this;
+    }
+
+    /**
+     * {@link #afterToken} for several rows at once, rows of interleavers of this one's family: where memory can, the
+     * work of rows that reach an insertion point in the same step runs together (MemGen: one trigger pass and one weave
+     * pass for all of them). Entry i is for {@code rows.get(i)}. The default asks row by row.
+     */
+    default float[][] afterTokens(List<At> rows) {
+      float[][] out = new float[rows.size()][];
+      for (int i = 0; i < rows.size(); i++) {
+        At a = rows.get(i);
+        out[i] = a.memory().afterToken(a.row(), a.token(), a.hidden());
+      }
+      return out;
+    }
+
+    /** {@link #afterPrompt} for several rows at once, as {@link #afterTokens}. */
+    default float[][] afterPrompts(List<Prompt> rows) {
+      float[][] out = new float[rows.size()][];
+      for (int i = 0; i < rows.size(); i++) {
+        Prompt p = rows.get(i);
+        out[i] = p.memory().afterPrompt(p.row(), p.prompt(), p.room(), p.hidden());
+      }
+      return out;
+    }
+
+    /** Asks rows of any interleavers: each family's rows together ({@link #afterTokens}); entry i for rows.get(i). */
+    static float[][] askAfterTokens(List<At> rows) {
+      return byFamily(rows, At::memory, (first, group) -> first.afterTokens(group));
+    }
+
+    /** Asks prompts of any interleavers: each family's together ({@link #afterPrompts}); entry i for rows.get(i). */
+    static float[][] askAfterPrompts(List<Prompt> rows) {
+      return byFamily(rows, Prompt::memory, (first, group) -> first.afterPrompts(group));
+    }
+
+    private static <T> float[][] byFamily(List<T> rows, java.util.function.Function<T, Interleaver> memory,
+        java.util.function.BiFunction<Interleaver, List<T>, float[][]> ask) {
+      java.util.Map<Object, List<Integer>> families = new java.util.LinkedHashMap<>();
+      for (int i = 0; i < rows.size(); i++) {
+        families.computeIfAbsent(memory.apply(rows.get(i)).family(), f -> new ArrayList<>()).add(i);
+      }
+      float[][] out = new float[rows.size()][];
+      for (List<Integer> family : families.values()) {
+        float[][] answers = ask.apply(memory.apply(rows.get(family.get(0))), family.stream().map(rows::get).toList());
+        for (int j = 0; j < family.size(); j++) {
+          out[family.get(j)] = answers[j];
+        }
+      }
+      return out;
+    }
   }
 
   public List<Result> generate(List<Request> requests) {
@@ -155,11 +219,18 @@ public final class Generator {
       int width = decoder.config().hiddenSize();
       float[] promptHidden = wantsHidden ? prefilled.toFloatArray() : null; // [batch, longest, h]
       float[][] inserts = new float[batch][];
+      List<Interleaver.Prompt> prompts = new ArrayList<>();
       for (int b = 0; b < batch; b++) {
         int len = requests.get(b).prompt().length;
-        inserts[b] = done[b] ? null : interleaver.afterPrompt(b, requests.get(b).prompt(), maxPositions - len
-            - requests.get(b).maxNewTokens(), wantsHidden ? Arrays.copyOfRange(promptHidden, b * longest * width,
-            (b * longest + len) * width) : null);
+        if (!done[b]) {
+          prompts.add(new Interleaver.Prompt(interleaver, b, requests.get(b).prompt(), maxPositions - len
+              - requests.get(b).maxNewTokens(), wantsHidden ? Arrays.copyOfRange(promptHidden, b * longest * width,
+              (b * longest + len) * width) : null));
+        }
+      }
+      float[][] answers = prompts.isEmpty() ? new float[0][] : interleaver.afterPrompts(prompts);
+      for (int i = 0; i < prompts.size(); i++) {
+        inserts[prompts.get(i).row()] = answers[i];
       }
       last = insert(cache, last, inserts, m, interleaver);
       long t1 = System.nanoTime();
@@ -198,20 +269,15 @@ public final class Generator {
             NDArray h = decoder.forward(cache, decoder.embed(s, stepIds), stepValid);
             last = h.get(new NDIndex(":, 0"));
             float[] stepHidden = last.toFloatArray(); // [batch, h]
-            boolean any = false;
-            for (int b = 0; b < batch; b++) {
-              inserts[b] = stepValid[b][0]
-                  ? interleaver.afterToken(b, stepIds[b][0], Arrays.copyOfRange(stepHidden, b * width, (b + 1) * width)) : null;
-              any |= inserts[b] != null;
-            }
+            askAfterTokens(interleaver, stepIds, stepValid, b -> Arrays.copyOfRange(stepHidden, b * width, (b + 1) * width),
+                inserts);
+            boolean any = Arrays.stream(inserts).anyMatch(r -> r != null);
             if (any) {
               last = insert(cache, last, inserts, s, interleaver);
             }
           } else {
             // The decision needs only the token: the token and its latents go into the cache in one forward call.
-            for (int b = 0; b < batch; b++) {
-              inserts[b] = stepValid[b][0] ? interleaver.afterToken(b, stepIds[b][0], null) : null;
-            }
+            askAfterTokens(interleaver, stepIds, stepValid, b -> null, inserts);
             last = step(cache, decoder.embed(s, stepIds), stepValid, inserts, s);
           }
           last.attach(m);
@@ -224,6 +290,25 @@ public final class Generator {
             reasons[b] == null ? FinishReason.LENGTH : reasons[b], t1 - t0, t2 - t1));
       }
       return results;
+    }
+  }
+
+  /** Every live row's latents after its token, asked of the interleaver all at once, into {@code inserts}. */
+  private static void askAfterTokens(Interleaver interleaver, int[][] ids, boolean[][] live,
+      java.util.function.IntFunction<float[]> hidden, float[][] inserts) {
+    List<Interleaver.At> rows = new ArrayList<>();
+    for (int b = 0; b < ids.length; b++) {
+      inserts[b] = null;
+      if (live[b][0]) {
+        rows.add(new Interleaver.At(interleaver, b, ids[b][0], hidden.apply(b)));
+      }
+    }
+    if (rows.isEmpty()) {
+      return;
+    }
+    float[][] answers = interleaver.afterTokens(rows);
+    for (int i = 0; i < rows.size(); i++) {
+      inserts[rows.get(i).row()] = answers[i];
     }
   }
 

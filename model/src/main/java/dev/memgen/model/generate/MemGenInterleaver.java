@@ -67,7 +67,40 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
   public record Decision(int position, int tokenIndex, float probability, boolean invoke) {}
 
   /** Everything memory did in one sequence; {@code triggerVersion}: of the trigger that decided (0 if none did). */
-  public record Trace(List<Insertion> insertions, List<Decision> decisions, Map<Skip, Integer> skips, long triggerVersion) {}
+  public record Trace(List<Insertion> insertions, List<Decision> decisions, Map<Skip, Integer> skips, long triggerVersion) {
+    /**
+     * Whether {@code other} records the same insertions, decisions and skips, with probabilities within
+     * {@code tolerance}: a trigger pass batched with other sessions rounds differently in the last bits than the same
+     * pass alone (matrix products of another height), so only the decisions, not the float bits, repeat exactly.
+     */
+    public boolean matches(Trace other, float tolerance) {
+      if (insertions.size() != other.insertions.size() || decisions.size() != other.decisions.size()
+          || !skips.equals(other.skips) || triggerVersion != other.triggerVersion) {
+        return false;
+      }
+      for (int i = 0; i < insertions.size(); i++) {
+        Insertion a = insertions.get(i);
+        Insertion b = other.insertions.get(i);
+        if (a.position() != b.position() || a.tokenIndex() != b.tokenIndex() || a.kind() != b.kind() || a.k() != b.k()
+            || a.weaverVersion() != b.weaverVersion() || !close(a.probability(), b.probability(), tolerance)) {
+          return false;
+        }
+      }
+      for (int i = 0; i < decisions.size(); i++) {
+        Decision a = decisions.get(i);
+        Decision b = other.decisions.get(i);
+        if (a.position() != b.position() || a.tokenIndex() != b.tokenIndex() || a.invoke() != b.invoke()
+            || !close(a.probability(), b.probability(), tolerance)) {
+          return false;
+        }
+      }
+      return true;
+    }
+
+    private static boolean close(float a, float b, float tolerance) {
+      return Float.isNaN(a) ? Float.isNaN(b) : Math.abs(a - b) <= tolerance;
+    }
+  }
 
   private final DelimiterTable delimiters;
   private final Options options;
@@ -103,15 +136,28 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
       skips.merge(why, 1, Integer::sum);
     }
 
-    /** Weaves and accepts latents of {@code kind}, or returns null (counted) if the weaver fails or they do not fit. */
-    float[] weave(Weaver.Kind kind, float probability) {
+    /** Hands the weaver the rows it has not seen, ready to weave; false (counted) if that failed. */
+    boolean readyToWeave() {
       try {
         if (readsHidden) {
           weaver.appendTokens(drain(unseenByWeaver), concat(unseenHidden));
         } else {
           weaver.appendTokens(drain(unseenByWeaver));
         }
-        float[] latents = weaver.weave(kind);
+        return true;
+      } catch (RuntimeException e) {
+        weaverFailed(e);
+        return false;
+      }
+    }
+
+    /** Accepts the latents of a weave of {@code kind}, or returns null (counted) if it failed or they do not fit. */
+    float[] woven(Weaver.Kind kind, float probability, WeaverLink.Woven w) {
+      if (w.error() != null) {
+        weaverFailed(w.error());
+        return null;
+      }
+      try {
         int k = weaver.k(kind);
         if (k > room) { // woven but not accepted: they never join the weaver's prefix either
           skip(Skip.CONTEXT_FULL);
@@ -126,13 +172,17 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
         insertions.add(new Insertion(position, generated, kind, k, probability, weaver.adapterVersion()));
         position += k;
         room -= k;
-        return latents;
+        return w.latents();
       } catch (RuntimeException e) {
-        LOG.warn("weaver failed; continuing without memory at this point: {}", e.toString());
-        LOG.debug("weaver failure", e);
-        skip(Skip.WEAVER_UNAVAILABLE);
+        weaverFailed(e);
         return null;
       }
+    }
+
+    private void weaverFailed(RuntimeException e) {
+      LOG.warn("weaver failed; continuing without memory at this point: {}", e.toString());
+      LOG.debug("weaver failure", e);
+      skip(Skip.WEAVER_UNAVAILABLE);
     }
   }
 
@@ -173,60 +223,144 @@ public final class MemGenInterleaver implements Generator.Interleaver, AutoClose
 
   @Override
   public float[] afterPrompt(int row, int[] prompt, int room, float[] hidden) {
-    Row r = rows[row];
-    r.position = prompt.length;
-    r.room = room;
-    for (int id : prompt) {
-      r.unseenByWeaver.add(id);
-      r.unseenByTrigger.add(id);
-    }
-    if (r.readsHidden) {
-      r.unseenHidden.add(hidden);
-    }
-    return options.promptLatents() ? r.weave(Weaver.Kind.PROMPT, Float.NaN) : null;
+    return afterPrompts(List.of(new Prompt(this, row, prompt, room, hidden)))[0];
   }
 
   @Override
   public float[] afterToken(int row, int token, float[] hidden) {
-    Row r = rows[row];
-    r.position++;
-    r.generated++;
-    r.unseenByWeaver.add(token);
-    if (r.readsHidden) {
-      r.unseenHidden.add(hidden);
+    return afterTokens(List.of(new At(this, row, token, hidden)))[0];
+  }
+
+  /** Every MemGen loop is of one family: rows of several loops (the serving engine's requests) are asked together. */
+  @Override
+  public Object family() {
+    return MemGenInterleaver.class;
+  }
+
+  @Override
+  public float[][] afterPrompts(List<Prompt> prompts) {
+    float[][] out = new float[prompts.size()][];
+    List<Pending> weaves = new ArrayList<>();
+    for (int i = 0; i < prompts.size(); i++) {
+      Prompt p = prompts.get(i);
+      MemGenInterleaver loop = (MemGenInterleaver) p.memory();
+      Row r = loop.rows[p.row()];
+      r.position = p.prompt().length;
+      r.room = p.room();
+      for (int id : p.prompt()) {
+        r.unseenByWeaver.add(id);
+        r.unseenByTrigger.add(id);
+      }
+      if (r.readsHidden) {
+        r.unseenHidden.add(p.hidden());
+      }
+      if (loop.options.promptLatents()) {
+        weaves.add(new Pending(i, r, Weaver.Kind.PROMPT, Float.NaN));
+      }
     }
-    r.unseenByTrigger.add(token);
-    if (!delimiters.isDelimiter(token)) {
-      return null;
+    weave(weaves, out);
+    return out;
+  }
+
+  /**
+   * The rule at each row's new token, for rows of any MemGen loops at once: every row at a delimiter under its cap
+   * asks its trigger, all in one call ({@link TriggerLink#probabilities}); every row whose trigger says so (or whose
+   * trigger is inactive) weaves, all in one call ({@link WeaverLink#weaveAll}). Row by row it is the same rule.
+   */
+  @Override
+  public float[][] afterTokens(List<At> steps) {
+    float[][] out = new float[steps.size()][];
+    List<Pending> consult = new ArrayList<>();
+    List<Pending> weaves = new ArrayList<>();
+    for (int i = 0; i < steps.size(); i++) {
+      At a = steps.get(i);
+      MemGenInterleaver loop = (MemGenInterleaver) a.memory();
+      Row r = loop.rows[a.row()];
+      r.position++;
+      r.generated++;
+      r.unseenByWeaver.add(a.token());
+      if (r.readsHidden) {
+        r.unseenHidden.add(a.hidden());
+      }
+      r.unseenByTrigger.add(a.token());
+      if (!loop.delimiters.isDelimiter(a.token())) {
+        continue;
+      }
+      if (r.inferenceInsertions >= loop.options.maxInferenceAug()) {
+        r.skip(Skip.INSERTION_CAP);
+        continue;
+      }
+      Pending p = new Pending(i, r, Weaver.Kind.INFERENCE, Float.NaN);
+      (loop.options.triggerMode() == TriggerMode.INACTIVE ? weaves : consult).add(p);
     }
-    if (r.inferenceInsertions >= options.maxInferenceAug()) {
-      r.skip(Skip.INSERTION_CAP);
-      return null;
+    decide(consult, steps, weaves);
+    weave(weaves, out);
+    for (Pending p : weaves) {
+      if (out[p.index()] != null) {
+        p.row().inferenceInsertions++;
+      }
     }
-    float p = Float.NaN;
-    if (options.triggerMode() != TriggerMode.INACTIVE) {
+    return out;
+  }
+
+  /** A row that asks its trigger or weaves in this call: entry {@code index} of the call. */
+  private record Pending(int index, Row row, Weaver.Kind kind, float probability) {}
+
+  /** Asks the triggers of {@code consult} at once; the rows they send go to {@code weaves}. */
+  private static void decide(List<Pending> consult, List<At> steps, List<Pending> weaves) {
+    List<Pending> asked = new ArrayList<>();
+    for (Pending p : consult) {
       try {
-        feed(r.trigger, r.unseenByTrigger);
-        p = r.trigger.probability();
-        r.triggerVersion = r.trigger.adapterVersion();
+        feed(p.row().trigger, p.row().unseenByTrigger);
+        asked.add(p);
       } catch (RuntimeException e) {
-        LOG.warn("trigger failed; continuing without memory at this point: {}", e.toString());
-        LOG.debug("trigger failure", e);
-        r.skip(Skip.TRIGGER_UNAVAILABLE);
-        return null;
+        triggerFailed(p.row(), e);
       }
-      boolean invoke = options.triggerMode() == TriggerMode.THRESHOLD ? p >= options.threshold() : r.random.nextDouble() < p;
-      r.decisions.add(new Decision(r.position, r.generated, p, invoke));
-      if (!invoke) {
+    }
+    if (asked.isEmpty()) {
+      return;
+    }
+    List<TriggerLink.Read> reads = TriggerLink.probabilities(asked.stream().map(p -> p.row().trigger).toList());
+    for (int j = 0; j < asked.size(); j++) {
+      Pending p = asked.get(j);
+      Row r = p.row();
+      TriggerLink.Read read = reads.get(j);
+      if (read.error() != null) {
+        triggerFailed(r, read.error());
+        continue;
+      }
+      float prob = read.probability();
+      MemGenInterleaver loop = (MemGenInterleaver) steps.get(p.index()).memory();
+      r.triggerVersion = r.trigger.adapterVersion();
+      boolean invoke = loop.options.triggerMode() == TriggerMode.THRESHOLD ? prob >= loop.options.threshold()
+          : r.random.nextDouble() < prob;
+      r.decisions.add(new Decision(r.position, r.generated, prob, invoke));
+      if (invoke) {
+        weaves.add(new Pending(p.index(), r, p.kind(), prob));
+      } else {
         r.skip(Skip.TRIGGER_DECLINED);
-        return null;
       }
     }
-    float[] latents = r.weave(Weaver.Kind.INFERENCE, p);
-    if (latents != null) {
-      r.inferenceInsertions++;
+  }
+
+  private static void triggerFailed(Row r, RuntimeException e) {
+    LOG.warn("trigger failed; continuing without memory at this point: {}", e.toString());
+    LOG.debug("trigger failure", e);
+    r.skip(Skip.TRIGGER_UNAVAILABLE);
+  }
+
+  /** Weaves for every row of {@code weaves} at once; each row's accepted latents go to {@code out[index]}. */
+  private static void weave(List<Pending> weaves, float[][] out) {
+    List<Pending> ready = weaves.stream().filter(p -> p.row().readyToWeave()).toList();
+    if (ready.isEmpty()) {
+      return;
     }
-    return latents;
+    List<WeaverLink.Woven> woven = WeaverLink.weaveAll(ready.stream().map(p -> p.row().weaver).toList(),
+        ready.stream().map(Pending::kind).toList());
+    for (int j = 0; j < ready.size(); j++) {
+      Pending p = ready.get(j);
+      out[p.index()] = p.row().woven(p.kind(), p.probability(), woven.get(j));
+    }
   }
 
   @Override

@@ -71,6 +71,10 @@ public final class InProcessMemory {
       return memory.manifest().version();
     }
 
+    private Decoder base() {
+      return base;
+    }
+
     /** Rows of the prefix so far, queued ones included. */
     public int length() {
       return session.length() + pending.stream().mapToInt(a -> (int) a.getShape().get(1)).sum();
@@ -133,6 +137,16 @@ public final class InProcessMemory {
 
     @Override
     public float[] weave(Weaver.Kind kind) {
+      return weaveTogether(List.of(this), List.of(kind)).get(0).latents();
+    }
+
+    @Override
+    public WeaverSession inProcess() {
+      return this;
+    }
+
+    /** The rows queued since the last weave, as one block (null: none); the session is ready to weave. */
+    private NDArray takePending() {
       if (lastLatents != null) { // woven but not accepted: not part of the prefix
         lastLatents.close();
         lastLatents = null;
@@ -141,19 +155,11 @@ public final class InProcessMemory {
         throw new IllegalStateException("this weaver session failed earlier and its prefix is incomplete", broken);
       }
       NDArray rows = pending.isEmpty() ? null : pending.size() == 1 ? pending.head() : NDArrays.concat(pending, 1);
-      try {
-        lastLatents = session.weave(kind, rows, manager);
-      } catch (RuntimeException e) {
-        broken = e; // the rows may or may not have reached the cache: no later weave could be trusted
-        throw e;
-      } finally {
-        if (rows != null) {
-          rows.close();
-        }
+      if (pending.size() > 1) {
         pending.close();
-        pending.clear();
       }
-      return lastLatents.toFloatArray();
+      pending.clear();
+      return rows;
     }
 
     @Override
@@ -176,6 +182,89 @@ public final class InProcessMemory {
   }
 
   /**
+   * Weaves several sessions at once: those on one base (of this memory or of others: other adapters, other versions)
+   * in one forward call ({@link Weaver#weave(List, List, List, NDManager)}). A session that fails — or all of a call
+   * that fails — is reported in its entry and is broken from then on; the others are not affected.
+   */
+  public static List<WeaverLink.Woven> weaveTogether(List<WeaverSession> sessions, List<Weaver.Kind> kinds) {
+    List<WeaverLink.Woven> out = new ArrayList<>(java.util.Collections.nCopies(sessions.size(), null));
+    java.util.Map<Decoder, List<Integer>> byBase = new java.util.LinkedHashMap<>();
+    for (int i = 0; i < sessions.size(); i++) {
+      byBase.computeIfAbsent(sessions.get(i).base(), b -> new ArrayList<>()).add(i);
+    }
+    for (List<Integer> group : byBase.values()) {
+      List<Weaver.Session> ready = new ArrayList<>();
+      List<Weaver.Kind> readyKinds = new ArrayList<>();
+      List<NDArray> rows = new ArrayList<>();
+      List<Integer> readyAt = new ArrayList<>();
+      for (int i : group) {
+        try {
+          rows.add(sessions.get(i).takePending());
+          ready.add(sessions.get(i).session);
+          readyKinds.add(kinds.get(i));
+          readyAt.add(i);
+        } catch (RuntimeException e) {
+          out.set(i, new WeaverLink.Woven(null, e));
+        }
+      }
+      if (ready.isEmpty()) {
+        continue;
+      }
+      Decoder base = sessions.get(readyAt.get(0)).base();
+      try (NDManager m = base.manager().newSubManager()) {
+        List<NDArray> latents = Weaver.weave(ready, readyKinds, rows, m);
+        for (int j = 0; j < readyAt.size(); j++) {
+          WeaverSession s = sessions.get(readyAt.get(j));
+          latents.get(j).attach(s.manager);
+          s.lastLatents = latents.get(j);
+          out.set(readyAt.get(j), new WeaverLink.Woven(s.lastLatents.toFloatArray(), null));
+        }
+      } catch (RuntimeException e) {
+        for (int i : readyAt) { // the rows may or may not have reached a cache: no later weave could be trusted
+          sessions.get(i).broken = e;
+          out.set(i, new WeaverLink.Woven(null, e));
+        }
+      } finally {
+        rows.forEach(r -> {
+          if (r != null) {
+            r.close();
+          }
+        });
+      }
+    }
+    return out;
+  }
+
+  /**
+   * P(invoke) of several sessions at once: the tokens they have queued go through their triggers in one forward call
+   * per base ({@link Trigger#append(List, List)}). A failing call is reported in every entry it covered.
+   */
+  public static List<TriggerLink.Read> probabilities(List<TriggerSession> sessions) {
+    List<TriggerLink.Read> out = new ArrayList<>(java.util.Collections.nCopies(sessions.size(), null));
+    java.util.Map<Decoder, List<Integer>> byBase = new java.util.LinkedHashMap<>();
+    for (int i = 0; i < sessions.size(); i++) {
+      byBase.computeIfAbsent(sessions.get(i).base(), b -> new ArrayList<>()).add(i);
+    }
+    for (List<Integer> group : byBase.values()) {
+      try {
+        Trigger.append(group.stream().map(i -> sessions.get(i).session).toList(),
+            group.stream().map(i -> sessions.get(i).takePending()).toList());
+      } catch (RuntimeException e) {
+        group.forEach(i -> out.set(i, new TriggerLink.Read(Float.NaN, e)));
+        continue;
+      }
+      for (int i : group) {
+        try {
+          out.set(i, new TriggerLink.Read(sessions.get(i).session.probability(), null));
+        } catch (RuntimeException e) {
+          out.set(i, new TriggerLink.Read(Float.NaN, e));
+        }
+      }
+    }
+    return out;
+  }
+
+  /**
    * Tokens reach the trigger lazily too: they queue up and go through it in one forward call when a probability is
    * asked for (the only time the trigger's state is read).
    */
@@ -192,12 +281,23 @@ public final class InProcessMemory {
 
     @Override
     public float probability() {
-      if (!pending.isEmpty()) {
-        int[] ids = pending.stream().flatMapToInt(Arrays::stream).toArray();
-        pending.clear();
-        session.append(ids);
-      }
+      session.append(takePending());
       return session.probability();
+    }
+
+    @Override
+    public TriggerSession inProcess() {
+      return this;
+    }
+
+    private Decoder base() {
+      return base;
+    }
+
+    private int[] takePending() {
+      int[] ids = pending.stream().flatMapToInt(Arrays::stream).toArray();
+      pending.clear();
+      return ids;
     }
 
     @Override

@@ -1,6 +1,7 @@
 package dev.memgen.model.memory;
 
 import dev.memgen.model.Weaver;
+import java.util.List;
 
 /**
  * How a generation reaches a weaver: in the same process ({@link InProcessMemory}) or over gRPC (the
@@ -9,7 +10,36 @@ import dev.memgen.model.Weaver;
 public interface WeaverLink {
   Session open(String sessionId);
 
+  /** One session's weave in a batch ({@link #weaveAll}): its latents {@code [K * hidden]}, or why it failed. */
+  record Woven(float[] latents, RuntimeException error) {}
+
+  /**
+   * Weaves several sessions (each after the rows appended to it): in-process sessions on one base in one forward
+   * call, the others (remote) at once, their calls overlapping. Each entry says what became of its session; a
+   * failure is that session's alone.
+   */
+  static List<Woven> weaveAll(List<? extends Session> sessions, List<Weaver.Kind> kinds) {
+    return Concurrently.batched(sessions, s -> s.inProcess() != null,
+        at -> InProcessMemory.weaveTogether(at.stream().map(i -> sessions.get(i).inProcess()).toList(),
+            at.stream().map(kinds::get).toList()),
+        i -> {
+          try {
+            return new Woven(sessions.get(i).weave(kinds.get(i)), null);
+          } catch (RuntimeException e) {
+            return new Woven(null, e);
+          }
+        });
+  }
+
   interface Session extends AutoCloseable {
+    /**
+     * The in-process session doing this session's work (itself, or the one a wrapper holds), or null (a remote
+     * session): {@link #weaveAll} weaves in-process sessions together in one forward call.
+     */
+    default InProcessMemory.WeaverSession inProcess() {
+      return null;
+    }
+
     /** Latent rows per weave of this kind. */
     int k(Weaver.Kind kind);
 

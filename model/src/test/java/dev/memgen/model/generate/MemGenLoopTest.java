@@ -301,7 +301,17 @@ class MemGenLoopTest {
     }
   }
 
-  @Test
+  @org.junit.jupiter.params.ParameterizedTest(name = "padding packed: {0}")
+  @org.junit.jupiter.params.provider.ValueSource(booleans = {false, true})
+  void aBatchWithMemoryGeneratesWhatEachSequenceGeneratesAlone(boolean packed) {
+    long bound = Decoder.packPaddingAbove(packed ? 0 : Long.MAX_VALUE);
+    try {
+      aBatchWithMemoryGeneratesWhatEachSequenceGeneratesAlone();
+    } finally {
+      Decoder.packPaddingAbove(bound);
+    }
+  }
+
   void aBatchWithMemoryGeneratesWhatEachSequenceGeneratesAlone() {
     DelimiterTable delimiters = manyDelimiters();
     InProcessMemory mem = new InProcessMemory(base, memory);
