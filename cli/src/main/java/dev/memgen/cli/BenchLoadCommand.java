@@ -118,7 +118,9 @@ final class BenchLoadCommand implements Callable<Integer> {
           System.out.printf("%-10d %8d %7d %9.1f %9.2f %9.2f %9.3f %7.3f%n", p.agents, p.turns, p.errors, p.tokensPerSecond,
               p.latencyP50, p.latencyP99, p.ttftP50, p.ttftP99);
         }
-        System.out.printf("%d agents together get %.1fx the tokens/s of one%n", clients, many.tokensPerSecond / one.tokensPerSecond);
+        System.out.printf("%d agents together get %.1fx the tokens/s of one; their p99 time to first token is %.1fx an idle "
+            + "request's (one agent's median: its prefill and first decode step)%n", clients,
+            many.tokensPerSecond / one.tokensPerSecond, many.ttftP99 / one.ttftP50);
         ObjectNode json = Json.object();
         json.put("api", api);
         json.put("memory", memory);
@@ -128,6 +130,7 @@ final class BenchLoadCommand implements Callable<Integer> {
         json.set("single", one.json());
         json.set("concurrent", many.json());
         json.put("speedup", many.tokensPerSecond / one.tokensPerSecond);
+        json.put("ttft_p99_vs_idle", many.ttftP99 / one.ttftP50);
         json.put("errors", one.errors + many.errors);
         if (client.log() != null) {
           ObjectNode check = trajectoryCheck(client.log(), all);

@@ -26,8 +26,9 @@ final class CachedBase {
       Path partial = at.resolveSibling(at.getFileName() + ".partial");
       Directories.deleteRecursively(partial);
       System.err.println("memgen: training the base model once (about 8 minutes on two cores); it is cached in " + at);
-      Training.useAllCores();
-      try (Training.Bar bar = new Training.Bar("pretrain base", Pretrain.defaults().steps())) {
+      // Every core for training, then one again: the demo decodes next, and its decode splits products itself.
+      try (Training.Cores cores = Training.allCores();
+          Training.Bar bar = new Training.Bar("pretrain base", Pretrain.defaults().steps())) {
         Pretrain.train(partial, Pretrain.defaults(), bar);
       }
       Files.move(partial, at, StandardCopyOption.ATOMIC_MOVE); // a crash mid-training leaves only the .partial

@@ -3,6 +3,7 @@ package dev.memgen.cli;
 import com.fasterxml.jackson.databind.node.ObjectNode;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.model.Decoder;
+import dev.memgen.model.Engines;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.data.ArithmeticTasks;
@@ -132,18 +133,18 @@ final class DemoCommand implements Callable<Integer> {
     DemoReport.Row parametric;
     Path finalMemory = memory;
     try (Decoder decoder = Decoder.load(base); TextTokenizer tokenizer = TextTokenizer.load(base)) {
-      Evaluator evaluator = new Evaluator(decoder, tokenizer, 48, 64);
       Map<String, List<Evaluator.Problem>> heldOut = heldOut(nEval);
-      baseRow = evaluate("frozen base", 0, evaluator, heldOut, null);
+      List<Variant> variants = new ArrayList<>(List.of(new Variant("frozen base", 0, null)));
       for (AdapterStore.Version v : store.versions(LoopBench.NAME)) {
         Path at = store.materialize(LoopBench.NAME, v.version(), run.resolve("versions").resolve(String.valueOf(v.version())));
-        try (ReasonerMemory mem = ReasonerMemory.embedded(decoder, ckpt.fingerprint(), at,
-            names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names))) {
-          versions.add(evaluate("MemGen v" + v.version() + (v.version() == 1 ? " (fresh memory)" : ""), v.version(), evaluator,
-              heldOut, ids -> mem.open(ids, mode, 0.5, 0, OptionalInt.empty())));
-        }
+        variants.add(new Variant("MemGen v" + v.version() + (v.version() == 1 ? " (fresh memory)" : ""), v.version(), at));
         finalMemory = at;
       }
+      List<DemoReport.Row> rows = evaluateAll(variants, decoder, tokenizer, ckpt.fingerprint(), heldOut, mode);
+      rows.forEach(r -> System.err.printf("demo: %s: accuracy %s%s%n", r.variant(), r.accuracy(),
+          r.invocation().isEmpty() ? "" : ", invocation rate " + r.invocation()));
+      baseRow = rows.get(0);
+      versions.addAll(rows.subList(1, rows.size()));
       int windows = (int) loop.announced().stream().filter(a -> a.getVersion() > 1).count();
       parametric = parametric(base, run.resolve("parametric"), decoder, tokenizer, heldOut, baseRow,
           Math.max(1, windows) * nSft, nRequests);
@@ -226,6 +227,69 @@ final class DemoCommand implements Callable<Integer> {
     return out;
   }
 
+  /** A variant to evaluate: the frozen base ({@code memory} null) or the base with a published memory version. */
+  private record Variant(String label, long version, Path memory) {}
+
+  /**
+   * Evaluates every variant on the held-out items, as many at a time as there are cores: on the project's small base a
+   * static batch's products are too small for two threads to share one, so each core takes a variant of its own.
+   * Rows in the order given.
+   */
+  private static List<DemoReport.Row> evaluateAll(List<Variant> variants, Decoder decoder, TextTokenizer tokenizer,
+      String fingerprint, Map<String, List<Evaluator.Problem>> heldOut, MemGenInterleaver.TriggerMode mode)
+      throws InterruptedException {
+    Evaluator sizing = new Evaluator(decoder, tokenizer, 48, 64);
+    int batches = variants.size() * heldOut.values().stream().mapToInt(p -> sizing.batches(p.size())).sum();
+    java.util.concurrent.ExecutorService pool = java.util.concurrent.Executors.newFixedThreadPool(Engines.THREADS);
+    try (Progress progress = new Progress("eval " + variants.size() + " variants", batches)) {
+      List<java.util.concurrent.Future<DemoReport.Row>> rows = new ArrayList<>();
+      for (Variant v : variants) {
+        rows.add(pool.submit(() -> {
+          Engines.computeThreads(1);
+          Evaluator evaluator = new Evaluator(decoder, tokenizer, 48, 64);
+          java.util.function.IntConsumer step = correct -> {
+            synchronized (progress) {
+              progress.step(v.label());
+            }
+          };
+          if (v.memory() == null) {
+            return evaluate(v.label(), v.version(), evaluator, heldOut, null, step);
+          }
+          try (ReasonerMemory mem = ReasonerMemory.embedded(decoder, fingerprint, v.memory(),
+              names -> DelimiterTable.build(tokenizer, decoder.config().vocabSize(), names))) {
+            return evaluate(v.label(), v.version(), evaluator, heldOut, ids -> mem.open(ids, mode, 0.5, 0, OptionalInt.empty()),
+                step);
+          }
+        }));
+      }
+      List<DemoReport.Row> out = new ArrayList<>();
+      for (java.util.concurrent.Future<DemoReport.Row> f : rows) {
+        try {
+          out.add(f.get());
+        } catch (java.util.concurrent.ExecutionException e) {
+          throw e.getCause() instanceof RuntimeException r ? r : new IllegalStateException(e.getCause());
+        }
+      }
+      return out;
+    } finally {
+      pool.shutdownNow();
+    }
+  }
+
+  private static DemoReport.Row evaluate(String variant, long version, Evaluator evaluator,
+      Map<String, List<Evaluator.Problem>> heldOut, Evaluator.Memory memory, java.util.function.IntConsumer step) {
+    Map<String, Double> accuracy = new LinkedHashMap<>();
+    Map<String, Double> invocation = new LinkedHashMap<>();
+    for (Map.Entry<String, List<Evaluator.Problem>> e : heldOut.entrySet()) {
+      Evaluator.Score s = evaluator.run(e.getValue(), memory, step);
+      accuracy.put(e.getKey(), s.accuracy());
+      if (memory != null) {
+        invocation.put(e.getKey(), s.invocationRate());
+      }
+    }
+    return new DemoReport.Row(variant, version, accuracy, invocation);
+  }
+
   private static DemoReport.Row evaluate(String variant, long version, Evaluator evaluator,
       Map<String, List<Evaluator.Problem>> heldOut, Evaluator.Memory memory) {
     Map<String, Double> accuracy = new LinkedHashMap<>();
@@ -261,7 +325,7 @@ final class DemoCommand implements Callable<Integer> {
       return new DemoReport.Row("parametric baseline (nothing to learn)", -1, baseRow.accuracy(), Map.of());
     }
     Directories.deleteRecursively(outDir);
-    try (Training.Bar bar = new Training.Bar("parametric baseline", steps)) {
+    try (Training.Cores cores = Training.allCores(); Training.Bar bar = new Training.Bar("parametric baseline", steps)) {
       Pretrain.finetune(base, outDir, data, steps, 16, 1e-3, Math.min(50, steps / 10), 5, bar);
     }
     try (Decoder tuned = Decoder.load(outDir)) {

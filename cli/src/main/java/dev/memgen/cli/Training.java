@@ -10,12 +10,22 @@ final class Training {
   /**
    * Training is compute-bound (batched matrix products, their gradients): let libtorch use every core. Decoding
    * keeps one libtorch thread and splits its matrix-vector products itself (see Engines); a training command
-   * calls this before the engine starts.
+   * calls this first.
    */
   static void useAllCores() {
-    if (System.getProperty("ai.djl.pytorch.num_threads") == null) {
-      System.setProperty("ai.djl.pytorch.num_threads", String.valueOf(Engines.THREADS));
-    }
+    Engines.computeThreads(Engines.THREADS);
+  }
+
+  /** libtorch's thread count, restored when closed. */
+  interface Cores extends AutoCloseable {
+    @Override
+    void close();
+  }
+
+  /** Every core for libtorch until closed, then the count before: a training phase inside a decoding command. */
+  static Cores allCores() {
+    int previous = Engines.computeThreads(Engines.THREADS);
+    return () -> Engines.computeThreads(previous);
   }
 
   /** A progress bar fed by a trainer: step, loss, learning rate and tokens/s. */

@@ -257,6 +257,54 @@ public final class Decoder implements AutoCloseable {
     }
   }
 
+  /**
+   * Runs the new rows of several one-row caches (each a sequence of its own, e.g. prompts being prefilled) in one
+   * batched call: their entries are gathered into one batch (padding masked, and packed out of the projections when
+   * that pays) and each cache then holds its own new entries, exactly as a call on it alone would leave it.
+   *
+   * @param embeds per cache, its new rows {@code [1, n_i, hidden]} (n_i >= 1)
+   * @return per cache, the final-norm hidden states of its new rows {@code [1, n_i, hidden]}, in {@code into}
+   */
+  public java.util.List<NDArray> forwardEach(java.util.List<KvCache> caches, java.util.List<NDArray> embeds, NDManager into) {
+    int count = caches.size();
+    if (count == 1) {
+      NDArray h = forward(caches.get(0), embeds.get(0), new boolean[][] {allTrue((int) embeds.get(0).getShape().get(1))});
+      h.attach(into);
+      return java.util.List.of(h);
+    }
+    int longest = 0;
+    for (NDArray e : embeds) {
+      longest = Math.max(longest, (int) e.getShape().get(1));
+    }
+    java.util.List<NDArray> out = new java.util.ArrayList<>();
+    try (NDManager m = into.newSubManager(); KvCache batch = KvCache.gather(manager, caches, longest)) {
+      int start = batch.length();
+      boolean[][] valid = new boolean[count][longest];
+      NDList rows = new NDList();
+      for (int i = 0; i < count; i++) {
+        NDArray e = embeds.get(i);
+        int n = (int) e.getShape().get(1);
+        Arrays.fill(valid[i], 0, n, true);
+        rows.add(n == longest ? e : e.concat(m.zeros(new Shape(1, longest - n, config.hiddenSize())), 1));
+      }
+      NDArray hidden = forward(batch, NDArrays.concat(rows, 0), valid);
+      for (int i = 0; i < count; i++) {
+        int n = (int) embeds.get(i).getShape().get(1);
+        NDArray h = Ops.slice(Ops.slice(hidden, 0, i, i + 1), 1, 0, n);
+        h.attach(into);
+        out.add(h);
+        batch.copyEntries(i, start, n, caches.get(i));
+      }
+    }
+    return out;
+  }
+
+  private static boolean[] allTrue(int n) {
+    boolean[] v = new boolean[n];
+    Arrays.fill(v, true);
+    return v;
+  }
+
   /** Next-token logits {@code [..., vocab]} from final-norm hidden states {@code [..., hidden]}. */
   public NDArray logits(NDArray hidden) {
     return lmHead.forward(hidden);

@@ -3,6 +3,7 @@ package dev.memgen.model;
 import ai.djl.Device;
 import ai.djl.engine.Engine;
 import ai.djl.ndarray.NDManager;
+import ai.djl.pytorch.jni.JniUtils;
 import java.util.concurrent.ExecutorService;
 import java.util.concurrent.Executors;
 
@@ -28,6 +29,24 @@ public final class Engines {
   private static volatile NDManager root;
 
   private Engines() {}
+
+  /**
+   * Sets libtorch's intra-op threads: every core for compute-bound work (training: batched products and their
+   * gradients), one for decoding (whose matrix-vector products {@link Linear} splits itself, and where idle OpenMP
+   * workers would spin on the cores its blocks need). It takes effect on the calling thread and on threads whose first
+   * libtorch operation comes later; threads that have run one keep theirs (libtorch's OpenMP and MKL settings are
+   * per thread once a thread has started), so a training thread and a decoding thread in one process each set their
+   * own. Returns the previous count of the calling thread.
+   */
+  public static int computeThreads(int n) {
+    if (n < 1) {
+      throw new IllegalArgumentException("libtorch needs at least one thread, got " + n);
+    }
+    manager(); // the engine reads ai.djl.pytorch.num_threads when it starts: start it first
+    int previous = JniUtils.getNumThreads();
+    JniUtils.setNumThreads(n);
+    return previous;
+  }
 
   /** A long-lived CPU manager on the PyTorch engine; callers take sub-managers from it. */
   public static NDManager manager() {

@@ -172,6 +172,50 @@ class DecodeConsistencyTest {
 
   @ParameterizedTest(name = "padding packed: {0}")
   @ValueSource(booleans = {false, true})
+  void forwardEachComputesAndLeavesWhatEachCacheAloneDoes(boolean packed) {
+    long bound = Decoder.packPaddingAbove(packed ? 0 : Long.MAX_VALUE);
+    int[][] before = {{4, 5, 6, 7, 8}, {}, {30, 31}};
+    int[][] now = {{9, 10}, {40, 41, 42, 43}, {50}};
+    KvCache[] together = new KvCache[3];
+    KvCache[] alone = new KvCache[3];
+    try {
+      for (int i = 0; i < 3; i++) {
+        together[i] = decoder.newCache(1, 2); // small: the copy back must grow it
+        alone[i] = decoder.newCache(1, 2);
+        if (before[i].length > 0) {
+          decoder.forward(together[i], decoder.embed(m, new int[][] {before[i]}), valid(before[i].length));
+          decoder.forward(alone[i], decoder.embed(m, new int[][] {before[i]}), valid(before[i].length));
+        }
+      }
+      List<NDArray> rows = new ArrayList<>();
+      for (int[] ids : now) {
+        rows.add(decoder.embed(m, new int[][] {ids}));
+      }
+      List<NDArray> hidden = decoder.forwardEach(List.of(together), rows, m);
+      for (int i = 0; i < 3; i++) {
+        float[] expected = decoder.forward(alone[i], decoder.embed(m, new int[][] {now[i]}), valid(now[i].length)).toFloatArray();
+        assertClose("row " + i, hidden.get(i).toFloatArray(), expected);
+        assertEquals(alone[i].position(0), together[i].position(0));
+        assertEquals(alone[i].length(), together[i].length());
+        // What each kept: the next token computes the same on both.
+        assertClose("row " + i + " after", decoder.forward(together[i], decoder.embed(m, new int[][] {{77}}), valid(1)).toFloatArray(),
+            decoder.forward(alone[i], decoder.embed(m, new int[][] {{77}}), valid(1)).toFloatArray());
+      }
+    } finally {
+      Decoder.packPaddingAbove(bound);
+      for (int i = 0; i < 3; i++) {
+        if (together[i] != null) {
+          together[i].close();
+        }
+        if (alone[i] != null) {
+          alone[i].close();
+        }
+      }
+    }
+  }
+
+  @ParameterizedTest(name = "padding packed: {0}")
+  @ValueSource(booleans = {false, true})
   void latentRowsForOneRowOfABatchLeaveTheOtherRowUnchanged(boolean packed) {
     long bound = Decoder.packPaddingAbove(packed ? 0 : Long.MAX_VALUE);
     try {

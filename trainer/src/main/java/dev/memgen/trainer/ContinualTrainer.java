@@ -8,6 +8,7 @@ import dev.memgen.log.Topics;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.log.store.Ledger;
 import dev.memgen.model.Decoder;
+import dev.memgen.model.Engines;
 import dev.memgen.model.checkpoint.Checkpoint;
 import dev.memgen.model.checkpoint.Directories;
 import dev.memgen.model.eval.Evaluator;
@@ -386,6 +387,9 @@ public final class ContinualTrainer implements AutoCloseable {
 
   /** Runs windows until {@link #close} (from another thread). */
   public void run() {
+    // Training is compute-bound (batched products and their gradients): this thread's libtorch work uses every core.
+    // Threads that decode set one for theirs (EngineCore), so a trainer in a serving process leaves them as they are.
+    Engines.computeThreads(Engines.THREADS);
     windowOpenedNanos = System.nanoTime();
     try {
       while (!stop.get()) {

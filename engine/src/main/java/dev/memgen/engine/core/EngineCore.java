@@ -5,6 +5,7 @@ import ai.djl.ndarray.NDManager;
 import ai.djl.ndarray.index.NDIndex;
 import ai.djl.ndarray.types.Shape;
 import dev.memgen.model.Decoder;
+import dev.memgen.model.Engines;
 import dev.memgen.model.KvCache;
 import dev.memgen.model.generate.Generator;
 import java.util.ArrayDeque;
@@ -248,6 +249,9 @@ public final class EngineCore implements AutoCloseable {
   }
 
   private void loop() {
+    // Decoding splits its matrix-vector products itself (Linear): this thread's libtorch work stays on one thread,
+    // whatever a training thread in the same process set for its own.
+    Engines.computeThreads(1);
     while (!closed) {
       try {
         if (runningCount == 0 && prefilling.isEmpty()) {
@@ -331,37 +335,49 @@ public final class EngineCore implements AutoCloseable {
     });
   }
 
-  /** Prefills up to {@code prefillChunk} prompt tokens, oldest request first; finished prompts join the batch. */
+  /**
+   * Prefills up to {@code prefillChunk} prompt tokens, oldest request first, the chunks of every joining prompt in
+   * one batched call ({@link Decoder#forwardEach}: each in its own cache); finished prompts join the batch.
+   */
   private void prefillChunk() {
     int budget = limits.prefillChunk();
-    List<Sequence> done = new ArrayList<>();
-    for (Sequence s : prefilling) {
-      if (budget <= 0) {
-        break;
+    List<Sequence> chunked = new ArrayList<>();
+    List<NDArray> rows = new ArrayList<>();
+    try (NDManager m = manager.newSubManager()) {
+      for (Sequence s : prefilling) { // oldest first, as much as the budget takes: the prompts of one step go together
+        if (budget <= 0) {
+          break;
+        }
+        int[] prompt = s.request.prompt();
+        int n = Math.min(budget, prompt.length - s.prefilled);
+        chunked.add(s);
+        rows.add(decoder.embed(m, new int[][] {Arrays.copyOfRange(prompt, s.prefilled, s.prefilled + n)}));
+        budget -= n;
       }
-      int[] prompt = s.request.prompt();
-      int n = Math.min(budget, prompt.length - s.prefilled);
-      int[][] ids = {Arrays.copyOfRange(prompt, s.prefilled, s.prefilled + n)};
-      boolean[][] valid = new boolean[1][n];
-      Arrays.fill(valid[0], true);
-      try (NDManager m = manager.newSubManager()) {
-        NDArray h = decoder.forward(s.prefill, decoder.embed(m, ids), valid);
+      if (chunked.isEmpty()) {
+        return;
+      }
+      List<NDArray> hidden = decoder.forwardEach(chunked.stream().map(s -> s.prefill).toList(), rows, m);
+      List<Sequence> done = new ArrayList<>();
+      for (int i = 0; i < chunked.size(); i++) {
+        Sequence s = chunked.get(i);
+        NDArray h = hidden.get(i);
+        int n = (int) h.getShape().get(1);
         if (s.memory.wantsHidden()) {
           s.promptHidden = concat(s.promptHidden, h.toFloatArray());
         }
         s.prefilled += n;
-        budget -= n;
         prefillTokens.addAndGet(n);
-        if (s.prefilled == prompt.length) {
+        if (s.prefilled == s.request.prompt().length) {
           setLast(s, h.get(0, n - 1));
           done.add(s);
         }
       }
-    }
-    afterPrompts(done);
-    for (Sequence s : done) {
-      prefilling.remove(s);
-      join(s);
+      afterPrompts(done);
+      for (Sequence s : done) {
+        prefilling.remove(s);
+        join(s);
+      }
     }
     prefillingCount = prefilling.size();
   }
