@@ -9,6 +9,7 @@ import dev.memgen.model.generate.SamplingParams;
 import dev.memgen.model.text.ChatTemplate;
 import dev.memgen.model.text.TextTokenizer;
 import dev.memgen.rpc.CallDeadline;
+import dev.memgen.rpc.ClientSecurity;
 import dev.memgen.rpc.ReasonerMemory;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -81,7 +82,7 @@ final class GenerateCommand implements Callable<Integer> {
           names -> DelimiterTable.build(t, decoder.config().vocabSize(), names);
       try (ReasonerMemory mem = memory != null ? ReasonerMemory.embedded(decoder, fingerprint, memory, delimiters)
               : ReasonerMemory.remote(weaverAt, triggerAt, fingerprint, decoder.config().hiddenSize(), "",
-                  new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))), delimiters);
+                  new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))), ClientSecurity.PLAINTEXT, delimiters);
           MemGenInterleaver loop = mem.open(List.of("cli"), mode, threshold, request.sampling().seed(), OptionalInt.empty())) {
         Generator.Result r = new Generator(decoder).generate(List.of(request), (row, token, hidden) -> {}, loop).get(0);
         if (trace) {

@@ -70,7 +70,7 @@ final class LogCommand {
   }
 
   static KafkaConsumer<String, byte[]> consumer(String bootstrap) {
-    Properties p = new Properties();
+    Properties p = dev.memgen.log.KafkaClients.properties(java.util.Map.of());
     p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
     p.put(ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false");
     return new KafkaConsumer<>(p, new StringDeserializer(), new ByteArrayDeserializer());

@@ -25,6 +25,7 @@ import picocli.CommandLine.Command;
       ExperimentCommand.class,
       LogCommand.class,
       AdaptersCommand.class,
+      KeysCommand.class,
       TrainerCommand.Admin.class,
       TrainerCommand.Feedback.class,
       BenchCommand.class,

@@ -113,17 +113,25 @@ class LocalServicesTest {
     try {
       script("start", "--model", model.toString(), "--memory", memory.toString());
       long weaverPid = Long.parseLong(Files.readString(tmp.resolve("run/weaver-service.pid")).trim());
+      String ready = readiness();
+      assertTrue(ready.startsWith("{\"status\":\"UP\"") && ready.contains("\"weaver-service at 127.0.0.1:" + (grpcBase + 2) + "\":\"SERVING\""),
+          "the reasoner is ready and names the weaver it reaches: " + ready);
       int[] prompt = {257, 72, 105, 258, 10};
       Streamed killed = generate(prompt, 120, () -> ProcessHandle.of(weaverPid).ifPresent(ProcessHandle::destroyForcibly));
       assertEquals(120, killed.tokens().length, "the request completed");
       assertTrue(killed.finished().getLatentRows() > 0, "memory worked before the kill");
       assertTrue(skipped(killed.finished(), SkipReason.WEAVER_UNAVAILABLE) > 0, "and was skipped after: " + killed.finished());
+      ready = readiness();
+      assertTrue(ready.startsWith("{\"status\":\"DOWN\"") && ready.contains(":\"UNAVAILABLE\""),
+          "without its weaver the reasoner is not ready: " + ready);
 
       script("start", "--model", model.toString(), "--memory", memory.toString()); // restarts the weaver only
       Thread.sleep(5500); // past the reasoner's longest backoff
       Streamed back = generate(prompt, 40, null);
       assertEquals(0, skipped(back.finished(), SkipReason.WEAVER_UNAVAILABLE), "reconnected: " + back.finished());
       assertTrue(back.finished().getLatentRows() > 0);
+      ready = readiness();
+      assertTrue(ready.startsWith("{\"status\":\"UP\""), "ready again: " + ready);
     } finally {
       script("stop");
     }
@@ -165,6 +173,16 @@ class LocalServicesTest {
     } finally {
       reasoner.shutdownNow();
     }
+  }
+
+  /** The reasoner's {@code /q/health/ready} body (HTTP 200 when UP, 503 when DOWN), whitespace removed. */
+  private String readiness() throws Exception {
+    java.net.http.HttpResponse<String> r = java.net.http.HttpClient.newHttpClient().send(java.net.http.HttpRequest
+        .newBuilder(java.net.URI.create("http://127.0.0.1:" + httpBase + "/q/health/ready")).build(),
+        java.net.http.HttpResponse.BodyHandlers.ofString());
+    String body = r.body().replaceAll("\\s*([:,{}\\[\\]])\\s*", "$1");
+    assertEquals(body.startsWith("{\"status\":\"UP\"") ? 200 : 503, r.statusCode(), body);
+    return body;
   }
 
   private static int skipped(Finished f, SkipReason reason) {

@@ -44,7 +44,7 @@ public final class ExperienceLog implements AutoCloseable {
    * MemGen producer is one of these; {@code overrides} adds timeouts and the like.
    */
   public static KafkaProducer<String, byte[]> reliableProducer(String bootstrapServers, Properties overrides) {
-    Properties p = new Properties();
+    Properties p = KafkaClients.properties(Map.of());
     p.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
     p.put(ProducerConfig.ACKS_CONFIG, "all");
     p.put(ProducerConfig.ENABLE_IDEMPOTENCE_CONFIG, "true");
@@ -58,7 +58,7 @@ public final class ExperienceLog implements AutoCloseable {
    * and reading only committed records; {@code groupId} (may be null) names the group its explicit commits go to.
    */
   public static KafkaConsumer<String, byte[]> consumer(String bootstrapServers, String clientId, String groupId) {
-    Properties p = new Properties();
+    Properties p = KafkaClients.properties(Map.of());
     p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
     p.put(ConsumerConfig.CLIENT_ID_CONFIG, clientId);
     if (groupId != null) {
@@ -82,7 +82,7 @@ public final class ExperienceLog implements AutoCloseable {
    * {@link Topics#settings}.
    */
   public void ensureTopics(int partitions) throws InterruptedException, ExecutionException {
-    try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers))) {
+    try (Admin admin = Admin.create(KafkaClients.properties(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers)))) {
       Set<String> existing = admin.listTopics().names().get();
       List<NewTopic> missing = new ArrayList<>();
       for (String topic : List.of(Topics.TRAJECTORIES, Topics.FEEDBACK, Topics.ADAPTERS)) {

@@ -60,7 +60,13 @@ public final class AdapterFollower implements AutoCloseable {
    * Counters and the latest events. {@code caughtUp}: the announcements on the topic at startup have been applied.
    * {@code ignored}: announcements for the other component, or records that do not decode.
    */
-  public record Status(boolean caughtUp, long position, long loaded, long refused, long ignored, List<Event> recent) {}
+  public record Status(boolean caughtUp, long position, long loaded, long refused, long ignored, List<Event> recent) {
+    /** One line for a health report: "caught up at offset 12, 3 versions loaded, 0 refused". */
+    public String summary() {
+      return (caughtUp ? "caught up" : "catching up") + " at offset " + position + ", " + loaded + " versions loaded, "
+          + refused + " refused";
+    }
+  }
 
   private final String bootstrap;
   private final AdapterStore store;
@@ -93,6 +99,11 @@ public final class AdapterFollower implements AutoCloseable {
     this.consumerGroup = "memgen-" + component.name().toLowerCase() + "-adapters";
     this.thread = new Thread(this::run, "memgen-" + component.name().toLowerCase() + "-follower");
     thread.setDaemon(true);
+  }
+
+  /** The component this follower swaps (WEAVER or TRIGGER). */
+  public AdapterComponent component() {
+    return component;
   }
 
   public void start() {

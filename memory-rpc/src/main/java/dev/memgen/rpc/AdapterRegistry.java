@@ -132,6 +132,11 @@ final class AdapterRegistry implements AutoCloseable {
     return defaultName;
   }
 
+  /** The adapter a requested name means ("" is the default). */
+  String resolve(String requested) {
+    return requested.isEmpty() ? defaultName : requested;
+  }
+
   /**
    * The current version of {@code requested} ("" for the default), loaded if it is not, held for a session until
    * {@link #unpin}. Counts as a use of that name.
@@ -235,7 +240,7 @@ final class AdapterRegistry implements AutoCloseable {
   }
 
   private Loaded use(String requested, String field) {
-    String name = requested.isEmpty() ? defaultName : requested;
+    String name = resolve(requested);
     Loaded v = resident.remove(name);
     if (v == null) {
       Source s = sources.get(name);

@@ -2,8 +2,9 @@ package dev.memgen.rpc;
 
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.ExecutorService;
-import java.util.concurrent.Executors;
+import java.util.concurrent.LinkedBlockingQueue;
 import java.util.concurrent.RejectedExecutionException;
+import java.util.concurrent.ThreadPoolExecutor;
 import java.util.concurrent.TimeUnit;
 
 /**
@@ -12,10 +13,10 @@ import java.util.concurrent.TimeUnit;
  * slower, and one thread keeps each stream's messages in order without locks.
  */
 final class ModelThread implements AutoCloseable {
-  private final ExecutorService executor;
+  private final ThreadPoolExecutor executor;
 
   ModelThread(String name) {
-    executor = Executors.newSingleThreadExecutor(r -> {
+    executor = new ThreadPoolExecutor(1, 1, 0, TimeUnit.MILLISECONDS, new LinkedBlockingQueue<>(), r -> {
       Thread t = new Thread(r, name);
       t.setDaemon(true);
       return t;
@@ -24,6 +25,11 @@ final class ModelThread implements AutoCloseable {
 
   ExecutorService executor() {
     return executor;
+  }
+
+  /** Tasks (session messages, passes) waiting for the thread. */
+  int queued() {
+    return executor.getQueue().size();
   }
 
   /** Waits until every task queued so far has run (none, if the thread has been closed). */

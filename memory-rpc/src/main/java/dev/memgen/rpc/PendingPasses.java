@@ -12,13 +12,14 @@ import java.util.function.Consumer;
  * arrived while the model was busy goes in one pass, as a batching inference server does. A session with work held
  * gets it run before its next message is read ({@link #flushFor}), so each stream stays in order. Model thread only.
  */
-final class PendingPasses<C> {
+public final class PendingPasses<C> {
   private final Executor model;
   private final Consumer<List<C>> run;
   private final List<C> held = new ArrayList<>();
   private boolean scheduled;
-  private long passes;
-  private long items;
+  private volatile long passes;
+  private volatile long items;
+  private volatile long nanos;
 
   /** @param run runs a batch (never empty), on the model thread; it answers each call itself */
   PendingPasses(Executor model, Consumer<List<C>> run) {
@@ -49,14 +50,13 @@ final class PendingPasses<C> {
     }
   }
 
-  /** Passes run so far and the work items they carried (their ratio is the mean batch). */
-  long passes() {
-    return passes;
+  /** Passes run so far, the work items they carried (their ratio is the mean batch) and the time they took. */
+  Passes stats() {
+    return new Passes(passes, items, nanos);
   }
 
-  long items() {
-    return items;
-  }
+  /** What the passes of one kind came to; readable from any thread (metrics). */
+  public record Passes(long passes, long items, long nanos) {}
 
   private void flush() {
     if (held.isEmpty()) {
@@ -64,8 +64,10 @@ final class PendingPasses<C> {
     }
     List<C> batch = List.copyOf(held);
     held.clear();
-    passes++;
-    items += batch.size();
+    long t0 = System.nanoTime();
     run.accept(batch);
+    nanos += System.nanoTime() - t0; // written on the model thread only
+    items += batch.size();
+    passes++;
   }
 }

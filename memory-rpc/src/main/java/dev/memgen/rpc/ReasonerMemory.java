@@ -12,7 +12,6 @@ import dev.memgen.proto.v1.MemoryDescription;
 import dev.memgen.proto.v1.RowSource;
 import dev.memgen.proto.v1.WeaverGrpc;
 import io.grpc.ManagedChannel;
-import io.grpc.ManagedChannelBuilder;
 import io.grpc.StatusRuntimeException;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -45,16 +44,37 @@ public final class ReasonerMemory implements AutoCloseable {
   private final Supplier<Rule> rule;
   private final String description;
   private final Map<AdapterComponent, AdapterHost> hosts;
+  private final Map<String, ManagedChannel> services; // remote: "weaver-service at HOST:PORT" -> its channel
   private final AutoCloseable resources;
 
   private ReasonerMemory(WeaverLink weaver, TriggerLink trigger, Supplier<Rule> rule, String description,
-      Map<AdapterComponent, AdapterHost> hosts, AutoCloseable resources) {
+      Map<AdapterComponent, AdapterHost> hosts, Map<String, ManagedChannel> services, AutoCloseable resources) {
     this.weaver = weaver;
     this.trigger = trigger;
     this.rule = rule;
     this.description = description;
     this.hosts = hosts;
+    this.services = services;
     this.resources = resources;
+  }
+
+  /**
+   * The memory services this memory calls (none when embedded), each with what the standard gRPC health check answers
+   * now ({@code SERVING}, {@code NOT_SERVING}, or the status of a call that failed, e.g. {@code UNAVAILABLE}), asked
+   * with a deadline of {@code timeout}.
+   */
+  public Map<String, String> services(Duration timeout) {
+    Map<String, String> out = new java.util.LinkedHashMap<>();
+    services.forEach((name, channel) -> {
+      try {
+        out.put(name, io.grpc.health.v1.HealthGrpc.newBlockingStub(channel)
+            .withDeadlineAfter(timeout.toMillis(), TimeUnit.MILLISECONDS)
+            .check(io.grpc.health.v1.HealthCheckRequest.getDefaultInstance()).getStatus().name());
+      } catch (StatusRuntimeException e) {
+        out.put(name, e.getStatus().getCode().name());
+      }
+    });
+    return out;
   }
 
   /**
@@ -77,7 +97,7 @@ public final class ReasonerMemory implements AutoCloseable {
     EmbeddedMemory memory = new EmbeddedMemory(base, baseFingerprint, adapterName, memoryDir);
     return new ReasonerMemory(memory.weaverLink(), memory.triggerLink(), new ManifestRule(memory, delimiters),
         "embedded memory " + memoryDir + " (version " + memory.manifest().version() + ")",
-        Map.of(AdapterComponent.WEAVER, memory.weaver, AdapterComponent.TRIGGER, memory.trigger), memory);
+        Map.of(AdapterComponent.WEAVER, memory.weaver, AdapterComponent.TRIGGER, memory.trigger), Map.of(), memory);
   }
 
   /** {@link #embedded(Decoder, String, Path, String, Function)} as adapter "default". */
@@ -111,22 +131,24 @@ public final class ReasonerMemory implements AutoCloseable {
 
   /**
    * A weaver-service at {@code weaverTarget} and, unless null, a trigger-service at {@code triggerTarget}
-   * ({@code host:port} or any gRPC target), plaintext. The insertion rule is the memory's own, asked of the weaver
+   * ({@code host:port} or any gRPC target), reached as {@code security} says. The insertion rule is the memory's own, asked of the weaver
    * (Describe) when first needed and again after a failure; until it answers, sequences get prompt latents only.
    *
    * @param delimiters builds the base vocabulary's delimiter table from the memory's delimiter strings
    */
   public static ReasonerMemory remote(String weaverTarget, String triggerTarget, String baseFingerprint, int hiddenSize,
-      String adapterName, CallDeadline deadline, Function<List<String>, DelimiterTable> delimiters) {
-    ManagedChannel weaverChannel = channel(weaverTarget);
+      String adapterName, CallDeadline deadline, ClientSecurity security, Function<List<String>, DelimiterTable> delimiters) {
+    ManagedChannel weaverChannel = security.channel(weaverTarget);
     ManagedChannel triggerChannel = triggerTarget == null ? null
-        : triggerTarget.equals(weaverTarget) ? weaverChannel : channel(triggerTarget);
+        : triggerTarget.equals(weaverTarget) ? weaverChannel : security.channel(triggerTarget);
     return new ReasonerMemory(
         new RemoteWeaver(weaverChannel, baseFingerprint, hiddenSize, adapterName, deadline),
         triggerChannel == null ? null : new RemoteTrigger(triggerChannel, baseFingerprint, adapterName, deadline),
         new DescribedRule(weaverChannel, adapterName, deadline.fixed(), delimiters),
         "weaver-service at " + weaverTarget + (triggerTarget == null ? ", no trigger" : ", trigger-service at " + triggerTarget),
-        Map.of(), () -> {
+        Map.of(), triggerChannel == null ? Map.of("weaver-service at " + weaverTarget, weaverChannel)
+            : Map.of("weaver-service at " + weaverTarget, weaverChannel, "trigger-service at " + triggerTarget, triggerChannel),
+        () -> {
           for (ManagedChannel c : triggerChannel == null || triggerChannel == weaverChannel
               ? List.of(weaverChannel) : List.of(weaverChannel, triggerChannel)) {
             c.shutdownNow().awaitTermination(5, TimeUnit.SECONDS);
@@ -135,12 +157,13 @@ public final class ReasonerMemory implements AutoCloseable {
   }
 
   /**
-   * A plaintext channel to a memory service. Replies are handled on the transport's own thread (direct executor):
-   * the client only completes a future there, and skipping the hand-off to a callback pool saves a thread wake-up
-   * per call, which on a small loaded machine is a large share of a memory round trip.
+   * A plaintext channel to a memory service. Replies are handled on the transport's own thread (direct executor, as
+   * in every {@link ClientSecurity#channel}): the client only completes a future there, and skipping the hand-off to
+   * a callback pool saves a thread wake-up per call, which on a small loaded machine is a large share of a memory
+   * round trip.
    */
   public static ManagedChannel channel(String target) {
-    return ManagedChannelBuilder.forTarget(target).usePlaintext().directExecutor().build();
+    return ClientSecurity.PLAINTEXT.channel(target);
   }
 
   /** The rule a remote weaver describes, fetched once and kept; asked again (at most every few seconds) until it answers. */

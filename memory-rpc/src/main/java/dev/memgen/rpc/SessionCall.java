@@ -50,6 +50,8 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
   private boolean closed;
   private boolean ended; // the stream is over (error sent, completed, or cancelled): ignore whatever still arrives
   protected String sessionId = "?";
+  /** Who opened the stream (null when the service checks no API keys), for the adapter check at open. */
+  protected final ApiKeys.Caller caller = ApiKeys.caller();
 
   /**
    * @param maxPositions the base model's context; a session may not grow past it (or past the limits' own bound)

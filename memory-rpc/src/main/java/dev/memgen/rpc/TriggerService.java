@@ -89,6 +89,11 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
     return adapters.installOn(modelThread.executor(), name, version, sha256, dir);
   }
 
+  /** The adapter sessions that name none get. */
+  public String defaultAdapterName() {
+    return adapters.defaultName();
+  }
+
   public int openSessions() {
     return sessions.size();
   }
@@ -110,6 +115,11 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
   /** The model thread's executor, for tests that hold it to make sessions' work arrive in one batch. */
   java.util.concurrent.Executor modelExecutor() {
     return modelThread.executor();
+  }
+
+  /** Messages and passes waiting for the model thread. */
+  public int modelQueue() {
+    return modelThread.queued();
   }
 
   @Override
@@ -143,8 +153,8 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
   }
 
   /** Decide passes run and the Decides they carried: their ratio is the mean batch across sessions. */
-  public long[] decidePasses() {
-    return new long[] {decides.passes(), decides.items()};
+  public PendingPasses.Passes decidePasses() {
+    return decides.stats();
   }
 
   private final class Call extends SessionCall<TriggerRequest, TriggerReply> {
@@ -182,6 +192,7 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
       if (o.getRowSource() != RowSource.NO_ROWS && o.getRowSource() != RowSource.ROW_SOURCE_UNSPECIFIED) {
         throw precondition("open.row_source " + o.getRowSource() + ": the trigger reads token ids only (NO_ROWS)");
       }
+      ApiKeys.check(caller, adapters.resolve(o.getAdapterName()), "open.adapter_name");
       AdapterRegistry.Loaded pinned = adapters.pin(o.getAdapterName(), "open.adapter_name");
       try {
         session = pinned.weaving.newTriggerSession();

@@ -135,6 +135,11 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     return modelThread.executor();
   }
 
+  /** Messages and passes waiting for the model thread. */
+  public int modelQueue() {
+    return modelThread.queued();
+  }
+
   @Override
   public StreamObserver<WeaverRequest> session(StreamObserver<WeaverReply> out) {
     return new Call(out);
@@ -143,6 +148,12 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
   /** Answered on the model thread: describing a name that is not loaded loads it, which only that thread may do. */
   @Override
   public void describe(DescribeRequest request, StreamObserver<MemoryDescription> out) {
+    try {
+      ApiKeys.check(ApiKeys.caller(), adapters.resolve(request.getAdapterName()), "adapter_name");
+    } catch (SessionCall.Refusal r) {
+      out.onError(r.status.asRuntimeException());
+      return;
+    }
     try {
       modelThread.executor().execute(() -> describeNow(request, out));
     } catch (RejectedExecutionException e) {
@@ -197,8 +208,8 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
   }
 
   /** Weave passes run and the Weaves they carried: their ratio is the mean batch across sessions. */
-  public long[] weavePasses() {
-    return new long[] {weaves.passes(), weaves.items()};
+  public PendingPasses.Passes weavePasses() {
+    return weaves.stats();
   }
 
   private final class Call extends SessionCall<WeaverRequest, WeaverReply> {
@@ -251,6 +262,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
       if (source == RowSource.UNRECOGNIZED) {
         throw invalid("open.row_source " + o.getRowSourceValue() + " is not a known row source");
       }
+      ApiKeys.check(caller, adapters.resolve(o.getAdapterName()), "open.adapter_name");
       AdapterRegistry.Loaded pinned = adapters.pin(o.getAdapterName(), "open.adapter_name");
       try {
         RowSource mine = pinned.readsHidden() ? RowSource.LAST_HIDDEN_STATES : RowSource.INPUT_EMBEDDINGS;

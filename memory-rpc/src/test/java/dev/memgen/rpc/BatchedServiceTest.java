@@ -16,6 +16,7 @@ import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.Executor;
 import java.util.concurrent.TimeUnit;
+import java.util.function.IntSupplier;
 import java.util.function.Supplier;
 import org.junit.jupiter.api.AfterAll;
 import org.junit.jupiter.api.BeforeAll;
@@ -49,7 +50,7 @@ class BatchedServiceTest {
   static final int[][] SECOND = {{20, 21}, {22}, {23, 24, 25}, {26}};
 
   /** Runs every call at once while the model thread is held, so that they all reach it before any runs. */
-  static <T> List<T> together(Executor model, List<Supplier<T>> calls) throws Exception {
+  static <T> List<T> together(Executor model, IntSupplier queued, List<Supplier<T>> calls) throws Exception {
     CountDownLatch hold = new CountDownLatch(1);
     model.execute(() -> {
       try {
@@ -59,7 +60,13 @@ class BatchedServiceTest {
       }
     });
     List<CompletableFuture<T>> running = calls.stream().map(CompletableFuture::supplyAsync).toList();
-    Thread.sleep(500); // the messages cross loopback and queue behind the held task
+    // The messages cross loopback and queue behind the held task (at least one per call, more where a call sends
+    // buffered appends first); on a loaded machine that takes a while, so wait until the queue stops growing.
+    RemoteMemoryTest.waitFor(() -> queued.getAsInt() >= calls.size());
+    for (int seen = -1; seen != queued.getAsInt(); ) {
+      seen = queued.getAsInt();
+      Thread.sleep(300);
+    }
     hold.countDown();
     List<T> out = new ArrayList<>();
     for (CompletableFuture<T> f : running) {
@@ -89,12 +96,12 @@ class BatchedServiceTest {
           sessions.add(s);
           versions.add(i < 2 ? fx.memory : v3);
         }
-        long[] before = served.weaver().weavePasses();
-        List<float[]> remote = together(served.weaver().modelExecutor(),
+        PendingPasses.Passes before = served.weaver().weavePasses();
+        List<float[]> remote = together(served.weaver().modelExecutor(), served.weaver()::modelQueue,
             sessions.stream().<Supplier<float[]>>map(s -> () -> s.weave(Weaver.Kind.INFERENCE)).toList());
-        long[] after = served.weaver().weavePasses();
-        assertEquals(1, after[0] - before[0], "one pass");
-        assertEquals(4, after[1] - before[1], "carrying the four Weaves");
+        PendingPasses.Passes after = served.weaver().weavePasses();
+        assertEquals(1, after.passes() - before.passes(), "one pass");
+        assertEquals(4, after.items() - before.items(), "carrying the four Weaves");
         for (int i = 0; i < sessions.size(); i++) {
           assertEquals(i < 2 ? 2 : 3, sessions.get(i).adapterVersion());
           InProcessMemory.WeaverSession alone = new InProcessMemory(fx.base, versions.get(i)).newWeaverSession();
@@ -132,12 +139,12 @@ class BatchedServiceTest {
           s.appendTokens(SECOND[i]);
           sessions.add(s);
         }
-        long[] before = served.trigger().decidePasses();
-        List<Float> remote = together(served.trigger().modelExecutor(),
+        PendingPasses.Passes before = served.trigger().decidePasses();
+        List<Float> remote = together(served.trigger().modelExecutor(), served.trigger()::modelQueue,
             sessions.stream().<Supplier<Float>>map(s -> s::probability).toList());
-        long[] after = served.trigger().decidePasses();
-        assertEquals(1, after[0] - before[0], "one pass");
-        assertEquals(4, after[1] - before[1], "carrying the four Decides");
+        PendingPasses.Passes after = served.trigger().decidePasses();
+        assertEquals(1, after.passes() - before.passes(), "one pass");
+        assertEquals(4, after.items() - before.items(), "carrying the four Decides");
         for (int i = 0; i < sessions.size(); i++) {
           InProcessMemory.TriggerSession alone = new InProcessMemory(fx.base, fx.memory).newTriggerSession();
           alone.appendTokens(FIRST[i]);

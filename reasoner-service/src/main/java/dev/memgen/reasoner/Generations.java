@@ -5,6 +5,8 @@ import dev.memgen.engine.core.EngineCore;
 import dev.memgen.model.generate.Generator;
 import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.proto.v1.GenerateRequest;
+import dev.memgen.rpc.ApiKeys;
+import io.grpc.Status;
 import jakarta.enterprise.context.ApplicationScoped;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 
@@ -18,10 +20,11 @@ public class Generations {
   private final ReasonerModel model; // proxies: the checkpoint loads at startup, not on the event loop
   private final ReasonerMemoryConfig memory;
   private final ExperienceRecorder experience;
+  private final ReasonerMetrics metrics;
   private final int defaultMaxNewTokens;
   private volatile GenerateRequestMapper mapper;
 
-  Generations(ReasonerModel model, ReasonerMemoryConfig memory, ExperienceRecorder experience,
+  Generations(ReasonerModel model, ReasonerMemoryConfig memory, ExperienceRecorder experience, ReasonerMetrics metrics,
       @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
     if (defaultMaxNewTokens < 1) {
       throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
@@ -29,6 +32,7 @@ public class Generations {
     this.model = model;
     this.memory = memory;
     this.experience = experience;
+    this.metrics = metrics;
     this.defaultMaxNewTokens = defaultMaxNewTokens;
   }
 
@@ -56,6 +60,23 @@ public class Generations {
     return model;
   }
 
+  /**
+   * The request's adapter ("" is this reasoner's) must be the one served here and, when it will have memory, allowed
+   * to the gRPC caller's API key.
+   *
+   * @throws io.grpc.StatusRuntimeException NOT_FOUND or PERMISSION_DENIED
+   */
+  public void checkAdapter(GenerateRequest request) {
+    String asked = request.getAdapterName();
+    if (!asked.isEmpty() && memory.configured() && !asked.equals(memory.adapterName())) {
+      throw Status.NOT_FOUND.withDescription("adapter_name '" + asked + "' is not served here (this reasoner's memory "
+          + "is '" + memory.adapterName() + "', memgen.memory.adapter-name)").asRuntimeException();
+    }
+    if (memory.configured() && (!request.hasMemoryEnabled() || request.getMemoryEnabled())) {
+      ApiKeys.require(memory.adapterName(), "adapter_name");
+    }
+  }
+
   public String adapterName() {
     return memory.adapterName();
   }
@@ -75,8 +96,14 @@ public class Generations {
     Generator.Request req = plan.request();
     MemGenInterleaver loop = plan.memoryRequested() ? memory.open(plan.sessionId(), req.sampling().seed()) : null;
     EngineCore.Output output = new EngineCore.Output() {
+      private boolean first = true;
+
       @Override
       public boolean onToken(int token) {
+        if (first) {
+          first = false;
+          metrics.firstToken(System.nanoTime() - start);
+        }
         return listener.onToken(token, loop);
       }
 
@@ -87,6 +114,7 @@ public class Generations {
           trace = loop.trace(0);
           loop.close();
         }
+        metrics.finished(result, trace, System.nanoTime() - start);
         long latencyMs = (System.nanoTime() - start) / 1_000_000;
         String id = experience.recordTrajectory(TrajectoryRecord.of(plan.sessionId(), memory.adapterName(),
             model.fingerprint(), req, result, trace, plan.memoryRequested(), latencyMs));
@@ -95,6 +123,7 @@ public class Generations {
 
       @Override
       public void onFailed(Throwable cause) {
+        metrics.failed();
         if (loop != null) {
           loop.close();
         }

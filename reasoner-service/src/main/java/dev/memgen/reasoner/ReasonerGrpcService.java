@@ -52,6 +52,7 @@ public class ReasonerGrpcService extends ReasonerGrpc.ReasonerImplBase {
         out instanceof ServerCallStreamObserver<GenerateEvent> s ? s : null;
     GenerateRequestMapper.Plan plan;
     try {
+      generations.checkAdapter(request);
       plan = generations.map(request);
     } catch (StatusRuntimeException e) {
       out.onError(e);

@@ -2,8 +2,11 @@ package dev.memgen.reasoner;
 
 import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.model.text.DelimiterTable;
+import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.rpc.AdapterFollower;
+import dev.memgen.rpc.AdapterHost;
 import dev.memgen.rpc.CallDeadline;
+import dev.memgen.rpc.ClientSecurity;
 import dev.memgen.rpc.ReasonerMemory;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
@@ -12,6 +15,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import java.util.OptionalInt;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
@@ -56,7 +60,12 @@ public class ReasonerMemoryConfig {
       @ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
       @ConfigProperty(name = "memgen.adapters.store") Optional<String> storeDir,
       @ConfigProperty(name = "memgen.adapters.cache-dir") Optional<String> cacheDir,
-      @ConfigProperty(name = "memgen.adapters.catch-up-timeout", defaultValue = "30s") Duration catchUpTimeout)
+      @ConfigProperty(name = "memgen.adapters.catch-up-timeout", defaultValue = "30s") Duration catchUpTimeout,
+      @ConfigProperty(name = "memgen.memory.tls.enabled") Optional<Boolean> tls,
+      @ConfigProperty(name = "memgen.memory.tls.ca") Optional<String> tlsCa,
+      @ConfigProperty(name = "memgen.memory.tls.cert") Optional<String> tlsCert,
+      @ConfigProperty(name = "memgen.memory.tls.key") Optional<String> tlsKey,
+      @ConfigProperty(name = "memgen.memory.api-key") Optional<String> apiKey)
       throws InterruptedException {
     try {
       this.triggerMode = MemGenInterleaver.TriggerMode.parse(triggerMode, "memgen.trigger.mode");
@@ -77,9 +86,15 @@ public class ReasonerMemoryConfig {
         throw new IllegalStateException("memgen.memory.dir=" + memoryDir.get() + " is not a usable memory: " + e.getMessage(), e);
       }
     } else if (weaverTarget.isPresent()) {
+      ClientSecurity security;
+      try {
+        security = ClientSecurity.of("memgen.memory", tls, tlsCa, tlsCert, tlsKey, apiKey);
+      } catch (IllegalArgumentException e) {
+        throw new IllegalStateException(e.getMessage(), e);
+      }
       memory = ReasonerMemory.remote(weaverTarget.get(), triggerTarget.orElse(null), model.fingerprint(),
           model.config().hiddenSize(), adapterName.orElse(""),
-          new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))),
+          new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))), security,
           names -> delimiters(model, names));
     } else {
       memory = null;
@@ -121,6 +136,16 @@ public class ReasonerMemoryConfig {
   /** Whether requests can have memory here (an embedded memory or a weaver service is configured). */
   public boolean configured() {
     return memory != null;
+  }
+
+  /** The memory services this reasoner calls and their health checks' answers (empty: embedded or no memory). */
+  public Map<String, String> services(Duration timeout) {
+    return memory == null ? Map.of() : memory.services(timeout);
+  }
+
+  /** The adapters an embedded memory serves, by component (empty: remote or no memory). */
+  public Map<AdapterComponent, AdapterHost> hosts() {
+    return memory == null ? Map.of() : memory.hosts();
   }
 
   /** The followers of weaver and trigger announcements (an embedded memory with an adapter store), else empty. */

@@ -3,6 +3,7 @@ package dev.memgen.trainer;
 import com.google.protobuf.Timestamp;
 import dev.memgen.log.AdapterLog;
 import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.KafkaClients;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
@@ -17,6 +18,7 @@ import dev.memgen.proto.v1.TrainerAdminGrpc;
 import dev.memgen.proto.v1.TrainerStatus;
 import dev.memgen.proto.v1.TrajectoryCounts;
 import dev.memgen.proto.v1.WindowProgress;
+import dev.memgen.rpc.ApiKeys;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
@@ -56,9 +58,7 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
     respond(out, () -> {
       ContinualTrainer t = running();
       ContinualTrainer.Settings s = loop.settings().orElseThrow();
-      if (!request.getAdapterName().isEmpty()) {
-        checkName(request.getAdapterName(), s);
-      }
+      checkName(request.getAdapterName().isEmpty() ? s.adapterName() : request.getAdapterName(), s);
       ContinualTrainer.Status st = t.status();
       AdapterStatus.Builder a = AdapterStatus.newBuilder()
           .setAdapterName(s.adapterName())
@@ -77,7 +77,7 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
       }
       TrainerStatus.Builder reply = TrainerStatus.newBuilder().addAdapters(a).setActivity(st.activity())
           .setAsOf(timestamp(Instant.now()));
-      try (Admin admin = Admin.create(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, s.bootstrapServers()))) {
+      try (Admin admin = Admin.create(KafkaClients.properties(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, s.bootstrapServers())))) {
         Map<TopicPartition, OffsetSpec> latest = new java.util.HashMap<>();
         st.committed().keySet().forEach(tp -> latest.put(tp, OffsetSpec.latest()));
         var ends = admin.listOffsets(latest).all().get(KAFKA_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
@@ -174,6 +174,7 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
       throw Status.NOT_FOUND.withDescription("adapter '" + name + "' is not trained here (this trainer trains '"
           + s.adapterName() + "')").asRuntimeException();
     }
+    ApiKeys.require(name, "adapter_name");
   }
 
   private static Timestamp timestamp(Instant t) {

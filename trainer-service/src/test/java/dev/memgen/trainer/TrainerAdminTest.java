@@ -78,6 +78,7 @@ class TrainerAdminTest {
       }
       st = awaitStatus(admin, s -> s.getAdapters(0).getTrajectories().getDuplicated() == 1);
       assertEquals(3, st.getAdapters(0).getTrajectories().getTrained());
+      operatorSees(); // what /q/metrics and /q/health/ready say of the same trainer
       assertEquals(0, st.getAdapters(0).getTrajectories().getWaiting(), st.toString());
 
       StatusRuntimeException empty = assertThrows(StatusRuntimeException.class, () -> admin.withDeadlineAfter(60,
@@ -148,5 +149,26 @@ class TrainerAdminTest {
 
   static Status.Code code(Runnable call) {
     return assertThrows(StatusRuntimeException.class, call::run).getStatus().getCode();
+  }
+
+  @io.quarkus.test.common.http.TestHTTPResource("/q/metrics") java.net.URL metrics;
+  @io.quarkus.test.common.http.TestHTTPResource("/q/health/ready") java.net.URL ready;
+
+  /** The exposition passes Prometheus's linter and agrees with the status; readiness names the broker and the trainer. */
+  void operatorSees() throws Exception {
+    java.net.http.HttpClient http = java.net.http.HttpClient.newHttpClient();
+    String text = http.send(java.net.http.HttpRequest.newBuilder(metrics.toURI()).build(),
+        java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+    List<String> lint = dev.memgen.rpc.Prometheus.lint(text);
+    assertTrue(lint.isEmpty(), "promtool check metrics: " + lint + dev.memgen.rpc.Prometheus.at(text, lint));
+    assertTrue(text.contains("memgen_trainer_windows_total{outcome=\"published\"} 1.0"), text);
+    assertTrue(text.contains("memgen_trainer_trajectories_total{outcome=\"trained\"} 3.0"), text);
+    assertTrue(text.contains("memgen_trainer_trajectories_total{outcome=\"duplicate\"} 1.0"), text);
+    assertTrue(text.contains("memgen_trainer_version{adapter=\"default\"} 2.0"), text);
+    assertTrue(text.contains("memgen_trainer_consumer_lag{adapter=\"default\"}"), text);
+    java.net.http.HttpResponse<String> r = http.send(java.net.http.HttpRequest.newBuilder(ready.toURI()).build(),
+        java.net.http.HttpResponse.BodyHandlers.ofString());
+    assertEquals(200, r.statusCode(), r.body());
+    assertTrue(r.body().contains("memgen-trainer") && r.body().contains("broker"), r.body());
   }
 }

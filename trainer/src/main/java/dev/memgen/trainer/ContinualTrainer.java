@@ -364,7 +364,7 @@ public final class ContinualTrainer implements AutoCloseable {
   }
 
   /** Consumer group the trainer commits its positions under (for lag monitoring; the store holds the truth). */
-  String groupId() {
+  public String groupId() {
     return "memgen-trainer-" + s.adapterName();
   }
 

@@ -82,4 +82,28 @@ class TriggerServiceTest {
     }
     healthReportsServing();
   }
+
+  @io.quarkus.test.common.http.TestHTTPResource("/q/metrics") java.net.URL metrics;
+  @io.quarkus.test.common.http.TestHTTPResource("/q/health/ready") java.net.URL ready;
+
+  @Test
+  void metricsPassPromtoolAndCountDecidesAndReadinessIsUp() throws Exception {
+    try (ServedMemory local = ServedMemory.load(java.nio.file.Path.of(modelDir), java.nio.file.Path.of(memoryDir))) {
+      TriggerLink.Session s = new RemoteTrigger(channel, local.fingerprint(), "", CallDeadline.of(Duration.ofSeconds(30)))
+          .open("metrics");
+      s.appendTokens(new int[] {72, 105, 33});
+      s.probability();
+      s.close();
+    }
+    java.net.http.HttpClient http = java.net.http.HttpClient.newHttpClient();
+    String text = http.send(java.net.http.HttpRequest.newBuilder(metrics.toURI()).build(),
+        java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+    java.util.List<String> lint = dev.memgen.rpc.Prometheus.lint(text);
+    assertTrue(lint.isEmpty(), "promtool check metrics: " + lint + dev.memgen.rpc.Prometheus.at(text, lint));
+    assertTrue(text.contains("memgen_trigger_requests_total{kind=\"decide\"}"), text);
+    java.net.http.HttpResponse<String> r = http.send(java.net.http.HttpRequest.newBuilder(ready.toURI()).build(),
+        java.net.http.HttpResponse.BodyHandlers.ofString());
+    assertEquals(200, r.statusCode(), r.body());
+    assertTrue(r.body().contains("memgen-trigger"), r.body());
+  }
 }

@@ -29,6 +29,7 @@ import io.quarkus.arc.Arc;
 import io.quarkus.grpc.runtime.GrpcServer;
 import io.quarkus.test.common.ResourceArg;
 import io.quarkus.test.common.WithTestResource;
+import io.quarkus.test.common.http.TestHTTPResource;
 import io.quarkus.test.junit.QuarkusTest;
 import io.quarkus.value.registry.ValueRegistry;
 import java.nio.file.Path;
@@ -107,5 +108,30 @@ class WeaverServiceTest {
       assertTrue(e.getMessage().contains("FAILED_PRECONDITION") && e.getMessage().contains("another-base"), e.getMessage());
     }
     healthReportsServing();
+  }
+
+  @TestHTTPResource("/q/metrics") java.net.URL metrics;
+  @TestHTTPResource("/q/health/ready") java.net.URL ready;
+
+  @Test
+  void metricsPassPromtoolAndCountPassesAndReadinessIsUp() throws Exception {
+    java.net.http.HttpClient http = java.net.http.HttpClient.newHttpClient();
+    WeaverLink.Session s = new RemoteWeaver(channel, dev.memgen.model.checkpoint.Checkpoint.open(Path.of(modelDir))
+        .fingerprint(), 64, "", CallDeadline.of(Duration.ofSeconds(30))).open("metrics");
+    s.appendTokens(new int[] {72, 105, 33});
+    s.weave(Weaver.Kind.PROMPT);
+    s.close();
+    String text = http.send(java.net.http.HttpRequest.newBuilder(metrics.toURI()).build(),
+        java.net.http.HttpResponse.BodyHandlers.ofString()).body();
+    List<String> lint = dev.memgen.rpc.Prometheus.lint(text);
+    assertTrue(lint.isEmpty(), "promtool check metrics: " + lint + dev.memgen.rpc.Prometheus.at(text, lint));
+    assertTrue(text.contains("memgen_weaver_requests_total{kind=\"weave\"}"), text);
+    assertTrue(text.contains("memgen_weaver_passes_seconds_count{kind=\"weave\"}"), text);
+    assertTrue(text.contains("memgen_adapter_version{adapter=\"default\",component=\"weaver\"} " + TinyMemory.VERSION + ".0"), text);
+    assertTrue(text.contains("memgen_weaver_sessions 0.0"), "no NaN: the gauge's state is held: " + text);
+    java.net.http.HttpResponse<String> r = http.send(java.net.http.HttpRequest.newBuilder(ready.toURI()).build(),
+        java.net.http.HttpResponse.BodyHandlers.ofString());
+    assertEquals(200, r.statusCode(), r.body());
+    assertTrue(r.body().contains("memgen-weaver"), r.body());
   }
 }

@@ -13,6 +13,7 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
+import java.util.Map;
 import java.util.List;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
@@ -30,12 +31,16 @@ public final class KafkaBroker implements AutoCloseable {
   private final Path dir;
   private final int port;
   private final int controllerPort;
+  private final Map<String, String> saslUsers; // user -> password on the SASL/PLAIN listener; empty: no such listener
+  private final int saslPort;
   private Process process;
 
-  private KafkaBroker(Path dir, int port, int controllerPort) {
+  private KafkaBroker(Path dir, int port, int controllerPort, Map<String, String> saslUsers, int saslPort) {
     this.dir = dir;
     this.port = port;
     this.controllerPort = controllerPort;
+    this.saslUsers = saslUsers;
+    this.saslPort = saslPort;
   }
 
   /**
@@ -43,10 +48,27 @@ public final class KafkaBroker implements AutoCloseable {
    * returns once it accepts connections.
    */
   public static KafkaBroker start(Path dir, int port) throws IOException {
+    return start(dir, port, Map.of());
+  }
+
+  /**
+   * {@link #start(Path, int)}, plus a second listener that takes only SASL/PLAIN logins of {@code saslUsers} (user
+   * to password) at {@link #saslBootstrapServers}: a broker as a deployment secures it, for the clients' tests.
+   */
+  public static KafkaBroker start(Path dir, int port, Map<String, String> saslUsers) throws IOException {
     Files.createDirectories(dir);
-    KafkaBroker broker = new KafkaBroker(dir.toAbsolutePath(), port == 0 ? freePort() : port, freePort());
+    KafkaBroker broker = new KafkaBroker(dir.toAbsolutePath(), port == 0 ? freePort() : port, freePort(),
+        Map.copyOf(saslUsers), saslUsers.isEmpty() ? -1 : freePort());
     broker.launch();
     return broker;
+  }
+
+  /** {@code host:port} of the SASL/PLAIN listener (only with SASL users). */
+  public String saslBootstrapServers() {
+    if (saslUsers.isEmpty()) {
+      throw new IllegalStateException("this broker was started without SASL users");
+    }
+    return "localhost:" + saslPort;
   }
 
   /** {@code host:port} for clients' {@code bootstrap.servers}. */
@@ -100,17 +122,26 @@ public final class KafkaBroker implements AutoCloseable {
     stop();
   }
 
+  private String sasl(String separator) {
+    return saslUsers.isEmpty() ? "" : separator + "SASL_PLAINTEXT://localhost:" + saslPort;
+  }
+
   private void launch() throws IOException {
     Path properties = dir.resolve("server.properties");
     Files.writeString(properties, String.join("\n",
         "process.roles=broker,controller",
         "node.id=1",
         "controller.quorum.voters=1@localhost:" + controllerPort,
-        "listeners=PLAINTEXT://localhost:" + port + ",CONTROLLER://localhost:" + controllerPort,
-        "advertised.listeners=PLAINTEXT://localhost:" + port,
+        "listeners=PLAINTEXT://localhost:" + port + ",CONTROLLER://localhost:" + controllerPort + sasl(","),
+        "advertised.listeners=PLAINTEXT://localhost:" + port + sasl(","),
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        saslUsers.isEmpty() ? "" : "sasl.enabled.mechanisms=PLAIN",
+        saslUsers.isEmpty() ? "" : "listener.name.sasl_plaintext.plain.sasl.jaas.config="
+            + "org.apache.kafka.common.security.plain.PlainLoginModule required "
+            + saslUsers.entrySet().stream().map(e -> "user_" + e.getKey() + "=\\\"" + e.getValue() + "\\\"")
+                .collect(java.util.stream.Collectors.joining(" ")) + ";",
         "log.dirs=" + dir.resolve("data"),
         "num.partitions=1",
         "offsets.topic.replication.factor=1",

@@ -15,6 +15,7 @@ import dev.memgen.proto.v1.GenerateRequest;
 import dev.memgen.reasoner.GenerateRequestMapper;
 import dev.memgen.reasoner.Generations;
 import dev.memgen.reasoner.IncrementalText;
+import dev.memgen.rpc.ApiKeys;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.vertx.core.Context;
@@ -83,7 +84,7 @@ public class OpenAiApi {
   }
 
   void routes(@Observes Router router) {
-    router.get("/v1/models").handler(ctx -> send(ctx, 200, models())).failureHandler(this::failure);
+    router.get("/v1/models").handler(ctx -> send(ctx, 200, models(HttpAuth.caller(ctx)))).failureHandler(this::failure);
     for (boolean chat : new boolean[] {true, false}) {
       router.post(chat ? "/v1/chat/completions" : "/v1/completions")
           .handler(BodyHandler.create(false).setBodyLimit(maxBodyBytes))
@@ -92,10 +93,11 @@ public class OpenAiApi {
     }
   }
 
-  private ObjectNode models() {
+  /** The base alone, and the base with its memory for a caller that may use the memory's adapter. */
+  private ObjectNode models(ApiKeys.Caller caller) {
     ArrayNode data = JsonNodeFactory.instance.arrayNode();
     data.add(model(servedName));
-    if (generations.memoryConfigured()) {
+    if (generations.memoryConfigured() && (caller == null || caller.mayUse(generations.adapterName()))) {
       data.add(model(servedName + ":" + generations.adapterName()));
     }
     ObjectNode out = JsonNodeFactory.instance.objectNode();
@@ -152,7 +154,7 @@ public class OpenAiApi {
   private boolean start(RoutingContext ctx, boolean chat, AtomicInteger slot) {
     JsonNode body = parse(ctx.body().buffer());
     OpenAiRequest req = chat ? OpenAiRequest.chat(body) : OpenAiRequest.completion(body);
-    GenerateRequest generate = withModel(req);
+    GenerateRequest generate = withModel(req, HttpAuth.caller(ctx));
     GenerateRequestMapper.Plan plan;
     try {
       plan = generations.map(generate);
@@ -193,17 +195,22 @@ public class OpenAiApi {
     return true;
   }
 
-  /** The model name resolves to memory on or off (or to a 404). */
-  private GenerateRequest withModel(OpenAiRequest req) {
+  /** The model name resolves to memory on or off (or to a 404, or a 403 for a key not allowed the adapter). */
+  private GenerateRequest withModel(OpenAiRequest req, ApiKeys.Caller caller) {
     GenerateRequest g = req.generate();
     if (req.model().equals(servedName)) {
       return g.toBuilder().setMemoryEnabled(false).build();
     }
     if (generations.memoryConfigured() && req.model().equals(servedName + ":" + generations.adapterName())) {
+      if (caller != null && !caller.mayUse(generations.adapterName())) {
+        throw new OpenAiError(403, "invalid_request_error", "model", "model_not_allowed", "the API key '" + caller.name()
+            + "' may not use the adapter '" + generations.adapterName() + "' (it may use " + String.join(", ",
+            caller.adapters()) + "; '" + servedName + "', the base without memory, is open to every key)");
+      }
       return g.hasMemoryEnabled() ? g : g.toBuilder().setMemoryEnabled(true).build();
     }
     throw new OpenAiError(404, "invalid_request_error", "model", "model_not_found", "the model '" + req.model()
-        + "' does not exist; this server has " + models().get("data").findValuesAsText("id"));
+        + "' does not exist; this server has " + models(caller).get("data").findValuesAsText("id"));
   }
 
   private static OpenAiError fromStatus(Status status, String promptField) {
@@ -239,6 +246,10 @@ public class OpenAiApi {
 
   /** Requests are counted per API key when one is sent, else per remote host. */
   private static String clientKey(RoutingContext ctx) {
+    ApiKeys.Caller caller = HttpAuth.caller(ctx);
+    if (caller != null) {
+      return "caller:" + caller.name();
+    }
     String auth = ctx.request().getHeader("Authorization");
     if (auth != null && !auth.isBlank()) {
       return "key:" + auth;

@@ -1,0 +1,50 @@
+package dev.memgen.trainer;
+
+import dev.memgen.log.BrokerProbe;
+import jakarta.annotation.PreDestroy;
+import jakarta.enterprise.context.ApplicationScoped;
+import java.time.Duration;
+import org.eclipse.microprofile.health.HealthCheck;
+import org.eclipse.microprofile.health.HealthCheckResponse;
+import org.eclipse.microprofile.health.HealthCheckResponseBuilder;
+import org.eclipse.microprofile.health.Readiness;
+
+/**
+ * Ready (at {@code /q/health/ready}) when the trainer runs and its broker answers: it learns from nothing else. A
+ * trainer the service is restarting after a failure (under its back-off) is unready, with the activity it reports.
+ * Without an experience log the service idles and is ready (it only answers health and TrainerAdmin).
+ */
+@Readiness
+@ApplicationScoped
+public class TrainerReadiness implements HealthCheck {
+  private final TrainerLoop loop;
+  private final BrokerProbe broker;
+
+  TrainerReadiness(TrainerLoop loop) {
+    this.loop = loop;
+    this.broker = loop.settings().map(s -> new BrokerProbe(s.bootstrapServers(), Duration.ofSeconds(2))).orElse(null);
+  }
+
+  @Override
+  public HealthCheckResponse call() {
+    HealthCheckResponseBuilder r = HealthCheckResponse.named("memgen-trainer").up();
+    if (broker == null) {
+      return r.withData("trainer", "idle: no experience log (memgen.log.bootstrap)").build();
+    }
+    BrokerProbe.Answer a = broker.probe();
+    r.withData("experience log", a.detail());
+    if (!a.reachable()) {
+      r.down();
+    }
+    loop.trainer().ifPresentOrElse(t -> r.withData("trainer", "v" + t.status().currentVersion() + ": " + t.status().activity()),
+        () -> r.down().withData("trainer", "not running (starting, or restarting after a failure)"));
+    return r.build();
+  }
+
+  @PreDestroy
+  void close() {
+    if (broker != null) {
+      broker.close();
+    }
+  }
+}

@@ -1,0 +1,43 @@
+package dev.memgen.trigger;
+
+import dev.memgen.rpc.ServiceMetrics;
+import dev.memgen.rpc.TriggerService;
+import io.micrometer.core.instrument.MeterRegistry;
+import io.micrometer.core.instrument.config.MeterFilter;
+import io.quarkus.runtime.Startup;
+import jakarta.annotation.PreDestroy;
+import jakarta.enterprise.context.ApplicationScoped;
+import jakarta.enterprise.inject.Produces;
+import jakarta.inject.Singleton;
+import java.util.List;
+
+/**
+ * The trigger's metrics at {@code /q/metrics}: its batched decide passes (how many, the decide requests they carried —
+ * their ratio is the mean batch across sessions — and their time), the sessions open, the adapter version new
+ * sessions get and the versions swapped in or refused.
+ */
+@Startup
+@ApplicationScoped
+public class TriggerMetrics {
+  private final ServiceMetrics.Registered meters;
+
+  TriggerMetrics(MeterRegistry registry, TriggerModel model) {
+    meters = new ServiceMetrics.Registered(registry);
+    TriggerService s = model.service();
+    meters.addAll(ServiceMetrics.bindPasses(registry, "trigger", "decide", s, TriggerService::decidePasses, TriggerService::modelQueue));
+    meters.addAll(ServiceMetrics.bindSessions(registry, "trigger", s::openSessions, s::adapters, List.of(s.defaultAdapterName())));
+    model.follower().ifPresent(f -> meters.addAll(ServiceMetrics.bindFollower(registry, "trigger", f)));
+  }
+
+  @PreDestroy
+  void close() {
+    meters.close();
+  }
+
+  /** Every meter as Prometheus's linter wants it (see {@link ServiceMetrics#prometheusLint}). */
+  @Produces
+  @Singleton
+  static MeterFilter prometheusLint() {
+    return ServiceMetrics.prometheusLint();
+  }
+}
