@@ -82,7 +82,7 @@ final class GenerateCommand implements Callable<Integer> {
           names -> DelimiterTable.build(t, decoder.config().vocabSize(), names);
       try (ReasonerMemory mem = memory != null ? ReasonerMemory.embedded(decoder, fingerprint, memory, delimiters)
               : ReasonerMemory.remote(weaverAt, triggerAt, fingerprint, decoder.config().hiddenSize(), "",
-                  new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))), ClientSecurity.PLAINTEXT, delimiters);
+                  new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))), ClientSecurity.PLAINTEXT, List.of(), delimiters);
           MemGenInterleaver loop = mem.open(List.of("cli"), mode, threshold, request.sampling().seed(), OptionalInt.empty())) {
         Generator.Result r = new Generator(decoder).generate(List.of(request), (row, token, hidden) -> {}, loop).get(0);
         if (trace) {

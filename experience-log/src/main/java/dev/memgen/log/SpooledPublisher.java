@@ -6,11 +6,13 @@ import java.io.BufferedOutputStream;
 import java.io.DataInputStream;
 import java.io.DataOutputStream;
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.nio.file.StandardCopyOption;
 import java.time.Duration;
 import java.util.List;
+import java.util.Map;
 import java.util.Properties;
 import java.util.concurrent.ArrayBlockingQueue;
 import java.util.concurrent.BlockingQueue;
@@ -42,7 +44,7 @@ public final class SpooledPublisher implements AutoCloseable {
   /** Counters: offered and accepted, delivered (acknowledged by the broker), refused for a full spool, in the spool. */
   public record Stats(long accepted, long delivered, long overflowed, long pending, long failedAttempts) {}
 
-  private record Pending(String topic, String key, byte[] value, Path file) {}
+  private record Pending(String topic, String key, byte[] value, Map<String, String> headers, Path file) {}
 
   private static final String SUFFIX = ".rec";
 
@@ -87,6 +89,14 @@ public final class SpooledPublisher implements AutoCloseable {
 
   /** Spools a record for delivery; returns false (and counts it) when the spool is full. Never blocks. */
   public boolean offer(String topic, String key, Message record) {
+    return offer(topic, key, record, Map.of());
+  }
+
+  /**
+   * {@link #offer(String, String, Message)} with record headers (UTF-8 values), e.g. the W3C {@code traceparent} of
+   * the request a trajectory came from; they are spooled with the record.
+   */
+  public boolean offer(String topic, String key, Message record, Map<String, String> headers) {
     byte[] value = record.toByteArray();
     Path file = null;
     if (dir != null) {
@@ -94,13 +104,13 @@ public final class SpooledPublisher implements AutoCloseable {
         return refuse(topic);
       }
       try {
-        file = write(topic, key, value);
+        file = write(topic, key, value, headers);
       } catch (IOException e) {
         LOG.error("experience log spool {}: cannot write a record for {} ({}); keeping it in memory only", dir, topic,
             e.toString());
       }
     }
-    if (spool.offer(new Pending(topic, key, value, file))) {
+    if (spool.offer(new Pending(topic, key, value, Map.copyOf(headers), file))) {
       accepted.incrementAndGet();
       return true;
     }
@@ -137,7 +147,9 @@ public final class SpooledPublisher implements AutoCloseable {
   private void send(Pending record) {
     inFlight.incrementAndGet();
     try {
-      producer.send(new ProducerRecord<>(record.topic(), record.key(), record.value()), (metadata, error) -> {
+      ProducerRecord<String, byte[]> out = new ProducerRecord<>(record.topic(), record.key(), record.value());
+      record.headers().forEach((name, value) -> out.headers().add(name, value.getBytes(StandardCharsets.UTF_8)));
+      producer.send(out, (metadata, error) -> {
         inFlight.decrementAndGet();
         if (error == null) {
           delivered.incrementAndGet();
@@ -196,8 +208,12 @@ public final class SpooledPublisher implements AutoCloseable {
     }
   }
 
-  /** One record per file: topic, key (or none), value; written to a temporary name and renamed, so never half there. */
-  private Path write(String topic, String key, byte[] value) throws IOException {
+  /**
+   * One record per file: topic, key (or none), value, then its headers (a count and name/value pairs; files written
+   * before headers end after the value and read as having none); written to a temporary name and renamed, so never
+   * half there.
+   */
+  private Path write(String topic, String key, byte[] value, Map<String, String> headers) throws IOException {
     Path file = dir.resolve(String.format("%020d%s", nextFile.getAndIncrement(), SUFFIX));
     Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
     try (DataOutputStream out = new DataOutputStream(new BufferedOutputStream(Files.newOutputStream(tmp)))) {
@@ -208,6 +224,13 @@ public final class SpooledPublisher implements AutoCloseable {
       }
       out.writeInt(value.length);
       out.write(value);
+      if (!headers.isEmpty()) {
+        out.writeInt(headers.size());
+        for (Map.Entry<String, String> h : headers.entrySet()) {
+          out.writeUTF(h.getKey());
+          out.writeUTF(h.getValue());
+        }
+      }
     }
     Files.move(tmp, file, StandardCopyOption.ATOMIC_MOVE);
     return file;
@@ -219,7 +242,15 @@ public final class SpooledPublisher implements AutoCloseable {
       String key = in.readBoolean() ? in.readUTF() : null;
       byte[] value = new byte[in.readInt()];
       in.readFully(value);
-      return in.read() == -1 ? new Pending(topic, key, value, file) : null;
+      Map<String, String> headers = new java.util.LinkedHashMap<>();
+      in.mark(1);
+      if (in.read() != -1) {
+        in.reset();
+        for (int n = in.readInt(); n > 0; n--) {
+          headers.put(in.readUTF(), in.readUTF());
+        }
+      }
+      return in.read() == -1 ? new Pending(topic, key, value, headers, file) : null;
     } catch (IOException | NegativeArraySizeException | OutOfMemoryError e) {
       return null;
     }

@@ -95,8 +95,9 @@ class SpooledPublisherTest {
     int port = freePort();
     Path spool = tmp.resolve("spool");
     try (SpooledPublisher first = new SpooledPublisher("localhost:" + port, 100, spool)) {
-      for (int i = 0; i < 25; i++) {
-        assertTrue(first.offer(Topics.TRAJECTORIES, "s" + i, trajectory(i)));
+      for (int i = 0; i < 25; i++) { // every third with a header, which must survive the spool file
+        assertTrue(first.offer(Topics.TRAJECTORIES, "s" + i, trajectory(i),
+            i % 3 == 0 ? java.util.Map.of("traceparent", traceparent(i)) : java.util.Map.of()));
       }
       assertEquals(25, spoolFiles(spool), "every accepted record is on disk before offer returns");
       first.close(Duration.ofMillis(500)); // the broker never came: the process goes away with everything spooled
@@ -115,12 +116,21 @@ class SpooledPublisherTest {
       }
       Set<String> ids = new HashSet<>();
       for (var r : ExperienceLogTest.readAll(broker, Topics.TRAJECTORIES)) {
-        ids.add(Trajectory.parseFrom(r.value()).getTrajectoryId());
+        String id = Trajectory.parseFrom(r.value()).getTrajectoryId();
+        ids.add(id);
+        int i = Integer.parseInt(id.substring(1));
+        var header = r.headers().lastHeader("traceparent");
+        assertEquals(i < 25 && i % 3 == 0 ? traceparent(i) : null,
+            header == null ? null : new String(header.value(), java.nio.charset.StandardCharsets.UTF_8), id);
       }
       assertEquals(26, ids.size(), "the 25 left by the first publisher and the new one");
       assertEquals(0, spoolFiles(spool), "delivered records leave the spool");
       assertTrue(Files.exists(spool.resolve("00000000000000000999.rec.bad")));
     }
+  }
+
+  private static String traceparent(int i) {
+    return String.format("00-%032x-%016x-01", i + 1, i + 7);
   }
 
   static long spoolFiles(Path dir) throws java.io.IOException {

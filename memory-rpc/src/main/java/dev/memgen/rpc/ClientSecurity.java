@@ -2,6 +2,7 @@ package dev.memgen.rpc;
 
 import io.grpc.CallCredentials;
 import io.grpc.ChannelCredentials;
+import io.grpc.ClientInterceptor;
 import io.grpc.CompositeChannelCredentials;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
@@ -11,6 +12,7 @@ import io.grpc.TlsChannelCredentials;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
+import java.util.List;
 import java.util.Optional;
 import java.util.concurrent.Executor;
 
@@ -53,7 +55,17 @@ public record ClientSecurity(String prefix, boolean tls, Optional<Path> ca, Opti
   }
 
   public ManagedChannel channel(String target) {
-    return Grpc.newChannelBuilder(target, credentials()).directExecutor().build();
+    return channel(target, List.of());
+  }
+
+  /**
+   * A channel whose calls pass through {@code interceptors} (e.g. tracing), first to last. Round robin over every
+   * address the target resolves to: behind a headless Service ({@code dns:///memgen-weaver:9002}) the sessions spread
+   * over all the service's pods instead of all going to the first.
+   */
+  public ManagedChannel channel(String target, List<ClientInterceptor> interceptors) {
+    return Grpc.newChannelBuilder(target, credentials()).directExecutor().defaultLoadBalancingPolicy("round_robin")
+        .intercept(interceptors).build();
   }
 
   ChannelCredentials credentials() {

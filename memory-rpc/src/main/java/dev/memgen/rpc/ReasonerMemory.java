@@ -11,6 +11,7 @@ import dev.memgen.proto.v1.DescribeRequest;
 import dev.memgen.proto.v1.MemoryDescription;
 import dev.memgen.proto.v1.RowSource;
 import dev.memgen.proto.v1.WeaverGrpc;
+import io.grpc.ClientInterceptor;
 import io.grpc.ManagedChannel;
 import io.grpc.StatusRuntimeException;
 import java.nio.file.Path;
@@ -131,16 +132,18 @@ public final class ReasonerMemory implements AutoCloseable {
 
   /**
    * A weaver-service at {@code weaverTarget} and, unless null, a trigger-service at {@code triggerTarget}
-   * ({@code host:port} or any gRPC target), reached as {@code security} says. The insertion rule is the memory's own, asked of the weaver
+   * ({@code host:port} or any gRPC target), reached as {@code security} says, every call through
+   * {@code interceptors} (tracing: {@link #tracing}). The insertion rule is the memory's own, asked of the weaver
    * (Describe) when first needed and again after a failure; until it answers, sequences get prompt latents only.
    *
    * @param delimiters builds the base vocabulary's delimiter table from the memory's delimiter strings
    */
   public static ReasonerMemory remote(String weaverTarget, String triggerTarget, String baseFingerprint, int hiddenSize,
-      String adapterName, CallDeadline deadline, ClientSecurity security, Function<List<String>, DelimiterTable> delimiters) {
-    ManagedChannel weaverChannel = security.channel(weaverTarget);
+      String adapterName, CallDeadline deadline, ClientSecurity security, List<ClientInterceptor> interceptors,
+      Function<List<String>, DelimiterTable> delimiters) {
+    ManagedChannel weaverChannel = security.channel(weaverTarget, interceptors);
     ManagedChannel triggerChannel = triggerTarget == null ? null
-        : triggerTarget.equals(weaverTarget) ? weaverChannel : security.channel(triggerTarget);
+        : triggerTarget.equals(weaverTarget) ? weaverChannel : security.channel(triggerTarget, interceptors);
     return new ReasonerMemory(
         new RemoteWeaver(weaverChannel, baseFingerprint, hiddenSize, adapterName, deadline),
         triggerChannel == null ? null : new RemoteTrigger(triggerChannel, baseFingerprint, adapterName, deadline),
@@ -164,6 +167,15 @@ public final class ReasonerMemory implements AutoCloseable {
    */
   public static ManagedChannel channel(String target) {
     return ClientSecurity.PLAINTEXT.channel(target);
+  }
+
+  /**
+   * The interceptor that makes every memory call a client span of the trace of the request it serves (sessions carry
+   * the request's context, see RemoteSession) and sends that context to the service in the call's metadata
+   * ({@code traceparent}), where the service's own tracing continues it.
+   */
+  public static ClientInterceptor tracing(io.opentelemetry.api.OpenTelemetry telemetry) {
+    return io.opentelemetry.instrumentation.grpc.v1_6.GrpcTelemetry.create(telemetry).newClientInterceptor();
   }
 
   /** The rule a remote weaver describes, fetched once and kept; asked again (at most every few seconds) until it answers. */

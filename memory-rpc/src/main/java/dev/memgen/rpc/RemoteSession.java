@@ -40,6 +40,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
   private int sentItems; //    items of history the current stream has
   private int sentLength;
   protected ClientStream<Q, R> stream;
+  private final io.opentelemetry.context.Context trace; // of the request that opened the session
 
   RemoteSession(Channel channel, Function<StreamObserver<R>, StreamObserver<Q>> start, ToLongFunction<R> seqOf,
       CallDeadline deadline, Backoff backoff, String service, String sessionId) {
@@ -50,6 +51,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
     this.backoff = backoff;
     this.service = service;
     this.sessionId = sessionId;
+    this.trace = io.opentelemetry.context.Context.current();
   }
 
   /** The SessionOpen request. */
@@ -110,7 +112,12 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
     if (channel instanceof ManagedChannel m) {
       retryConnectionNow(m);
     }
-    ClientStream<Q, R> s = new ClientStream<>(start, seqOf, service);
+    ClientStream<Q, R> s;
+    // Streams are (re)connected on the decoding thread; the call continues the trace of the request that opened the
+    // session (a tracing interceptor on the channel reads the current context when the call starts).
+    try (io.opentelemetry.context.Scope ignored = trace.makeCurrent()) {
+      s = new ClientStream<>(start, seqOf, service);
+    }
     stream = s;
     opened(s.call(this::openRequest, deadline.fixed()));
     sentItems = 0;

@@ -6,6 +6,7 @@ import io.grpc.StatusRuntimeException;
 import io.grpc.stub.StreamObserver;
 import java.util.concurrent.Executor;
 import org.slf4j.Logger;
+import org.slf4j.MDC;
 import org.slf4j.LoggerFactory;
 
 /**
@@ -50,6 +51,8 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
   private boolean closed;
   private boolean ended; // the stream is over (error sent, completed, or cancelled): ignore whatever still arrives
   protected String sessionId = "?";
+  /** The MDC key of the session id in log records (the reasoner's records use the same key). */
+  static final String SESSION_ID = "session_id";
   /** Who opened the stream (null when the service checks no API keys), for the adapter check at open. */
   protected final ApiKeys.Caller caller = ApiKeys.caller();
 
@@ -112,7 +115,14 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
 
   @Override
   public void onNext(Q request) {
-    model.execute(() -> receive(request));
+    model.execute(() -> {
+      MDC.put(SESSION_ID, sessionId); // every record logged for this message names its session (JSON logs: "mdc")
+      try {
+        receive(request);
+      } finally {
+        MDC.remove(SESSION_ID);
+      }
+    });
   }
 
   /**
@@ -164,7 +174,9 @@ abstract class SessionCall<Q, R> implements StreamObserver<Q> {
         registry.acquire(this);
         try {
           open(request);
+          MDC.put(SESSION_ID, sessionId);
         } catch (RuntimeException e) {
+          MDC.put(SESSION_ID, sessionId); // the refusal logged next names the session it refused
           registry.release(this);
           throw e;
         }

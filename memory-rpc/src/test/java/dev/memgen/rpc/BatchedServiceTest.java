@@ -49,8 +49,14 @@ class BatchedServiceTest {
   static final int[][] FIRST = {{1, 2, 3}, {4, 5, 6, 7, 8}, {9, 10}, {11, 12, 13, 14}};
   static final int[][] SECOND = {{20, 21}, {22}, {23, 24, 25}, {26}};
 
+  /** Waits until everything queued on the model thread so far has run. */
+  static void drain(Executor model) throws Exception {
+    CompletableFuture.runAsync(() -> {}, model).get(30, TimeUnit.SECONDS);
+  }
+
   /** Runs every call at once while the model thread is held, so that they all reach it before any runs. */
-  static <T> List<T> together(Executor model, IntSupplier queued, List<Supplier<T>> calls) throws Exception {
+  static <T> List<T> together(Executor model, IntSupplier queued, int messagesPerCall, List<Supplier<T>> calls)
+      throws Exception {
     CountDownLatch hold = new CountDownLatch(1);
     model.execute(() -> {
       try {
@@ -60,13 +66,10 @@ class BatchedServiceTest {
       }
     });
     List<CompletableFuture<T>> running = calls.stream().map(CompletableFuture::supplyAsync).toList();
-    // The messages cross loopback and queue behind the held task (at least one per call, more where a call sends
-    // buffered appends first); on a loaded machine that takes a while, so wait until the queue stops growing.
-    RemoteMemoryTest.waitFor(() -> queued.getAsInt() >= calls.size());
-    for (int seen = -1; seen != queued.getAsInt(); ) {
-      seen = queued.getAsInt();
-      Thread.sleep(300);
-    }
+    // Every call's messages (here three: its two buffered appends, latents and tokens, then its weave or decide) cross
+    // loopback and queue behind the held task, one task each; on a loaded machine some take a while, so wait for all
+    // of them, not for a fixed time.
+    RemoteMemoryTest.waitFor(() -> queued.getAsInt() >= messagesPerCall * calls.size());
     hold.countDown();
     List<T> out = new ArrayList<>();
     for (CompletableFuture<T> f : running) {
@@ -96,8 +99,9 @@ class BatchedServiceTest {
           sessions.add(s);
           versions.add(i < 2 ? fx.memory : v3);
         }
+        drain(served.weaver().modelExecutor()); // the setup's last pass answers before it is counted: let it finish
         PendingPasses.Passes before = served.weaver().weavePasses();
-        List<float[]> remote = together(served.weaver().modelExecutor(), served.weaver()::modelQueue,
+        List<float[]> remote = together(served.weaver().modelExecutor(), served.weaver()::modelQueue, 3,
             sessions.stream().<Supplier<float[]>>map(s -> () -> s.weave(Weaver.Kind.INFERENCE)).toList());
         PendingPasses.Passes after = served.weaver().weavePasses();
         assertEquals(1, after.passes() - before.passes(), "one pass");
@@ -139,8 +143,9 @@ class BatchedServiceTest {
           s.appendTokens(SECOND[i]);
           sessions.add(s);
         }
+        drain(served.trigger().modelExecutor());
         PendingPasses.Passes before = served.trigger().decidePasses();
-        List<Float> remote = together(served.trigger().modelExecutor(), served.trigger()::modelQueue,
+        List<Float> remote = together(served.trigger().modelExecutor(), served.trigger()::modelQueue, 3,
             sessions.stream().<Supplier<Float>>map(s -> s::probability).toList());
         PendingPasses.Passes after = served.trigger().decidePasses();
         assertEquals(1, after.passes() - before.passes(), "one pass");

@@ -9,7 +9,9 @@ import java.util.concurrent.Executors;
 
 /**
  * The one place that starts DJL's PyTorch engine. libtorch comes from the pytorch-native-cpu jar on the
- * classpath; offline mode stops DJL from ever trying to download a different build at run time.
+ * classpath; offline mode stops DJL from ever trying to download a different build at run time. Every tensor is made
+ * from the manager here, so {@code memgen.device} ({@link #DEVICE_PROPERTY}) moves the whole model; nothing else names
+ * a device.
  *
  * <p>libtorch's intra-op parallelism is set to one thread (unless {@code ai.djl.pytorch.num_threads} says
  * otherwise): {@link Linear} splits the large matrix products over {@link #WORKERS} itself, because libtorch
@@ -27,6 +29,10 @@ public final class Engines {
   });
 
   private static volatile NDManager root;
+  /** Where every tensor lives: {@code cpu} (the default), {@code gpu} (the first) or {@code gpu:N}. */
+  public static final String DEVICE_PROPERTY = "memgen.device";
+  /** The same setting from the environment (a container's), when the system property is not set. */
+  public static final String DEVICE_ENV = "MEMGEN_DEVICE";
 
   private Engines() {}
 
@@ -48,7 +54,31 @@ public final class Engines {
     return previous;
   }
 
-  /** A long-lived CPU manager on the PyTorch engine; callers take sub-managers from it. */
+  /**
+   * The device a {@code memgen.device} value names, checked against the GPUs the engine sees: a GPU that is not there
+   * is refused naming the setting, before any tensor is made (a CPU-only libtorch sees none; the README's GPU section
+   * says which DJL build sees them).
+   */
+  static Device device(String setting, int gpus) {
+    String v = setting.strip();
+    if (v.equals("cpu")) {
+      return Device.cpu();
+    }
+    java.util.regex.Matcher m = java.util.regex.Pattern.compile("gpu(?::(\\d{1,3}))?").matcher(v);
+    if (!m.matches()) {
+      throw new IllegalArgumentException(DEVICE_PROPERTY + " (or " + DEVICE_ENV + ") is '" + setting
+          + "': expected cpu, gpu or gpu:N");
+    }
+    int id = m.group(1) == null ? 0 : Integer.parseInt(m.group(1));
+    if (id >= gpus) {
+      throw new IllegalArgumentException(DEVICE_PROPERTY + " (or " + DEVICE_ENV + ") is '" + setting + "', but the PyTorch "
+          + "engine sees " + (gpus == 0 ? "no GPU (a CPU-only libtorch, or no CUDA driver)" : gpus + " GPU(s)")
+          + ": use cpu, or run with DJL's CUDA libtorch on a GPU node (README, GPU)");
+    }
+    return Device.gpu(id);
+  }
+
+  /** A long-lived manager on the PyTorch engine, on the configured device; callers take sub-managers from it. */
   public static NDManager manager() {
     NDManager m = root;
     if (m == null) {
@@ -60,7 +90,9 @@ public final class Engines {
           if (System.getProperty("ai.djl.pytorch.num_threads") == null) {
             System.setProperty("ai.djl.pytorch.num_threads", "1");
           }
-          root = Engine.getEngine("PyTorch").newBaseManager(Device.cpu());
+          String setting = System.getProperty(DEVICE_PROPERTY, System.getenv().getOrDefault(DEVICE_ENV, "cpu"));
+          Engine engine = Engine.getEngine("PyTorch");
+          root = engine.newBaseManager(device(setting, setting.strip().equals("cpu") ? 0 : engine.getGpuCount()));
         }
         m = root;
       }

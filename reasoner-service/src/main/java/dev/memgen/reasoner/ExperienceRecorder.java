@@ -7,6 +7,7 @@ import dev.memgen.proto.v1.Trajectory;
 import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.inject.Inject;
+import java.util.Map;
 import java.util.Optional;
 import java.util.UUID;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
@@ -65,11 +66,16 @@ public class ExperienceRecorder {
    * generation has been answered already, and the client may still send feedback for it.
    */
   public String recordTrajectory(Trajectory.Builder trajectory) {
+    return recordTrajectory(trajectory, Map.of());
+  }
+
+  /** {@link #recordTrajectory(Trajectory.Builder)} with Kafka record headers (the request's trace context). */
+  public String recordTrajectory(Trajectory.Builder trajectory, Map<String, String> headers) {
     if (publisher == null) {
       return "";
     }
     String id = UUID.randomUUID().toString();
-    publisher.offer(Topics.TRAJECTORIES, trajectory.getSessionId(), trajectory.setTrajectoryId(id).build());
+    publisher.offer(Topics.TRAJECTORIES, trajectory.getSessionId(), trajectory.setTrajectoryId(id).build(), headers);
     return id;
   }
 

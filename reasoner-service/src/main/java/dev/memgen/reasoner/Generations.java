@@ -8,6 +8,10 @@ import dev.memgen.proto.v1.GenerateRequest;
 import dev.memgen.rpc.ApiKeys;
 import io.grpc.Status;
 import jakarta.enterprise.context.ApplicationScoped;
+import java.util.HashMap;
+import java.util.Map;
+import org.jboss.logging.Logger;
+import org.jboss.logging.MDC;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 
 /**
@@ -17,14 +21,17 @@ import org.eclipse.microprofile.config.inject.ConfigProperty;
  */
 @ApplicationScoped
 public class Generations {
+  private static final Logger LOG = Logger.getLogger(Generations.class);
   private final ReasonerModel model; // proxies: the checkpoint loads at startup, not on the event loop
   private final ReasonerMemoryConfig memory;
   private final ExperienceRecorder experience;
   private final ReasonerMetrics metrics;
+  private final io.opentelemetry.api.OpenTelemetry telemetry;
   private final int defaultMaxNewTokens;
   private volatile GenerateRequestMapper mapper;
 
   Generations(ReasonerModel model, ReasonerMemoryConfig memory, ExperienceRecorder experience, ReasonerMetrics metrics,
+      io.opentelemetry.api.OpenTelemetry telemetry,
       @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
     if (defaultMaxNewTokens < 1) {
       throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
@@ -33,6 +40,7 @@ public class Generations {
     this.memory = memory;
     this.experience = experience;
     this.metrics = metrics;
+    this.telemetry = telemetry;
     this.defaultMaxNewTokens = defaultMaxNewTokens;
   }
 
@@ -87,12 +95,32 @@ public class Generations {
   }
 
   /**
+   * Runs {@code log} with the generation's session and trajectory ids in the logging context (MDC keys
+   * {@code session_id}, {@code trajectory_id}): with JSON logs on, every record carries them under {@code "mdc"}.
+   */
+  private static void withIds(String sessionId, String trajectoryId, Runnable log) {
+    MDC.put("session_id", sessionId);
+    if (!trajectoryId.isEmpty()) {
+      MDC.put("trajectory_id", trajectoryId);
+    }
+    try {
+      log.run();
+    } finally {
+      MDC.remove("session_id");
+      MDC.remove("trajectory_id");
+    }
+  }
+
+  /**
    * Starts a mapped request.
    *
    * @throws dev.memgen.engine.core.EngineOverloadedException when the engine is full
    */
   public EngineCore.Submission start(GenerateRequestMapper.Plan plan, Listener listener) {
     long start = System.nanoTime();
+    // The request's trace (the caller's traceparent, continued by this server's span): the memory sessions opened
+    // here carry it to the weaver and trigger, and the trajectory record carries it into Kafka.
+    io.opentelemetry.context.Context traceContext = io.opentelemetry.context.Context.current();
     Generator.Request req = plan.request();
     MemGenInterleaver loop = plan.memoryRequested() ? memory.open(plan.sessionId(), req.sampling().seed()) : null;
     EngineCore.Output output = new EngineCore.Output() {
@@ -116,14 +144,24 @@ public class Generations {
         }
         metrics.finished(result, trace, System.nanoTime() - start);
         long latencyMs = (System.nanoTime() - start) / 1_000_000;
+        Map<String, String> headers = new HashMap<>();
+        telemetry.getPropagators().getTextMapPropagator().inject(traceContext, headers, Map::put);
         String id = experience.recordTrajectory(TrajectoryRecord.of(plan.sessionId(), memory.adapterName(),
-            model.fingerprint(), req, result, trace, plan.memoryRequested(), latencyMs));
+            model.fingerprint(), req, result, trace, plan.memoryRequested(), latencyMs), headers);
+        if (LOG.isDebugEnabled()) {
+          int insertions = trace == null ? 0 : trace.insertions().size();
+          withIds(plan.sessionId(), id, () -> LOG.debugf("finished: %d tokens in %d ms (%s), %d latent insertions",
+              result.tokens().length, latencyMs, result.reason(), insertions));
+        }
         listener.onFinished(new Completion(plan, result, trace, id, latencyMs));
       }
 
       @Override
       public void onFailed(Throwable cause) {
         metrics.failed();
+        if (!(cause instanceof java.util.concurrent.CancellationException)) {
+          withIds(plan.sessionId(), "", () -> LOG.warnf("failed: %s", cause.toString()));
+        }
         if (loop != null) {
           loop.close();
         }

@@ -47,7 +47,7 @@ public class ReasonerMemoryConfig {
   private final String adapterName;
   private final List<AdapterFollower> followers = new ArrayList<>();
 
-  ReasonerMemoryConfig(ReasonerModel model,
+  ReasonerMemoryConfig(ReasonerModel model, io.opentelemetry.api.OpenTelemetry telemetry,
       @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
       @ConfigProperty(name = "memgen.weaver.target") Optional<String> weaverTarget,
       @ConfigProperty(name = "memgen.trigger.target") Optional<String> triggerTarget,
@@ -95,7 +95,7 @@ public class ReasonerMemoryConfig {
       memory = ReasonerMemory.remote(weaverTarget.get(), triggerTarget.orElse(null), model.fingerprint(),
           model.config().hiddenSize(), adapterName.orElse(""),
           new CallDeadline(Duration.ofMillis(deadlineMs), Duration.ofNanos((long) (deadlinePerRowMs * 1e6))), security,
-          names -> delimiters(model, names));
+          List.of(ReasonerMemory.tracing(telemetry)), names -> delimiters(model, names));
     } else {
       memory = null;
     }
