@@ -59,20 +59,23 @@ final class BenchLoopCommand implements Callable<Integer> {
 
   @Option(names = "--work", description = "directory for the broker, store and logs (default: a new temporary one)") Path work;
 
+  /** The benches' starting memory when none is given: fresh, K 4, LoRA r 8, in {@code dir/memory}. */
+  static Path freshMemory(Path model, Path dir) throws java.io.IOException {
+    Path mem = dir.resolve("memory");
+    Checkpoint base = Checkpoint.open(model);
+    LoraConfig lora = new LoraConfig(8, 16, LoraConfig.REFERENCE.targets(), 0.0);
+    Memory.init(mem, base.config(), new MemoryManifest(1, base.fingerprint(), base.config().hiddenSize(),
+        base.config().numLayers(), 4, 4, "embeddings", lora, lora, DelimiterTable.DEFAULT, 3), 0);
+    return mem;
+  }
+
   @Override
   public Integer call() throws Exception {
     if (!List.of("accept", "grade", "verifier").contains(reward)) {
       throw new IllegalArgumentException("--reward must be accept, grade or verifier, got '" + reward + "'");
     }
     Path dir = work != null ? work : Files.createTempDirectory("memgen-bench-loop");
-    Path mem = memory;
-    if (mem == null) {
-      mem = dir.resolve("memory");
-      Checkpoint base = Checkpoint.open(model);
-      LoraConfig lora = new LoraConfig(8, 16, LoraConfig.REFERENCE.targets(), 0.0);
-      Memory.init(mem, base.config(), new MemoryManifest(1, base.fingerprint(), base.config().hiddenSize(),
-          base.config().numLayers(), 4, 4, "embeddings", lora, lora, DelimiterTable.DEFAULT, 3), 0);
-    }
+    Path mem = memory != null ? memory : freshMemory(model, dir);
     LoopBench.Result r = new LoopBench(new LoopBench.Settings(Main.home(), model.toAbsolutePath(), mem.toAbsolutePath(),
         dir.toAbsolutePath(), requests, window, sftSteps, maxNewTokens, reward, crashTrainer, timeout, traffic, rollouts,
         baseRollouts, clients, 16, reward.equals("grade") ? 1.0 : 100, 0, 0, "threshold", false),

@@ -91,7 +91,7 @@ final class InProcessLayout implements LoopLayout {
   public Answer generate(String question, int maxNewTokens) {
     Reasoner.Answer a = reasoner.chat(question, maxNewTokens);
     return new Answer(a.text(), a.trajectoryId(), a.weaverVersion(), a.inferenceInsertions(), a.consultations(),
-        a.result().tokens().length, a.latencyMs());
+        a.result().tokens().length, a.latencyMs(), false); // embedded memory: no service to lose
   }
 
   @Override

@@ -121,6 +121,81 @@ public final class LoopBench {
     this.progress = progress;
   }
 
+  /**
+   * A soak: the fleet sends for {@code length} instead of a count of requests (cycling through the traffic), a failed
+   * request is counted instead of ending the run, and with {@code faults} the broker is SIGKILLed and restarted, then
+   * the weaver, then the trainer, at a fifth, two fifths and three fifths of the way (or as soon as the previous
+   * restart is done); the fleet goes on until the last restart is 5 s behind it, however long the restarts take.
+   */
+  public record Soak(Duration length, boolean faults) {}
+
+  /** What a soak measured: requests sent, failed, served without memory for a lost service, the faults, the loop. */
+  public record SoakResult(long requests, long errors, long degraded, List<String> faults, double trafficSeconds,
+      Result loop) {}
+
+  private Soak soak; // null: a count of requests
+  private final java.util.concurrent.atomic.AtomicLong errors = new java.util.concurrent.atomic.AtomicLong();
+  private final java.util.concurrent.atomic.AtomicLong degraded = new java.util.concurrent.atomic.AtomicLong();
+  private final List<String> faultLog = new java.util.concurrent.CopyOnWriteArrayList<>();
+  private volatile double trafficSeconds;
+
+  public SoakResult soak(Soak soak) throws Exception {
+    if (s.inProcess() && soak.faults()) {
+      throw new IllegalArgumentException("faults need the services as processes, not in this JVM");
+    }
+    this.soak = soak;
+    Result r = run();
+    return new SoakResult(served.size() + errors.get(), errors.get(), degraded.get(), List.copyOf(faultLog), trafficSeconds,
+        r);
+  }
+
+  /** The soak's fault schedule, on its own thread; each fault and what became of it goes to the fault log. */
+  private Thread injectFaults(KafkaBroker broker, LoopLayout layout, long start) {
+    Thread t = new Thread(() -> {
+      long length = soak.length().toNanos();
+      try {
+        at(start + length / 5);
+        fault("SIGKILL the broker", broker::kill);
+        Thread.sleep(5_000);
+        fault("restart the broker", broker::restart);
+        at(start + 2 * length / 5);
+        fault("SIGKILL and restart weaver-service", () -> layout.killAndRestart("weaver-service"));
+        at(start + 3 * length / 5);
+        fault("SIGKILL and restart trainer-service", () -> layout.killAndRestart("trainer-service"));
+        Thread.sleep(5_000); // traffic goes on a while after the last restart: the recovery is measured too
+      } catch (InterruptedException e) {
+        faultLog.add("fault injection stopped early");
+      }
+    }, "memgen-soak-faults");
+    t.setDaemon(true);
+    t.start();
+    return t;
+  }
+
+  private interface Fault {
+    void inject() throws Exception;
+  }
+
+  private void fault(String what, Fault f) throws InterruptedException {
+    long t0 = System.nanoTime();
+    try {
+      f.inject();
+      faultLog.add(String.format("%s (%.1f s)", what, (System.nanoTime() - t0) / 1e9));
+    } catch (InterruptedException e) {
+      throw e;
+    } catch (Exception e) {
+      faultLog.add(what + " FAILED: " + e.getMessage());
+    }
+    progress.accept("fault: " + faultLog.get(faultLog.size() - 1));
+  }
+
+  private static void at(long nanoTime) throws InterruptedException {
+    long wait = nanoTime - System.nanoTime();
+    if (wait > 0) {
+      TimeUnit.NANOSECONDS.sleep(wait);
+    }
+  }
+
   public Result run() throws Exception {
     long t0 = System.nanoTime();
     Files.createDirectories(s.work());
@@ -170,10 +245,26 @@ public final class LoopBench {
       java.util.concurrent.CountDownLatch killPoint = new java.util.concurrent.CountDownLatch(Math.max(0, killAt));
       java.util.concurrent.ExecutorService fleet = java.util.concurrent.Executors.newFixedThreadPool(s.clients());
       List<java.util.concurrent.Future<?>> agents = new ArrayList<>();
+      long trafficStart = System.nanoTime();
+      long trafficEnd = soak == null ? Long.MAX_VALUE : trafficStart + soak.length().toNanos();
+      Thread faults = soak != null && soak.faults() ? injectFaults(broker, layout, trafficStart) : null;
       for (int c = 0; c < s.clients(); c++) {
         agents.add(fleet.submit(() -> {
-          for (int i = next.getAndIncrement(); i < tasks.size(); i = next.getAndIncrement()) {
-            serve(layout, tasks.get(i));
+          for (int i = next.getAndIncrement(); soak == null ? i < tasks.size()
+              : System.nanoTime() < trafficEnd || (faults != null && faults.isAlive()); i = next.getAndIncrement()) {
+            if (soak == null) {
+              serve(layout, tasks.get(i));
+            } else {
+              try {
+                serve(layout, tasks.get(i % tasks.size()));
+              } catch (RuntimeException e) { // a soak counts failures and goes on, as an agent would retry
+                long n = errors.incrementAndGet();
+                if (n <= 5 || n % 50 == 0) {
+                  progress.accept("request failed (" + n + " so far): " + e.getMessage());
+                }
+                Thread.sleep(200);
+              }
+            }
             killPoint.countDown();
           }
           return null;
@@ -192,13 +283,17 @@ public final class LoopBench {
       } finally {
         fleet.shutdownNow();
       }
+      trafficSeconds = (System.nanoTime() - trafficStart) / 1e9;
+      if (faults != null) {
+        faults.join(TimeUnit.MINUTES.toMillis(5)); // a restart still going on when the traffic stops is waited for
+      }
       progress.accept("traffic done; waiting until every trajectory is in a published version");
       Accounting a = awaitAccounted(bootstrap, layout, served.size());
       long latest = a.announced.isEmpty() ? 1 : a.announced.get(a.announced.size() - 1).getVersion();
       awaitVersion(layout, latest, "the weaver to serve v" + latest);
       prober.interrupt();
       LoopLayout.Answer last = layout.generate(tasks.get(0).prompt(), s.maxNewTokens());
-      long lag = layout.trainerLag();
+      long lag = trainerLag(layout);
       return new Result(a.published, a.trained, a.judged, a.pending, a.waiting, a.lost, a.duplicated, a.deduplicated,
           a.announced.size(), a.ingestTps(),
           a.toServing(firstServedMillis, 0.5), a.toServing(firstServedMillis, 0.9), latest, last.weaverVersion(), killed,
@@ -223,6 +318,21 @@ public final class LoopBench {
         new ContinualTrainer.Intake(Duration.ofHours(1), 100_000, Duration.ofDays(7), 0, s.maxWindow()),
         new ContinualTrainer.Rollouts(s.rollouts(), s.baseRollouts(), 1.0, 2),
         new ContinualTrainer.TriggerTraining(s.triggerSteps(), 4, 4, 1e-4, 0.1, 0.5));
+  }
+
+  /** The trainer's lag, waiting for a trainer that is (re)starting (a soak may have just restarted it) to answer. */
+  private long trainerLag(LoopLayout layout) throws InterruptedException {
+    long deadline = System.nanoTime() + s.timeout().toNanos();
+    while (true) {
+      try {
+        return layout.trainerLag();
+      } catch (io.grpc.StatusRuntimeException e) {
+        if (e.getStatus().getCode() != io.grpc.Status.Code.UNAVAILABLE || System.nanoTime() > deadline) {
+          throw e;
+        }
+        Thread.sleep(500);
+      }
+    }
   }
 
   private static boolean removed(Thread hook) {
@@ -268,6 +378,9 @@ public final class LoopBench {
   /** One agent's turn: the request, its feedback (unless rewards are left to the trainer's verifier), the tally. */
   private void serve(LoopLayout layout, ArithmeticTasks.Example task) {
     LoopLayout.Answer r = layout.generate(task.prompt(), s.maxNewTokens());
+    if (r.degraded()) {
+      degraded.incrementAndGet();
+    }
     boolean right = BoxedAnswer.matches(r.text(), task.boxed());
     if (!s.reward().equals("verifier")) {
       double reward = s.reward().equals("grade") ? (right ? 1 : 0) : 1;
@@ -303,7 +416,7 @@ public final class LoopBench {
       inv[1] += x.consultations();
     }
     StringBuilder b = new StringBuilder();
-    b.append(n).append('/').append(s.requests()).append(" requests");
+    b.append(n).append(soak == null ? "/" + s.requests() : "").append(" requests");
     byVersion.forEach((v, m) -> {
       b.append(" | v").append(v);
       m.forEach((d, c) -> b.append(' ').append(d).append(' ').append(Math.round(100.0 * c[0] / c[1])).append("% of ").append(c[1]));

@@ -10,7 +10,7 @@ import java.time.Duration;
 interface LoopLayout extends AutoCloseable {
   /** One answered request as the fleet sees it. */
   record Answer(String text, String trajectoryId, long weaverVersion, int inferenceInsertions, int consultations,
-      int completionTokens, long latencyMs) {}
+      int completionTokens, long latencyMs, boolean degraded) {}
 
   /** The trainer as the accounting needs it: trajectories waiting in its open window, and whether it is busy. */
   record TrainerView(long waiting, boolean busy) {}
@@ -38,6 +38,11 @@ interface LoopLayout extends AutoCloseable {
    * published.
    */
   boolean killTrainerMidWindow(Duration timeout) throws Exception;
+
+  /** SIGKILLs one service ("weaver-service", "trigger-service", "trainer-service") and starts it again. */
+  default void killAndRestart(String service) throws Exception {
+    throw new UnsupportedOperationException("killing " + service + " needs the services as processes, not in this JVM");
+  }
 
   /** Stops every component; safe to call more than once, and from a shutdown hook. */
   @Override

@@ -101,8 +101,10 @@ final class ProcessLayout implements LoopLayout {
     }
     int declined = (int) finished.getMemorySkippedList().stream().filter(k -> k.getReason() == SkipReason.TRIGGER_DECLINED)
         .mapToLong(k -> Math.max(1, k.getCount())).sum();
+    boolean degraded = finished.getMemorySkippedList().stream().anyMatch(k -> k.getReason() == SkipReason.WEAVER_UNAVAILABLE
+        || k.getReason() == SkipReason.TRIGGER_UNAVAILABLE);
     return new Answer(text.toString(), finished.getTrajectoryId(), version, inference, inference + declined,
-        finished.getCompletionTokens(), finished.getLatencyMs());
+        finished.getCompletionTokens(), finished.getLatencyMs(), degraded);
   }
 
   @Override
@@ -179,6 +181,18 @@ final class ProcessLayout implements LoopLayout {
     Files.move(logFile, runDir.resolve("trainer-service.killed.log"), java.nio.file.StandardCopyOption.REPLACE_EXISTING);
     script(startArgs()); // starts only what is not running: the trainer
     return midWindow;
+  }
+
+  @Override
+  public void killAndRestart(String service) throws Exception {
+    long pid = Long.parseLong(Files.readString(runDir.resolve(service + ".pid")).trim());
+    ProcessHandle.of(pid).ifPresent(ProcessHandle::destroyForcibly);
+    ProcessHandle.of(pid).ifPresent(p -> p.onExit().join());
+    Path log = runDir.resolve(service + ".log");
+    if (Files.exists(log)) {
+      Files.move(log, runDir.resolve(service + ".killed-" + System.currentTimeMillis() + ".log"));
+    }
+    script(startArgs()); // starts only what is not running
   }
 
   private int count(Path file, String needle) throws IOException {
