@@ -13,8 +13,8 @@ import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.Base64;
-import java.util.Map;
 import java.util.List;
+import java.util.Map;
 import java.util.UUID;
 import java.util.concurrent.TimeUnit;
 
@@ -31,16 +31,35 @@ public final class KafkaBroker implements AutoCloseable {
   private final Path dir;
   private final int port;
   private final int controllerPort;
-  private final Map<String, String> saslUsers; // user -> password on the SASL/PLAIN listener; empty: no such listener
-  private final int saslPort;
+  private final Secured secured; // the second listener; null: none
+  private final int securedPort;
   private Process process;
 
-  private KafkaBroker(Path dir, int port, int controllerPort, Map<String, String> saslUsers, int saslPort) {
+  /**
+   * A second listener, secured as a deployment secures its broker: SASL/PLAIN logins of {@code saslUsers} (user to
+   * password; empty: no SASL) and/or TLS with the broker's key and certificate in {@code keyStore} (PKCS#12; null: no
+   * TLS). At least one of the two.
+   */
+  public record Secured(Map<String, String> saslUsers, Path keyStore, String keyStorePassword) {
+    public Secured {
+      saslUsers = Map.copyOf(saslUsers);
+      if (saslUsers.isEmpty() && keyStore == null) {
+        throw new IllegalArgumentException("a secured listener needs SASL users, a key store, or both");
+      }
+    }
+
+    /** Kafka's security protocol for it: SASL_PLAINTEXT, SSL or SASL_SSL. */
+    public String protocol() {
+      return saslUsers.isEmpty() ? "SSL" : keyStore == null ? "SASL_PLAINTEXT" : "SASL_SSL";
+    }
+  }
+
+  private KafkaBroker(Path dir, int port, int controllerPort, Secured secured, int securedPort) {
     this.dir = dir;
     this.port = port;
     this.controllerPort = controllerPort;
-    this.saslUsers = saslUsers;
-    this.saslPort = saslPort;
+    this.secured = secured;
+    this.securedPort = securedPort;
   }
 
   /**
@@ -48,27 +67,27 @@ public final class KafkaBroker implements AutoCloseable {
    * returns once it accepts connections.
    */
   public static KafkaBroker start(Path dir, int port) throws IOException {
-    return start(dir, port, Map.of());
+    return start(dir, port, null);
   }
 
   /**
-   * {@link #start(Path, int)}, plus a second listener that takes only SASL/PLAIN logins of {@code saslUsers} (user
-   * to password) at {@link #saslBootstrapServers}: a broker as a deployment secures it, for the clients' tests.
+   * {@link #start(Path, int)}, plus (unless null) a {@link Secured} listener at {@link #securedBootstrapServers}: a
+   * broker as a deployment secures it, for the clients' tests.
    */
-  public static KafkaBroker start(Path dir, int port, Map<String, String> saslUsers) throws IOException {
+  public static KafkaBroker start(Path dir, int port, Secured secured) throws IOException {
     Files.createDirectories(dir);
-    KafkaBroker broker = new KafkaBroker(dir.toAbsolutePath(), port == 0 ? freePort() : port, freePort(),
-        Map.copyOf(saslUsers), saslUsers.isEmpty() ? -1 : freePort());
+    KafkaBroker broker = new KafkaBroker(dir.toAbsolutePath(), port == 0 ? freePort() : port, freePort(), secured,
+        secured == null ? -1 : freePort());
     broker.launch();
     return broker;
   }
 
-  /** {@code host:port} of the SASL/PLAIN listener (only with SASL users). */
-  public String saslBootstrapServers() {
-    if (saslUsers.isEmpty()) {
-      throw new IllegalStateException("this broker was started without SASL users");
+  /** {@code host:port} of the secured listener. */
+  public String securedBootstrapServers() {
+    if (secured == null) {
+      throw new IllegalStateException("this broker was started without a secured listener");
     }
-    return "localhost:" + saslPort;
+    return "localhost:" + securedPort;
   }
 
   /** {@code host:port} for clients' {@code bootstrap.servers}. */
@@ -122,8 +141,28 @@ public final class KafkaBroker implements AutoCloseable {
     stop();
   }
 
-  private String sasl(String separator) {
-    return saslUsers.isEmpty() ? "" : separator + "SASL_PLAINTEXT://localhost:" + saslPort;
+  private String securedListener() {
+    return secured == null ? "" : ",SECURED://localhost:" + securedPort;
+  }
+
+  /** The secured listener's own settings (Kafka's listener.name.secured.* prefix). */
+  private List<String> securedSettings() {
+    if (secured == null) {
+      return List.of();
+    }
+    List<String> out = new ArrayList<>();
+    if (!secured.saslUsers().isEmpty()) {
+      out.add("listener.name.secured.sasl.enabled.mechanisms=PLAIN");
+      out.add("listener.name.secured.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule "
+          + "required " + secured.saslUsers().entrySet().stream().map(e -> "user_" + e.getKey() + "=\\\"" + e.getValue()
+          + "\\\"").collect(java.util.stream.Collectors.joining(" ")) + ";");
+    }
+    if (secured.keyStore() != null) {
+      out.add("listener.name.secured.ssl.keystore.location=" + secured.keyStore().toAbsolutePath());
+      out.add("listener.name.secured.ssl.keystore.password=" + secured.keyStorePassword());
+      out.add("listener.name.secured.ssl.keystore.type=PKCS12");
+    }
+    return out;
   }
 
   private void launch() throws IOException {
@@ -132,16 +171,13 @@ public final class KafkaBroker implements AutoCloseable {
         "process.roles=broker,controller",
         "node.id=1",
         "controller.quorum.voters=1@localhost:" + controllerPort,
-        "listeners=PLAINTEXT://localhost:" + port + ",CONTROLLER://localhost:" + controllerPort + sasl(","),
-        "advertised.listeners=PLAINTEXT://localhost:" + port + sasl(","),
+        "listeners=PLAINTEXT://localhost:" + port + ",CONTROLLER://localhost:" + controllerPort + securedListener(),
+        "advertised.listeners=PLAINTEXT://localhost:" + port + securedListener(),
         "controller.listener.names=CONTROLLER",
         "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
-        saslUsers.isEmpty() ? "" : "sasl.enabled.mechanisms=PLAIN",
-        saslUsers.isEmpty() ? "" : "listener.name.sasl_plaintext.plain.sasl.jaas.config="
-            + "org.apache.kafka.common.security.plain.PlainLoginModule required "
-            + saslUsers.entrySet().stream().map(e -> "user_" + e.getKey() + "=\\\"" + e.getValue() + "\\\"")
-                .collect(java.util.stream.Collectors.joining(" ")) + ";",
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            + (secured == null ? "" : ",SECURED:" + secured.protocol()),
+        String.join("\n", securedSettings()),
         "log.dirs=" + dir.resolve("data"),
         "num.partitions=1",
         "offsets.topic.replication.factor=1",
