@@ -5,6 +5,8 @@ import io.grpc.Channel;
 import io.grpc.ConnectivityState;
 import io.grpc.ManagedChannel;
 import io.grpc.stub.StreamObserver;
+import io.opentelemetry.context.Context;
+import io.opentelemetry.context.Scope;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.List;
@@ -40,7 +42,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
   private int sentItems; //    items of history the current stream has
   private int sentLength;
   protected ClientStream<Q, R> stream;
-  private final io.opentelemetry.context.Context trace; // of the request that opened the session
+  private final Context trace; // of the request that opened the session
 
   RemoteSession(Channel channel, Function<StreamObserver<R>, StreamObserver<Q>> start, ToLongFunction<R> seqOf,
       CallDeadline deadline, Backoff backoff, String service, String sessionId) {
@@ -51,7 +53,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
     this.backoff = backoff;
     this.service = service;
     this.sessionId = sessionId;
-    this.trace = io.opentelemetry.context.Context.current();
+    this.trace = Context.current();
   }
 
   /** The SessionOpen request. */
@@ -115,7 +117,7 @@ abstract class RemoteSession<Q, R> implements AutoCloseable {
     ClientStream<Q, R> s;
     // Streams are (re)connected on the decoding thread; the call continues the trace of the request that opened the
     // session (a tracing interceptor on the channel reads the current context when the call starts).
-    try (io.opentelemetry.context.Scope ignored = trace.makeCurrent()) {
+    try (Scope ignored = trace.makeCurrent()) {
       s = new ClientStream<>(start, seqOf, service);
     }
     stream = s;

@@ -7,12 +7,14 @@ import dev.memgen.model.generate.MemGenInterleaver;
 import dev.memgen.proto.v1.GenerateRequest;
 import dev.memgen.rpc.ApiKeys;
 import io.grpc.Status;
+import io.opentelemetry.api.OpenTelemetry;
+import io.opentelemetry.context.Context;
 import jakarta.enterprise.context.ApplicationScoped;
 import java.util.HashMap;
 import java.util.Map;
+import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 import org.jboss.logging.MDC;
-import org.eclipse.microprofile.config.inject.ConfigProperty;
 
 /**
  * One generation from a mapped request to its recorded trajectory, shared by the gRPC Generate and the OpenAI API:
@@ -26,12 +28,12 @@ public class Generations {
   private final ReasonerMemoryConfig memory;
   private final ExperienceRecorder experience;
   private final ReasonerMetrics metrics;
-  private final io.opentelemetry.api.OpenTelemetry telemetry;
+  private final OpenTelemetry telemetry;
   private final int defaultMaxNewTokens;
   private volatile GenerateRequestMapper mapper;
 
   Generations(ReasonerModel model, ReasonerMemoryConfig memory, ExperienceRecorder experience, ReasonerMetrics metrics,
-      io.opentelemetry.api.OpenTelemetry telemetry,
+      OpenTelemetry telemetry,
       @ConfigProperty(name = "memgen.generate.default-max-new-tokens", defaultValue = "256") int defaultMaxNewTokens) {
     if (defaultMaxNewTokens < 1) {
       throw new IllegalStateException("memgen.generate.default-max-new-tokens must be >= 1, got " + defaultMaxNewTokens);
@@ -120,7 +122,7 @@ public class Generations {
     long start = System.nanoTime();
     // The request's trace (the caller's traceparent, continued by this server's span): the memory sessions opened
     // here carry it to the weaver and trigger, and the trajectory record carries it into Kafka.
-    io.opentelemetry.context.Context traceContext = io.opentelemetry.context.Context.current();
+    Context traceContext = Context.current();
     Generator.Request req = plan.request();
     MemGenInterleaver loop = plan.memoryRequested() ? memory.open(plan.sessionId(), req.sampling().seed()) : null;
     EngineCore.Output output = new EngineCore.Output() {

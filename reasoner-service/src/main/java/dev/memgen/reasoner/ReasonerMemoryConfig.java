@@ -8,6 +8,7 @@ import dev.memgen.rpc.AdapterHost;
 import dev.memgen.rpc.CallDeadline;
 import dev.memgen.rpc.ClientSecurity;
 import dev.memgen.rpc.ReasonerMemory;
+import io.opentelemetry.api.OpenTelemetry;
 import io.quarkus.runtime.Startup;
 import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
@@ -47,7 +48,7 @@ public class ReasonerMemoryConfig {
   private final String adapterName;
   private final List<AdapterFollower> followers = new ArrayList<>();
 
-  ReasonerMemoryConfig(ReasonerModel model, io.opentelemetry.api.OpenTelemetry telemetry,
+  ReasonerMemoryConfig(ReasonerModel model, OpenTelemetry telemetry,
       @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
       @ConfigProperty(name = "memgen.weaver.target") Optional<String> weaverTarget,
       @ConfigProperty(name = "memgen.trigger.target") Optional<String> triggerTarget,
