@@ -133,6 +133,13 @@ public final class LoopBench {
   public record SoakResult(long requests, long errors, long degraded, List<String> faults, double trafficSeconds,
       Result loop) {}
 
+  /** How long the soak's broker stays dead before it is restarted. */
+  private static final Duration BROKER_OUTAGE = Duration.ofSeconds(5);
+  /** How long the fleet goes on after the last fault's restart. */
+  private static final Duration AFTER_LAST_FAULT = Duration.ofSeconds(5);
+  /** How long a soak agent waits after a failed request before its next, as a client backs off. */
+  private static final Duration AGENT_BACKOFF = Duration.ofMillis(200);
+
   private Soak soak; // null: a count of requests
   private final java.util.concurrent.atomic.AtomicLong errors = new java.util.concurrent.atomic.AtomicLong();
   private final java.util.concurrent.atomic.AtomicLong degraded = new java.util.concurrent.atomic.AtomicLong();
@@ -156,13 +163,13 @@ public final class LoopBench {
       try {
         at(start + length / 5);
         fault("SIGKILL the broker", broker::kill);
-        Thread.sleep(5_000);
+        Thread.sleep(BROKER_OUTAGE.toMillis()); // the outage itself: the spool holds what the reasoner records meanwhile
         fault("restart the broker", broker::restart);
         at(start + 2 * length / 5);
         fault("SIGKILL and restart weaver-service", () -> layout.killAndRestart("weaver-service"));
         at(start + 3 * length / 5);
         fault("SIGKILL and restart trainer-service", () -> layout.killAndRestart("trainer-service"));
-        Thread.sleep(5_000); // traffic goes on a while after the last restart: the recovery is measured too
+        Thread.sleep(AFTER_LAST_FAULT.toMillis()); // traffic after the last restart: the recovery is measured too
       } catch (InterruptedException e) {
         faultLog.add("fault injection stopped early");
       }
@@ -262,7 +269,7 @@ public final class LoopBench {
                 if (n <= 5 || n % 50 == 0) {
                   progress.accept("request failed (" + n + " so far): " + e.getMessage());
                 }
-                Thread.sleep(200);
+                Thread.sleep(AGENT_BACKOFF.toMillis());
               }
             }
             killPoint.countDown();

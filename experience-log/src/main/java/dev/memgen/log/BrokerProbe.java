@@ -74,18 +74,8 @@ public final class BrokerProbe implements AutoCloseable {
       return lagValue = -1;
     }
     try {
-      java.util.Map<org.apache.kafka.common.TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> committed =
-          admin.listConsumerGroupOffsets(groupId).partitionsToOffsetAndMetadata().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
-      java.util.Map<org.apache.kafka.common.TopicPartition, org.apache.kafka.clients.admin.OffsetSpec> latest =
-          new java.util.HashMap<>();
-      committed.keySet().forEach(tp -> latest.put(tp, org.apache.kafka.clients.admin.OffsetSpec.latest()));
-      var ends = admin.listOffsets(latest).all().get(timeout.toMillis(), TimeUnit.MILLISECONDS);
-      long sum = 0;
-      for (var e : committed.entrySet()) {
-        long at = e.getValue() == null ? 0 : e.getValue().offset();
-        sum += Math.max(0, ends.get(e.getKey()).offset() - at);
-      }
-      return lagValue = sum;
+      return lagValue = ConsumerLag.of(admin, groupId, null, timeout).values().stream()
+          .mapToLong(ConsumerLag.Position::lag).sum();
     } catch (InterruptedException e) {
       Thread.currentThread().interrupt();
       return lagValue = -1;

@@ -109,26 +109,25 @@ class KafkaSecurityTest {
   @Test
   void aWrongPasswordIsRefusedByTheBroker() throws Exception {
     login("wrong");
-    Properties fast = new Properties();
-    fast.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "20000");
-    try (var producer = ExperienceLog.reliableProducer(broker.securedBootstrapServers(), fast)) {
-      Throwable e = assertThrows(Exception.class, () -> producer.send(
-          new org.apache.kafka.clients.producer.ProducerRecord<>(Topics.FEEDBACK, "k", new byte[0])).get(30, TimeUnit.SECONDS));
-      Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
-      assertTrue(cause instanceof SaslAuthenticationException, String.valueOf(cause));
-    }
+    Throwable cause = whyASendFails();
+    assertTrue(cause instanceof SaslAuthenticationException, String.valueOf(cause));
   }
 
   @Test
   void aClientThatTrustsAnotherCertificateFailsTheHandshake() throws Exception {
     login("s3cret", "stranger");
+    Throwable cause = whyASendFails();
+    assertTrue(cause instanceof org.apache.kafka.common.errors.SslAuthenticationException, String.valueOf(cause));
+  }
+
+  /** What a producer with the current client settings reports when its first send to the secured listener fails. */
+  private static Throwable whyASendFails() {
     Properties fast = new Properties();
     fast.put(ProducerConfig.MAX_BLOCK_MS_CONFIG, "20000");
     try (var producer = ExperienceLog.reliableProducer(broker.securedBootstrapServers(), fast)) {
       Throwable e = assertThrows(Exception.class, () -> producer.send(
           new org.apache.kafka.clients.producer.ProducerRecord<>(Topics.FEEDBACK, "k", new byte[0])).get(30, TimeUnit.SECONDS));
-      Throwable cause = e instanceof ExecutionException ? e.getCause() : e;
-      assertTrue(cause instanceof org.apache.kafka.common.errors.SslAuthenticationException, String.valueOf(cause));
+      return e instanceof ExecutionException ? e.getCause() : e;
     }
   }
 

@@ -11,6 +11,7 @@ import io.micrometer.core.instrument.config.MeterFilter;
 import io.micrometer.core.instrument.config.MeterFilterReply;
 import java.util.ArrayList;
 import java.util.List;
+import java.util.Optional;
 import java.util.concurrent.TimeUnit;
 import java.util.function.Supplier;
 
@@ -74,36 +75,38 @@ public final class ServiceMetrics {
   }
 
   /**
-   * A memory service's batched passes of one kind ({@code weave} or {@code decide}): how many, how many Weaves or
-   * Decides they carried (items / passes = the mean batch across sessions) and the time they took.
+   * A memory service ({@code service}: "weaver" or "trigger"): its batched passes (how many, how many Weaves or
+   * Decides they carried — requests / passes is the mean batch across sessions — and their time), the messages waiting
+   * for its model thread, the sessions open, the version new sessions of its default adapter get, and (with one) what
+   * its follower of the adapters topic swapped in or refused.
    */
-  public static <T> List<Meter> bindPasses(MeterRegistry registry, String service, String kind, T owner,
-      java.util.function.Function<T, PendingPasses.Passes> passes, java.util.function.ToIntFunction<T> queued) {
-    // The owner (the service itself) is the meters' state: Micrometer holds it weakly, and the service is held anyway.
-    return List.of(Gauge.builder("memgen." + service + ".model.queue", owner, o -> queued.applyAsInt(o))
-        .description("session messages and passes waiting for the model thread").register(registry),
-        FunctionTimer.builder("memgen." + service + ".passes", owner, o -> passes.apply(o).passes(),
-            o -> passes.apply(o).nanos(), TimeUnit.NANOSECONDS)
+  public static List<Meter> bindMemoryService(MeterRegistry registry, String service, MemoryService s,
+      Optional<AdapterFollower> follower) {
+    String kind = s.passKind();
+    String adapter = s.defaultAdapterName();
+    List<Meter> meters = new ArrayList<>();
+    // The service is the meters' state: Micrometer holds it weakly, and the service is held anyway.
+    meters.add(Gauge.builder("memgen." + service + ".model.queue", s, MemoryService::modelQueue)
+        .description("session messages and passes waiting for the model thread").register(registry));
+    meters.add(FunctionTimer.builder("memgen." + service + ".passes", s, o -> o.passes().passes(),
+            o -> o.passes().nanos(), TimeUnit.NANOSECONDS)
         .tag("kind", kind).description("batched " + kind + " passes over concurrent sessions and their time")
-        .register(registry),
-        FunctionCounter.builder("memgen." + service + ".requests", owner, o -> passes.apply(o).items())
-            .tag("kind", kind).description(kind + " requests answered (requests / passes = mean batch)").register(registry));
+        .register(registry));
+    meters.add(FunctionCounter.builder("memgen." + service + ".requests", s, o -> o.passes().items())
+        .tag("kind", kind).description(kind + " requests answered (requests / passes = mean batch)").register(registry));
+    meters.add(Gauge.builder("memgen." + service + ".sessions", s, MemoryService::openSessions)
+        .description("sessions open now").register(registry));
+    meters.add(adapterVersion(registry, service, adapter, s));
+    follower.ifPresent(f -> meters.addAll(bindFollower(registry, service, f)));
+    return meters;
   }
 
-  /** Sessions open now and, per named adapter, the version new sessions get and the sessions on each version. */
-  public static List<Meter> bindSessions(MeterRegistry registry, String service, Supplier<Integer> open,
-      Supplier<List<AdapterHost.Adapter>> adapters, List<String> names) {
-    List<Meter> meters = new ArrayList<>();
-    // Strong references: Micrometer holds a gauge's state weakly, and these suppliers have no other owner.
-    meters.add(Gauge.builder("memgen." + service + ".sessions", open, o -> o.get()).description("sessions open now")
-        .strongReference(true).register(registry));
-    for (String name : names) {
-      meters.add(Gauge.builder("memgen.adapter.version", adapters, a -> a.get().stream()
-              .filter(x -> x.name().equals(name) && x.current()).mapToLong(AdapterHost.Adapter::version).max().orElse(0))
-          .tag("component", service).tag("adapter", name).description("the adapter version new sessions get")
-          .strongReference(true).register(registry));
-    }
-    return meters;
+  /** The version of {@code adapter} new sessions get from {@code host} ({@code component}: weaver or trigger). */
+  public static Meter adapterVersion(MeterRegistry registry, String component, String adapter, AdapterHost host) {
+    return Gauge.builder("memgen.adapter.version", host, h -> h.adapters().stream()
+            .filter(x -> x.name().equals(adapter) && x.current()).mapToLong(AdapterHost.Adapter::version).max().orElse(0))
+        .tag("component", component).tag("adapter", adapter).description("the adapter version new sessions get")
+        .register(registry);
   }
 
   /** A follower of the adapters topic: the versions it swapped in and the ones it refused. */

@@ -33,7 +33,7 @@ import java.util.List;
  * <p>{@code Decision.invoke} is this server's advice ({@code probability >= threshold}); the reasoner applies its
  * own rule to the probability (threshold or seeded sampling), the same rule in-process and remote.
  */
-public class TriggerService extends TriggerGrpc.TriggerImplBase implements AdapterHost, AutoCloseable {
+public class TriggerService extends TriggerGrpc.TriggerImplBase implements MemoryService, AutoCloseable {
   private final Decoder base;
   private final String baseFingerprint;
   private final double threshold;
@@ -89,11 +89,12 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
     return adapters.installOn(modelThread.executor(), name, version, sha256, dir);
   }
 
-  /** The adapter sessions that name none get. */
+  @Override
   public String defaultAdapterName() {
     return adapters.defaultName();
   }
 
+  @Override
   public int openSessions() {
     return sessions.size();
   }
@@ -117,7 +118,7 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
     return modelThread.executor();
   }
 
-  /** Messages and passes waiting for the model thread. */
+  @Override
   public int modelQueue() {
     return modelThread.queued();
   }
@@ -152,8 +153,13 @@ public class TriggerService extends TriggerGrpc.TriggerImplBase implements Adapt
     }
   }
 
-  /** Decide passes run and the Decides they carried: their ratio is the mean batch across sessions. */
-  public PendingPasses.Passes decidePasses() {
+  @Override
+  public String passKind() {
+    return "decide";
+  }
+
+  @Override
+  public PendingPasses.Passes passes() {
     return decides.stats();
   }
 

@@ -39,7 +39,7 @@ import java.util.concurrent.RejectedExecutionException;
  * version current when it opened to its end. {@link AdapterRegistry} holds the rules (pinning, deferred frees, the
  * least-recently-used bound).
  */
-public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterHost, AutoCloseable {
+public class WeaverService extends WeaverGrpc.WeaverImplBase implements MemoryService, AutoCloseable {
   /** Named adapters loaded at once unless configured otherwise. */
   public static final int DEFAULT_MAX_RESIDENT = 4;
 
@@ -83,7 +83,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     this.adapters = new AdapterRegistry("weaver", base, baseFingerprint, maxResident, initial, initialMemory);
   }
 
-  /** Sessions open now. */
+  @Override
   public int openSessions() {
     return sessions.size();
   }
@@ -93,7 +93,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     return baseFingerprint;
   }
 
-  /** The adapter sessions that name none get. */
+  @Override
   public String defaultAdapterName() {
     return adapters.defaultName();
   }
@@ -135,7 +135,7 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     return modelThread.executor();
   }
 
-  /** Messages and passes waiting for the model thread. */
+  @Override
   public int modelQueue() {
     return modelThread.queued();
   }
@@ -207,8 +207,13 @@ public class WeaverService extends WeaverGrpc.WeaverImplBase implements AdapterH
     }
   }
 
-  /** Weave passes run and the Weaves they carried: their ratio is the mean batch across sessions. */
-  public PendingPasses.Passes weavePasses() {
+  @Override
+  public String passKind() {
+    return "weave";
+  }
+
+  @Override
+  public PendingPasses.Passes passes() {
     return weaves.stats();
   }
 

@@ -100,10 +100,10 @@ class BatchedServiceTest {
           versions.add(i < 2 ? fx.memory : v3);
         }
         drain(served.weaver().modelExecutor()); // the setup's last pass answers before it is counted: let it finish
-        PendingPasses.Passes before = served.weaver().weavePasses();
+        PendingPasses.Passes before = served.weaver().passes();
         List<float[]> remote = together(served.weaver().modelExecutor(), served.weaver()::modelQueue, 3,
             sessions.stream().<Supplier<float[]>>map(s -> () -> s.weave(Weaver.Kind.INFERENCE)).toList());
-        PendingPasses.Passes after = served.weaver().weavePasses();
+        PendingPasses.Passes after = served.weaver().passes();
         assertEquals(1, after.passes() - before.passes(), "one pass");
         assertEquals(4, after.items() - before.items(), "carrying the four Weaves");
         for (int i = 0; i < sessions.size(); i++) {
@@ -144,10 +144,10 @@ class BatchedServiceTest {
           sessions.add(s);
         }
         drain(served.trigger().modelExecutor());
-        PendingPasses.Passes before = served.trigger().decidePasses();
+        PendingPasses.Passes before = served.trigger().passes();
         List<Float> remote = together(served.trigger().modelExecutor(), served.trigger()::modelQueue, 3,
             sessions.stream().<Supplier<Float>>map(s -> s::probability).toList());
-        PendingPasses.Passes after = served.trigger().decidePasses();
+        PendingPasses.Passes after = served.trigger().passes();
         assertEquals(1, after.passes() - before.passes(), "one pass");
         assertEquals(4, after.items() - before.items(), "carrying the four Decides");
         for (int i = 0; i < sessions.size(); i++) {

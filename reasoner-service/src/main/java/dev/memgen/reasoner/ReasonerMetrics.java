@@ -103,12 +103,8 @@ public class ReasonerMetrics {
           x -> x.stats().map(SpooledPublisher.Stats::failedAttempts).orElse(0L));
     }
     for (Map.Entry<AdapterComponent, AdapterHost> e : memory.hosts().entrySet()) {
-      String component = e.getKey().name().toLowerCase();
-      AdapterHost host = e.getValue();
-      meters.add(Gauge.builder("memgen.adapter.version", host, h -> h.adapters().stream().filter(AdapterHost.Adapter::current)
-              .mapToLong(AdapterHost.Adapter::version).max().orElse(0))
-          .tag("component", component).tag("adapter", memory.adapterName())
-          .description("the adapter version new sessions get").register(registry));
+      meters.add(ServiceMetrics.adapterVersion(registry, e.getKey().name().toLowerCase(), memory.adapterName(),
+          e.getValue()));
     }
     for (AdapterFollower f : memory.followers()) {
       meters.addAll(ServiceMetrics.bindFollower(registry, f.component().name().toLowerCase(), f));

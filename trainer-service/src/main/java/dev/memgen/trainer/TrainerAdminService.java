@@ -3,6 +3,7 @@ package dev.memgen.trainer;
 import com.google.protobuf.Timestamp;
 import dev.memgen.log.AdapterLog;
 import dev.memgen.log.ExperienceLog;
+import dev.memgen.log.ConsumerLag;
 import dev.memgen.log.KafkaClients;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.proto.v1.AdapterComponent;
@@ -32,8 +33,6 @@ import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
 import org.apache.kafka.clients.admin.Admin;
 import org.apache.kafka.clients.admin.AdminClientConfig;
-import org.apache.kafka.clients.admin.OffsetSpec;
-import org.apache.kafka.common.TopicPartition;
 
 /**
  * {@code memgen.v1.TrainerAdmin}: the operator's view of the trainer (status with Kafka lag), a forced publish of the
@@ -78,21 +77,10 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
       TrainerStatus.Builder reply = TrainerStatus.newBuilder().addAdapters(a).setActivity(st.activity())
           .setAsOf(timestamp(Instant.now()));
       try (Admin admin = Admin.create(KafkaClients.properties(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, s.bootstrapServers())))) {
-        Map<TopicPartition, OffsetSpec> latest = new java.util.HashMap<>();
-        st.committed().keySet().forEach(tp -> latest.put(tp, OffsetSpec.latest()));
-        var ends = admin.listOffsets(latest).all().get(KAFKA_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
         // What the group has committed, read from Kafka (the trainer commits after each publish and at start).
-        Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> committed = admin
-            .listConsumerGroupOffsets(t.groupId()).partitionsToOffsetAndMetadata()
-            .get(KAFKA_TIMEOUT.toSeconds(), TimeUnit.SECONDS);
-        st.committed().keySet().stream().sorted(java.util.Comparator.comparing(TopicPartition::topic)
-            .thenComparingInt(TopicPartition::partition)).forEach(tp -> {
-              long end = ends.get(tp).offset();
-              var c = committed.get(tp);
-              long at = c == null ? -1 : c.offset();
-              reply.addConsumerPositions(ConsumerPosition.newBuilder().setGroupId(t.groupId()).setTopic(tp.topic())
-                  .setPartition(tp.partition()).setCommittedOffset(at).setEndOffset(end).setLag(Math.max(0, end - Math.max(0, at))));
-            });
+        ConsumerLag.of(admin, t.groupId(), st.committed().keySet(), KAFKA_TIMEOUT).forEach((tp, p) ->
+            reply.addConsumerPositions(ConsumerPosition.newBuilder().setGroupId(t.groupId()).setTopic(tp.topic())
+                .setPartition(tp.partition()).setCommittedOffset(p.committed()).setEndOffset(p.end()).setLag(p.lag())));
       }
       return reply.build();
     });

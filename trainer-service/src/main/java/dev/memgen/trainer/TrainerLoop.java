@@ -1,5 +1,6 @@
 package dev.memgen.trainer;
 
+import dev.memgen.log.BrokerProbe;
 import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.Startup;
 import jakarta.enterprise.context.ApplicationScoped;
@@ -24,6 +25,7 @@ public class TrainerLoop {
   private static final Duration HEALTHY_RUN = Duration.ofMinutes(1);
 
   private final ContinualTrainer.Settings settings; // null: no experience log configured
+  private final BrokerProbe broker; // the broker's answer for readiness and the lag metric; null without settings
   private final Thread thread;
   private volatile ContinualTrainer trainer;
   private volatile boolean stopping;
@@ -65,6 +67,7 @@ public class TrainerLoop {
       @ConfigProperty(name = "memgen.trainer.trigger-threshold", defaultValue = "0.5") double triggerThreshold) {
     if (bootstrap.isEmpty()) {
       settings = null;
+      broker = null;
       thread = null;
       LOG.info("trainer idle: no experience log (set memgen.log.bootstrap)");
       return;
@@ -86,6 +89,7 @@ public class TrainerLoop {
     } catch (IOException | RuntimeException e) {
       throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
     }
+    broker = new BrokerProbe(settings.bootstrapServers(), Duration.ofSeconds(2));
     thread = new Thread(this::runWithRetries, "memgen-trainer");
     thread.start();
   }
@@ -98,6 +102,11 @@ public class TrainerLoop {
   }
 
   /** The running trainer; empty before it has started (or while it restarts after a failure). */
+  /** Whether the broker answers, and the group's lag (one admin client for readiness and metrics). */
+  public Optional<BrokerProbe> broker() {
+    return Optional.ofNullable(broker);
+  }
+
   public Optional<ContinualTrainer> trainer() {
     ContinualTrainer t = trainer;
     return t == null || t.status() == null ? Optional.empty() : Optional.of(t);
@@ -142,6 +151,9 @@ public class TrainerLoop {
 
   void onShutdown(@Observes ShutdownEvent event) throws InterruptedException {
     stopping = true;
+    if (broker != null) {
+      broker.close();
+    }
     if (thread != null) {
       ContinualTrainer t = trainer;
       if (t != null) {

@@ -1,6 +1,5 @@
 package dev.memgen.trainer;
 
-import dev.memgen.log.BrokerProbe;
 import dev.memgen.rpc.ServiceMetrics;
 import io.micrometer.core.instrument.FunctionCounter;
 import io.micrometer.core.instrument.Gauge;
@@ -11,7 +10,6 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.inject.Produces;
 import jakarta.inject.Singleton;
-import java.time.Duration;
 import java.util.function.ToDoubleFunction;
 
 /**
@@ -24,13 +22,11 @@ import java.util.function.ToDoubleFunction;
 @ApplicationScoped
 public class TrainerMetrics {
   private final TrainerLoop loop;
-  private final BrokerProbe broker; // null: no experience log, the trainer idles
   private final ServiceMetrics.Registered meters;
 
   TrainerMetrics(MeterRegistry registry, TrainerLoop loop) {
     this.loop = loop;
     this.meters = new ServiceMetrics.Registered(registry);
-    this.broker = loop.settings().map(s -> new BrokerProbe(s.bootstrapServers(), Duration.ofSeconds(2))).orElse(null);
     String adapter = loop.settings().map(ContinualTrainer.Settings::adapterName).orElse("");
     counter(registry, "memgen.trainer.windows", "published", "windows the gate accepted and published", s -> s.published());
     counter(registry, "memgen.trainer.windows", "refused", "windows whose candidate the gate refused", s -> s.rejected());
@@ -48,7 +44,7 @@ public class TrainerMetrics {
     counter(registry, "memgen.trainer.trajectories", "expired", "trajectories by outcome", s -> s.counts().expired());
     gauge(registry, "memgen.trainer.trajectories.waiting", adapter, "trajectories carried, waiting for a reward or a window",
         s -> s.counts().waiting());
-    if (broker != null) {
+    if (loop.broker().isPresent()) {
       meters.add(Gauge.builder("memgen.trainer.consumer.lag", this, m -> m.lag()).tag("adapter", adapter)
           .description("trajectory records not yet committed by the trainer's group (-1: the broker does not answer)")
           .register(registry));
@@ -56,7 +52,7 @@ public class TrainerMetrics {
   }
 
   private double lag() {
-    return loop.trainer().map(t -> (double) broker.lag(t.groupId())).orElse(-1.0);
+    return loop.trainer().map(t -> (double) loop.broker().orElseThrow().lag(t.groupId())).orElse(-1.0);
   }
 
   private void counter(MeterRegistry registry, String name, String outcome, String help,
@@ -82,8 +78,5 @@ public class TrainerMetrics {
   @PreDestroy
   void close() {
     meters.close();
-    if (broker != null) {
-      broker.close();
-    }
   }
 }

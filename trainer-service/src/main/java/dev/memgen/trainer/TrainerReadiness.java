@@ -1,9 +1,7 @@
 package dev.memgen.trainer;
 
 import dev.memgen.log.BrokerProbe;
-import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
-import java.time.Duration;
 import org.eclipse.microprofile.health.HealthCheck;
 import org.eclipse.microprofile.health.HealthCheckResponse;
 import org.eclipse.microprofile.health.HealthCheckResponseBuilder;
@@ -18,20 +16,18 @@ import org.eclipse.microprofile.health.Readiness;
 @ApplicationScoped
 public class TrainerReadiness implements HealthCheck {
   private final TrainerLoop loop;
-  private final BrokerProbe broker;
 
   TrainerReadiness(TrainerLoop loop) {
     this.loop = loop;
-    this.broker = loop.settings().map(s -> new BrokerProbe(s.bootstrapServers(), Duration.ofSeconds(2))).orElse(null);
   }
 
   @Override
   public HealthCheckResponse call() {
     HealthCheckResponseBuilder r = HealthCheckResponse.named("memgen-trainer").up();
-    if (broker == null) {
+    if (loop.broker().isEmpty()) {
       return r.withData("trainer", "idle: no experience log (memgen.log.bootstrap)").build();
     }
-    BrokerProbe.Answer a = broker.probe();
+    BrokerProbe.Answer a = loop.broker().get().probe();
     r.withData("experience log", a.detail());
     if (!a.reachable()) {
       r.down();
@@ -39,12 +35,5 @@ public class TrainerReadiness implements HealthCheck {
     loop.trainer().ifPresentOrElse(t -> r.withData("trainer", "v" + t.status().currentVersion() + ": " + t.status().activity()),
         () -> r.down().withData("trainer", "not running (starting, or restarting after a failure)"));
     return r.build();
-  }
-
-  @PreDestroy
-  void close() {
-    if (broker != null) {
-      broker.close();
-    }
   }
 }

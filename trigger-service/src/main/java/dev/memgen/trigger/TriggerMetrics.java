@@ -1,7 +1,6 @@
 package dev.memgen.trigger;
 
 import dev.memgen.rpc.ServiceMetrics;
-import dev.memgen.rpc.TriggerService;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.config.MeterFilter;
 import io.quarkus.runtime.Startup;
@@ -9,7 +8,6 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.inject.Produces;
 import jakarta.inject.Singleton;
-import java.util.List;
 
 /**
  * The trigger's metrics at {@code /q/metrics}: its batched decide passes (how many, the decide requests they carried —
@@ -23,10 +21,7 @@ public class TriggerMetrics {
 
   TriggerMetrics(MeterRegistry registry, TriggerModel model) {
     meters = new ServiceMetrics.Registered(registry);
-    TriggerService s = model.service();
-    meters.addAll(ServiceMetrics.bindPasses(registry, "trigger", "decide", s, TriggerService::decidePasses, TriggerService::modelQueue));
-    meters.addAll(ServiceMetrics.bindSessions(registry, "trigger", s::openSessions, s::adapters, List.of(s.defaultAdapterName())));
-    model.follower().ifPresent(f -> meters.addAll(ServiceMetrics.bindFollower(registry, "trigger", f)));
+    meters.addAll(ServiceMetrics.bindMemoryService(registry, "trigger", model.service(), model.follower()));
   }
 
   @PreDestroy

@@ -1,7 +1,6 @@
 package dev.memgen.weaver;
 
 import dev.memgen.rpc.ServiceMetrics;
-import dev.memgen.rpc.WeaverService;
 import io.micrometer.core.instrument.MeterRegistry;
 import io.micrometer.core.instrument.config.MeterFilter;
 import io.quarkus.runtime.Startup;
@@ -9,7 +8,6 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.inject.Produces;
 import jakarta.inject.Singleton;
-import java.util.List;
 
 /**
  * The weaver's metrics at {@code /q/metrics}: its batched weave passes (how many, the weave requests they carried —
@@ -23,10 +21,7 @@ public class WeaverMetrics {
 
   WeaverMetrics(MeterRegistry registry, WeaverModel model) {
     meters = new ServiceMetrics.Registered(registry);
-    WeaverService s = model.service();
-    meters.addAll(ServiceMetrics.bindPasses(registry, "weaver", "weave", s, WeaverService::weavePasses, WeaverService::modelQueue));
-    meters.addAll(ServiceMetrics.bindSessions(registry, "weaver", s::openSessions, s::adapters, List.of(s.defaultAdapterName())));
-    model.follower().ifPresent(f -> meters.addAll(ServiceMetrics.bindFollower(registry, "weaver", f)));
+    meters.addAll(ServiceMetrics.bindMemoryService(registry, "weaver", model.service(), model.follower()));
   }
 
   @PreDestroy
