@@ -108,7 +108,7 @@ public final class Reasoner {
       id = UUID.randomUUID().toString();
       Trajectory t = TrajectoryRecord.of(session, adapterName, fingerprint, req, result, trace, memory != null, latencyMs)
           .setTrajectoryId(id).build();
-      log.offer(Topics.TRAJECTORIES, session, t);
+      log.offer(Topics.TRAJECTORIES, adapterName, t); // keyed by adapter: one trainer owns its partition
     }
     return new Answer(tokenizer.decode(result.tokens(), true), id, result, trace, latencyMs);
   }

@@ -56,32 +56,31 @@ public final class BrokerProbe implements AutoCloseable {
     return last;
   }
 
-  private long lagValue = -1;
-  private long lagAt;
+  private final java.util.Map<String, long[]> lags = new java.util.HashMap<>(); // group -> {value, when}
 
   /**
    * Records the consumer group {@code groupId} has not committed yet, summed over the partitions it has committed
-   * on (end offset minus committed offset), or -1 when the broker does not answer; kept as long as {@link #probe}'s
-   * answers are.
+   * on (end offset minus committed offset), or -1 when the broker does not answer; kept (per group) as long as
+   * {@link #probe}'s answers are.
    */
   public synchronized long lag(String groupId) {
     long now = System.nanoTime();
-    if (lagAt != 0 && now - lagAt < KEEP.toNanos()) {
-      return lagValue;
+    long[] kept = lags.get(groupId);
+    if (kept != null && now - kept[1] < KEEP.toNanos()) {
+      return kept[0];
     }
-    lagAt = now;
-    if (!probe().reachable()) {
-      return lagValue = -1;
+    long value = -1;
+    if (probe().reachable()) {
+      try {
+        value = ConsumerLag.of(admin, groupId, null, timeout).values().stream().mapToLong(ConsumerLag.Position::lag).sum();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+      } catch (Exception e) {
+        // the broker answered the probe but not this: unknown, as when it does not answer
+      }
     }
-    try {
-      return lagValue = ConsumerLag.of(admin, groupId, null, timeout).values().stream()
-          .mapToLong(ConsumerLag.Position::lag).sum();
-    } catch (InterruptedException e) {
-      Thread.currentThread().interrupt();
-      return lagValue = -1;
-    } catch (Exception e) {
-      return lagValue = -1;
-    }
+    lags.put(groupId, new long[] {value, now});
+    return value;
   }
 
   @Override

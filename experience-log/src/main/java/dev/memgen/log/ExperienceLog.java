@@ -58,6 +58,12 @@ public final class ExperienceLog implements AutoCloseable {
    * and reading only committed records; {@code groupId} (may be null) names the group its explicit commits go to.
    */
   public static KafkaConsumer<String, byte[]> consumer(String bootstrapServers, String clientId, String groupId) {
+    return consumer(bootstrapServers, clientId, groupId, new Properties());
+  }
+
+  /** {@link #consumer(String, String, String)} with more settings (group membership: a trainer group's lease). */
+  public static KafkaConsumer<String, byte[]> consumer(String bootstrapServers, String clientId, String groupId,
+      Properties overrides) {
     Properties p = KafkaClients.properties(Map.of());
     p.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrapServers);
     p.put(ConsumerConfig.CLIENT_ID_CONFIG, clientId);
@@ -70,6 +76,7 @@ public final class ExperienceLog implements AutoCloseable {
     // Topics come from ensureTopics with their settings; a consumer must never create one with broker defaults
     // (an adapters topic without compaction).
     p.put(ConsumerConfig.ALLOW_AUTO_CREATE_TOPICS_CONFIG, "false");
+    p.putAll(overrides);
     return new KafkaConsumer<>(p, new StringDeserializer(), new ByteArrayDeserializer());
   }
 

@@ -75,7 +75,8 @@ public class ExperienceRecorder {
       return "";
     }
     String id = UUID.randomUUID().toString();
-    publisher.offer(Topics.TRAJECTORIES, trajectory.getSessionId(), trajectory.setTrajectoryId(id).build(), headers);
+    // Keyed by adapter: its stream is one partition, which one trainer of a group owns (Topics.partitionOf).
+    publisher.offer(Topics.TRAJECTORIES, trajectory.getAdapterName(), trajectory.setTrajectoryId(id).build(), headers);
     return id;
   }
 

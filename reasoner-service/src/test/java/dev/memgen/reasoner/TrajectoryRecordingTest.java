@@ -30,7 +30,7 @@ class TrajectoryRecordingTest {
     KafkaResource.Received<Trajectory> received =
         KafkaResource.await(Topics.TRAJECTORIES, Trajectory.parser(), t -> t.getTrajectoryId().equals(id));
     Trajectory t = received.value();
-    assertEquals(t.getSessionId(), received.key(), "keyed by session");
+    assertEquals(t.getAdapterName(), received.key(), "keyed by adapter: each adapter's stream is one partition");
     assertEquals(s.finished().getSessionId(), t.getSessionId());
     assertEquals(s.tokens(), t.getCompletionTokenIdsList());
     assertEquals(s.finished().getPromptTokens(), t.getPromptTokenIdsCount());

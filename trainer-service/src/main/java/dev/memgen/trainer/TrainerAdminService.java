@@ -27,7 +27,10 @@ import io.quarkus.grpc.GrpcService;
 import io.smallrye.common.annotation.Blocking;
 import java.time.Duration;
 import java.time.Instant;
+import java.util.ArrayList;
+import java.util.List;
 import java.util.Map;
+import java.util.TreeMap;
 import java.util.concurrent.ExecutionException;
 import java.util.concurrent.TimeUnit;
 import java.util.concurrent.TimeoutException;
@@ -55,34 +58,46 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
   @Blocking
   public void status(StatusRequest request, StreamObserver<TrainerStatus> out) {
     respond(out, () -> {
-      ContinualTrainer t = running();
-      ContinualTrainer.Settings s = loop.settings().orElseThrow();
-      checkName(request.getAdapterName().isEmpty() ? s.adapterName() : request.getAdapterName(), s);
-      ContinualTrainer.Status st = t.status();
-      AdapterStatus.Builder a = AdapterStatus.newBuilder()
-          .setAdapterName(s.adapterName())
-          .setComponent(AdapterComponent.WEAVER)
-          .setPublishedVersion(st.currentVersion())
-          .setHasCandidate(false) // a candidate is published or refused as soon as it is evaluated
-          .setWindow(WindowProgress.newBuilder().setTrajectories(st.windowTrajectories()).setRewarded(st.windowRewarded())
-              .setTarget(st.windowTarget()).setHeldBack(st.heldBack()))
-          .putAllLastEvalMetrics(st.lastEvalMetrics())
-          .setTrajectories(counts(st.counts()));
-      if (st.lastPublished() != null) {
-        a.setPublishedAt(st.lastPublished().getCreatedAt());
+      ContinualTrainer.Settings s = loop.settings().orElseThrow(TrainerAdminService::unavailable);
+      Map<String, ContinualTrainer> which;
+      if (request.getAdapterName().isEmpty()) {
+        which = loop.trainers(); // every adapter this process trains now
+        if (which.isEmpty()) {
+          throw unavailable();
+        }
+      } else {
+        which = Map.of(request.getAdapterName(), running(request.getAdapterName()));
       }
-      if (st.lastEvalAt() != null) {
-        a.setLastEvalAt(timestamp(st.lastEvalAt()));
-      }
-      TrainerStatus.Builder reply = TrainerStatus.newBuilder().addAdapters(a).setActivity(st.activity())
-          .setAsOf(timestamp(Instant.now()));
+      TrainerStatus.Builder reply = TrainerStatus.newBuilder().setAsOf(timestamp(Instant.now()));
+      List<String> activities = new ArrayList<>();
       try (Admin admin = Admin.create(KafkaClients.properties(Map.of(AdminClientConfig.BOOTSTRAP_SERVERS_CONFIG, s.bootstrapServers())))) {
-        // What the group has committed, read from Kafka (the trainer commits after each publish and at start).
-        ConsumerLag.of(admin, t.groupId(), st.committed().keySet(), KAFKA_TIMEOUT).forEach((tp, p) ->
-            reply.addConsumerPositions(ConsumerPosition.newBuilder().setGroupId(t.groupId()).setTopic(tp.topic())
-                .setPartition(tp.partition()).setCommittedOffset(p.committed()).setEndOffset(p.end()).setLag(p.lag())));
+        for (Map.Entry<String, ContinualTrainer> e : new TreeMap<>(which).entrySet()) {
+          ContinualTrainer t = e.getValue();
+          ContinualTrainer.Status st = t.status();
+          AdapterStatus.Builder a = AdapterStatus.newBuilder()
+              .setAdapterName(e.getKey())
+              .setComponent(AdapterComponent.WEAVER)
+              .setPublishedVersion(st.currentVersion())
+              .setHasCandidate(false) // a candidate is published or refused as soon as it is evaluated
+              .setWindow(WindowProgress.newBuilder().setTrajectories(st.windowTrajectories()).setRewarded(st.windowRewarded())
+                  .setTarget(st.windowTarget()).setHeldBack(st.heldBack()))
+              .putAllLastEvalMetrics(st.lastEvalMetrics())
+              .setTrajectories(counts(st.counts()));
+          if (st.lastPublished() != null) {
+            a.setPublishedAt(st.lastPublished().getCreatedAt());
+          }
+          if (st.lastEvalAt() != null) {
+            a.setLastEvalAt(timestamp(st.lastEvalAt()));
+          }
+          reply.addAdapters(a);
+          activities.add(which.size() == 1 ? st.activity() : e.getKey() + ": " + st.activity());
+          // What the group has committed, read from Kafka (the trainer commits after each publish and at start).
+          ConsumerLag.of(admin, t.groupId(), st.committed().keySet(), KAFKA_TIMEOUT).forEach((tp, p) ->
+              reply.addConsumerPositions(ConsumerPosition.newBuilder().setGroupId(t.groupId()).setTopic(tp.topic())
+                  .setPartition(tp.partition()).setCommittedOffset(p.committed()).setEndOffset(p.end()).setLag(p.lag())));
+        }
       }
-      return reply.build();
+      return reply.setActivity(String.join("; ", activities)).build();
     });
   }
 
@@ -90,8 +105,7 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
   @Blocking
   public void publish(PublishRequest request, StreamObserver<PublishReply> out) {
     respond(out, () -> {
-      ContinualTrainer t = running();
-      checkName(request.getAdapterName(), loop.settings().orElseThrow());
+      ContinualTrainer t = running(request.getAdapterName());
       if (request.getComponent() == AdapterComponent.TRIGGER) {
         throw Status.FAILED_PRECONDITION.withDescription("this trainer trains the weaver only; component TRIGGER has "
             + "nothing to publish").asRuntimeException();
@@ -114,8 +128,9 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
   @Blocking
   public void rollback(RollbackRequest request, StreamObserver<RollbackReply> out) {
     respond(out, () -> {
-      ContinualTrainer.Settings s = loop.settings().orElseThrow(() -> unavailable());
-      checkName(request.getAdapterName(), s);
+      ContinualTrainer.Settings s = loop.settings().orElseThrow(TrainerAdminService::unavailable);
+      checkName(request.getAdapterName());
+      String name = request.getAdapterName();
       if (request.getComponent() != AdapterComponent.WEAVER && request.getComponent() != AdapterComponent.TRIGGER) {
         throw Status.INVALID_ARGUMENT.withDescription("component must be WEAVER or TRIGGER, got " + request.getComponent())
             .asRuntimeException();
@@ -124,12 +139,12 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
         throw Status.INVALID_ARGUMENT.withDescription("version must be >= 1, got " + request.getVersion()).asRuntimeException();
       }
       AdapterStore store = AdapterStore.open(s.storeDir());
-      if (store.versions(s.adapterName()).stream().noneMatch(v -> v.version() == request.getVersion())) {
-        throw Status.NOT_FOUND.withDescription("adapter " + s.adapterName() + " has no version " + request.getVersion()
+      if (store.versions(name).stream().noneMatch(v -> v.version() == request.getVersion())) {
+        throw Status.NOT_FOUND.withDescription("adapter " + name + " has no version " + request.getVersion()
             + " in " + s.storeDir()).asRuntimeException();
       }
       try (ExperienceLog log = new ExperienceLog(s.bootstrapServers())) {
-        AdapterPublished a = AdapterLog.rollback(store, log, s.adapterName(), request.getComponent(), request.getVersion(),
+        AdapterPublished a = AdapterLog.rollback(store, log, name, request.getComponent(), request.getVersion(),
             request.getReason(), KAFKA_TIMEOUT).announced();
         return RollbackReply.newBuilder().setPublished(a).build();
       } catch (IllegalArgumentException e) {
@@ -145,8 +160,15 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
         .setFeedbackAfterTraining(c.feedbackAfterTraining()).build();
   }
 
-  private ContinualTrainer running() {
-    return loop.trainer().orElseThrow(TrainerAdminService::unavailable);
+  /** The trainer of {@code name} in this process, or the gRPC status that says why there is none. */
+  private ContinualTrainer running(String name) {
+    loop.settings().orElseThrow(TrainerAdminService::unavailable);
+    checkName(name);
+    if (!loop.holds(name)) {
+      throw Status.UNAVAILABLE.withDescription("adapter '" + name + "' is trained by another member of the trainer group "
+          + "now (this one trains " + loop.trainers().keySet() + ")").asRuntimeException();
+    }
+    return loop.trainer(name).orElseThrow(TrainerAdminService::unavailable);
   }
 
   private static StatusRuntimeException unavailable() {
@@ -154,13 +176,13 @@ public class TrainerAdminService extends TrainerAdminGrpc.TrainerAdminImplBase {
         + "reconnecting to Kafka)").asRuntimeException();
   }
 
-  private static void checkName(String name, ContinualTrainer.Settings s) {
+  private void checkName(String name) {
     if (name.isEmpty()) {
       throw Status.INVALID_ARGUMENT.withDescription("adapter_name is required").asRuntimeException();
     }
-    if (!name.equals(s.adapterName())) {
-      throw Status.NOT_FOUND.withDescription("adapter '" + name + "' is not trained here (this trainer trains '"
-          + s.adapterName() + "')").asRuntimeException();
+    if (!loop.adapters().contains(name)) {
+      throw Status.NOT_FOUND.withDescription("adapter '" + name + "' is not trained here (this trainer trains "
+          + (loop.adapters().size() == 1 ? "'" + loop.adapters().get(0) + "'" : loop.adapters()) + ")").asRuntimeException();
     }
     ApiKeys.require(name, "adapter_name");
   }

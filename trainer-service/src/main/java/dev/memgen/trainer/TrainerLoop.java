@@ -8,33 +8,41 @@ import jakarta.enterprise.event.Observes;
 import java.io.IOException;
 import java.nio.file.Path;
 import java.time.Duration;
+import java.util.LinkedHashMap;
+import java.util.List;
+import java.util.Map;
 import java.util.Optional;
 import org.eclipse.microprofile.config.inject.ConfigProperty;
 import org.jboss.logging.Logger;
 
 /**
- * Runs the {@link ContinualTrainer} on its own thread when {@code memgen.log.bootstrap} is set (otherwise the
- * service only answers health checks). Settings are checked at startup, so a bad one stops the start with its name;
- * trouble at run time (the broker away, the store unwritable) is logged and retried with a back-off, and a restarted
- * trainer resumes from the adapter store, so nothing is trained twice.
+ * Runs the trainer when {@code memgen.log.bootstrap} is set (otherwise the service only answers health checks): one
+ * {@link ContinualTrainer} for {@code memgen.memory.adapter-name}, or, with {@code memgen.trainer.adapters} (a list),
+ * this process as a member of a {@link TrainerGroup} that shares those adapters with the other trainer processes.
+ * Settings are checked at startup, so a bad one stops the start with its name; trouble at run time (the broker away,
+ * the store unwritable) is logged and retried with a back-off ({@link TrainerRunner}), and a restarted trainer resumes
+ * from the adapter store, so nothing is trained twice.
  */
 @Startup
 @ApplicationScoped
 public class TrainerLoop {
   private static final Logger LOG = Logger.getLogger(TrainerLoop.class);
-  private static final Duration HEALTHY_RUN = Duration.ofMinutes(1);
 
   private final ContinualTrainer.Settings settings; // null: no experience log configured
+  private final List<String> adapters; // what this service trains (in a group: shares)
   private final BrokerProbe broker; // the broker's answer for readiness and the lag metric; null without settings
-  private final Thread thread;
-  private volatile ContinualTrainer trainer;
-  private volatile boolean stopping;
+  private final TrainerRunner single; // one adapter, no group
+  private final TrainerGroup group; // or a share of several
+  private final Thread groupThread;
 
   TrainerLoop(@ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
       @ConfigProperty(name = "memgen.log.partitions", defaultValue = "3") int partitions,
       @ConfigProperty(name = "memgen.model.dir") Optional<String> modelDir,
       @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
       @ConfigProperty(name = "memgen.memory.adapter-name", defaultValue = "default") String adapterName,
+      @ConfigProperty(name = "memgen.trainer.adapters") Optional<List<String>> groupAdapters,
+      @ConfigProperty(name = "memgen.trainer.group-session-timeout", defaultValue = "PT30S") Duration groupSessionTimeout,
+      @ConfigProperty(name = "memgen.trainer.member") Optional<String> member,
       @ConfigProperty(name = "memgen.adapters.store") Optional<String> store,
       @ConfigProperty(name = "memgen.trainer.work-dir", defaultValue = ".memgen/trainer") String workDir,
       @ConfigProperty(name = "memgen.trainer.eval-set", defaultValue = "arithmetic:100") String evalSet,
@@ -67,8 +75,11 @@ public class TrainerLoop {
       @ConfigProperty(name = "memgen.trainer.trigger-threshold", defaultValue = "0.5") double triggerThreshold) {
     if (bootstrap.isEmpty()) {
       settings = null;
+      adapters = List.of();
       broker = null;
-      thread = null;
+      single = null;
+      group = null;
+      groupThread = null;
       LOG.info("trainer idle: no experience log (set memgen.log.bootstrap)");
       return;
     }
@@ -90,79 +101,87 @@ public class TrainerLoop {
       throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
     }
     broker = new BrokerProbe(settings.bootstrapServers(), Duration.ofSeconds(2));
-    thread = new Thread(this::runWithRetries, "memgen-trainer");
-    thread.start();
+    if (groupAdapters.isEmpty()) {
+      adapters = List.of(adapterName);
+      single = new TrainerRunner(adapterName, () -> new ContinualTrainer(settings));
+      group = null;
+      groupThread = null;
+    } else {
+      adapters = List.copyOf(groupAdapters.get());
+      single = null;
+      String me = member.orElse(ProcessHandle.current().pid() + "@" + hostname());
+      try {
+        group = new TrainerGroup(new TrainerGroup.Settings(settings, adapters, groupSessionTimeout), me);
+      } catch (RuntimeException e) {
+        throw new IllegalStateException("memgen.trainer.adapters / group-session-timeout: " + e.getMessage(), e);
+      }
+      groupThread = new Thread(group::run, "memgen-trainer-group");
+      groupThread.start();
+      LOG.infof("trainer group member %s sharing %s with the other members of %s", me, adapters, TrainerGroup.GROUP);
+    }
+  }
+
+  private static String hostname() {
+    try {
+      return java.net.InetAddress.getLocalHost().getHostName();
+    } catch (java.io.IOException e) {
+      return "localhost";
+    }
   }
 
 
 
-  /** The trainer's settings; empty when no experience log is configured (the service then only answers health). */
+  /** The trainer settings (in a group, every adapter's but for its name); empty when no experience log is configured. */
   public Optional<ContinualTrainer.Settings> settings() {
     return Optional.ofNullable(settings);
   }
 
-  /** The running trainer; empty before it has started (or while it restarts after a failure). */
+  /** The adapters this service trains (in a group: the ones the group shares; this member trains some of them). */
+  public List<String> adapters() {
+    return adapters;
+  }
+
   /** Whether the broker answers, and the group's lag (one admin client for readiness and metrics). */
   public Optional<BrokerProbe> broker() {
     return Optional.ofNullable(broker);
   }
 
-  public Optional<ContinualTrainer> trainer() {
-    ContinualTrainer t = trainer;
-    return t == null || t.status() == null ? Optional.empty() : Optional.of(t);
+  /**
+   * The running trainers of this process by adapter: the one adapter, or this member's share of the group's (a trainer
+   * starting, or restarting after a failure, is absent).
+   */
+  public Map<String, ContinualTrainer> trainers() {
+    Map<String, ContinualTrainer> out = new LinkedHashMap<>();
+    if (single != null) {
+      single.trainer().ifPresent(t -> out.put(single.adapter(), t));
+    } else if (group != null) {
+      group.owned().forEach((a, t) -> t.ifPresent(x -> out.put(a, x)));
+    }
+    return out;
   }
 
-  /**
-   * Runs the trainer, restarting it after a failure under an exponential back-off (1 s to 60 s) that starts over only
-   * once a trainer has run for a minute: one that fails right after starting, again and again, backs off.
-   */
-  private void runWithRetries() {
-    long backoffMs = 1000;
-    while (!stopping) {
-      long started = System.nanoTime();
-      try {
-        trainer = new ContinualTrainer(settings);
-        if (stopping) { // shut down while it was starting
-          trainer.release();
-          return;
-        }
-        try {
-          trainer.run();
-        } finally {
-          trainer.release();
-        }
-      } catch (Exception e) {
-        if (System.nanoTime() - started > HEALTHY_RUN.toNanos()) {
-          backoffMs = 1000;
-        }
-        if (stopping) {
-          return;
-        }
-        LOG.errorf(e, "trainer failed (retrying in %d s): %s", backoffMs / 1000, e.getMessage());
-        try {
-          Thread.sleep(backoffMs);
-        } catch (InterruptedException ie) {
-          return;
-        }
-        backoffMs = Math.min(60_000, backoffMs * 2);
-      }
-    }
+  /** Whether this process holds {@code adapter} now (in a group, another member may). */
+  public boolean holds(String adapter) {
+    return single != null ? single.adapter().equals(adapter) : group != null && group.owned().containsKey(adapter);
+  }
+
+  public Optional<ContinualTrainer> trainer(String adapter) {
+    return Optional.ofNullable(trainers().get(adapter));
   }
 
   void onShutdown(@Observes ShutdownEvent event) throws InterruptedException {
-    stopping = true;
     if (broker != null) {
       broker.close();
     }
-    if (thread != null) {
-      ContinualTrainer t = trainer;
-      if (t != null) {
-        t.close(); // returns within a poll, or after the window in progress
-      }
-      thread.join(t == null ? 100 : 30_000);
-      if (thread.isAlive()) { // in a back-off sleep, or a window that takes longer: the store makes stopping safe
-        thread.interrupt();
-        thread.join(5_000);
+    if (single != null) {
+      single.close(); // returns within a poll, or after the window in progress (30 s at most; the store makes it safe)
+    }
+    if (group != null) {
+      group.close(); // the member's trainers finish their windows, then it leaves the group
+      groupThread.join(30_000);
+      if (groupThread.isAlive()) {
+        groupThread.interrupt();
+        groupThread.join(5_000);
       }
     }
   }

@@ -10,6 +10,7 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.inject.Produces;
 import jakarta.inject.Singleton;
+import java.util.List;
 import java.util.function.ToDoubleFunction;
 
 /**
@@ -27,44 +28,63 @@ public class TrainerMetrics {
   TrainerMetrics(MeterRegistry registry, TrainerLoop loop) {
     this.loop = loop;
     this.meters = new ServiceMetrics.Registered(registry);
-    String adapter = loop.settings().map(ContinualTrainer.Settings::adapterName).orElse("");
-    counter(registry, "memgen.trainer.windows", "published", "windows the gate accepted and published", s -> s.published());
-    counter(registry, "memgen.trainer.windows", "refused", "windows whose candidate the gate refused", s -> s.rejected());
-    counter(registry, "memgen.trainer.records.consumed", null, "trajectory records read", s -> s.consumed());
-    gauge(registry, "memgen.trainer.version", adapter, "the version the trainer grows from (the one serving)",
-        s -> s.currentVersion());
-    gauge(registry, "memgen.trainer.window.trajectories", adapter, "trajectories in the open window", s -> s.windowTrajectories());
-    gauge(registry, "memgen.trainer.window.rewarded", adapter, "rewarded trajectories in the open window",
-        s -> s.windowRewarded());
-    counter(registry, "memgen.trainer.trajectories", "trained", "trajectories by outcome", s -> s.counts().trained());
-    counter(registry, "memgen.trainer.trajectories", "low_reward", "trajectories by outcome", s -> s.counts().lowReward());
-    counter(registry, "memgen.trainer.trajectories", "duplicate", "trajectories by outcome", s -> s.counts().duplicated());
-    counter(registry, "memgen.trainer.trajectories", "dead_lettered", "trajectories by outcome", s -> s.counts().deadLettered());
-    counter(registry, "memgen.trainer.trajectories", "skipped", "trajectories by outcome", s -> s.counts().skipped());
-    counter(registry, "memgen.trainer.trajectories", "expired", "trajectories by outcome", s -> s.counts().expired());
-    gauge(registry, "memgen.trainer.trajectories.waiting", adapter, "trajectories carried, waiting for a reward or a window",
-        s -> s.counts().waiting());
-    if (loop.broker().isPresent()) {
-      meters.add(Gauge.builder("memgen.trainer.consumer.lag", this, m -> m.lag()).tag("adapter", adapter)
-          .description("trajectory records not yet committed by the trainer's group (-1: the broker does not answer)")
-          .register(registry));
+    for (String adapter : loop.adapters()) { // in a trainer group, another member's adapters read as zeros here
+      counter(registry, adapter, "memgen.trainer.windows", "published", "windows the gate accepted and published",
+          s -> s.published());
+      counter(registry, adapter, "memgen.trainer.windows", "refused", "windows whose candidate the gate refused",
+          s -> s.rejected());
+      counter(registry, adapter, "memgen.trainer.records.consumed", null, "trajectory records read", s -> s.consumed());
+      gauge(registry, adapter, "memgen.trainer.version", "the version the trainer grows from (the one serving)",
+          s -> s.currentVersion());
+      gauge(registry, adapter, "memgen.trainer.window.trajectories", "trajectories in the open window",
+          s -> s.windowTrajectories());
+      gauge(registry, adapter, "memgen.trainer.window.rewarded", "rewarded trajectories in the open window",
+          s -> s.windowRewarded());
+      for (String outcome : List.of("trained", "low_reward", "duplicate", "dead_lettered", "skipped", "expired")) {
+        counter(registry, adapter, "memgen.trainer.trajectories", outcome, "trajectories by outcome",
+            s -> outcome(s.counts(), outcome));
+      }
+      gauge(registry, adapter, "memgen.trainer.trajectories.waiting", "trajectories carried, waiting for a reward or a window",
+          s -> s.counts().waiting());
+      gauge(registry, adapter, "memgen.trainer.held", "1 while this process trains the adapter (a trainer group shares "
+          + "them)", null);
+      if (loop.broker().isPresent()) {
+        meters.add(Gauge.builder("memgen.trainer.consumer.lag", this, m -> m.lag(adapter)).tag("adapter", adapter)
+            .description("trajectory records not yet committed by the trainer's group (-1: the broker does not answer, "
+                + "or another member of the trainer group trains the adapter)")
+            .register(registry));
+      }
     }
   }
 
-  private double lag() {
-    return loop.trainer().map(t -> (double) loop.broker().orElseThrow().lag(t.groupId())).orElse(-1.0);
+  private static double outcome(ContinualTrainer.Counts c, String outcome) {
+    return switch (outcome) {
+      case "trained" -> c.trained();
+      case "low_reward" -> c.lowReward();
+      case "duplicate" -> c.duplicated();
+      case "dead_lettered" -> c.deadLettered();
+      case "skipped" -> c.skipped();
+      case "expired" -> c.expired();
+      default -> throw new IllegalArgumentException(outcome);
+    };
   }
 
-  private void counter(MeterRegistry registry, String name, String outcome, String help,
+  private double lag(String adapter) {
+    return loop.trainer(adapter).map(t -> (double) loop.broker().orElseThrow().lag(t.groupId())).orElse(-1.0);
+  }
+
+  private void counter(MeterRegistry registry, String adapter, String name, String outcome, String help,
       ToDoubleFunction<ContinualTrainer.Status> value) {
     FunctionCounter.Builder<TrainerLoop> b = FunctionCounter.builder(name, loop,
-        l -> l.trainer().map(t -> value.applyAsDouble(t.status())).orElse(0.0)).description(help);
+        l -> l.trainer(adapter).map(t -> value.applyAsDouble(t.status())).orElse(0.0)).description(help).tag("adapter", adapter);
     meters.add((outcome == null ? b : b.tag("outcome", outcome)).register(registry));
   }
 
-  private void gauge(MeterRegistry registry, String name, String adapter, String help,
+  /** {@code value} null: whether this process holds the adapter. */
+  private void gauge(MeterRegistry registry, String adapter, String name, String help,
       ToDoubleFunction<ContinualTrainer.Status> value) {
-    meters.add(Gauge.builder(name, loop, l -> l.trainer().map(t -> value.applyAsDouble(t.status())).orElse(0.0))
+    meters.add(Gauge.builder(name, loop, l -> value == null ? (l.holds(adapter) ? 1 : 0)
+            : l.trainer(adapter).map(t -> value.applyAsDouble(t.status())).orElse(0.0))
         .tag("adapter", adapter).description(help).register(registry));
   }
 

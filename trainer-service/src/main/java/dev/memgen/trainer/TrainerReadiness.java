@@ -8,8 +8,9 @@ import org.eclipse.microprofile.health.HealthCheckResponseBuilder;
 import org.eclipse.microprofile.health.Readiness;
 
 /**
- * Ready (at {@code /q/health/ready}) when the trainer runs and its broker answers: it learns from nothing else. A
- * trainer the service is restarting after a failure (under its back-off) is unready, with the activity it reports.
+ * Ready (at {@code /q/health/ready}) when the trainers of the adapters this process holds run and the broker answers:
+ * they learn from nothing else. A trainer the service is restarting after a failure (under its back-off) makes it
+ * unready, with the activity it reports.
  * Without an experience log the service idles and is ready (it only answers health and TrainerAdmin).
  */
 @Readiness
@@ -32,8 +33,15 @@ public class TrainerReadiness implements HealthCheck {
     if (!a.reachable()) {
       r.down();
     }
-    loop.trainer().ifPresentOrElse(t -> r.withData("trainer", "v" + t.status().currentVersion() + ": " + t.status().activity()),
-        () -> r.down().withData("trainer", "not running (starting, or restarting after a failure)"));
+    // Every adapter this process holds must have its trainer running (a group member holding none is a ready standby).
+    for (String adapter : loop.adapters()) {
+      if (!loop.holds(adapter)) {
+        continue;
+      }
+      String key = loop.adapters().size() == 1 ? "trainer" : "trainer " + adapter;
+      loop.trainer(adapter).ifPresentOrElse(t -> r.withData(key, "v" + t.status().currentVersion() + ": " + t.status().activity()),
+          () -> r.down().withData(key, "not running (starting, or restarting after a failure)"));
+    }
     return r.build();
   }
 }

@@ -161,9 +161,9 @@ class TrainerAdminTest {
         java.net.http.HttpResponse.BodyHandlers.ofString()).body();
     List<String> lint = dev.memgen.rpc.Prometheus.lint(text);
     assertTrue(lint.isEmpty(), "promtool check metrics: " + lint + dev.memgen.rpc.Prometheus.at(text, lint));
-    assertTrue(text.contains("memgen_trainer_windows_total{outcome=\"published\"} 1.0"), text);
-    assertTrue(text.contains("memgen_trainer_trajectories_total{outcome=\"trained\"} 3.0"), text);
-    assertTrue(text.contains("memgen_trainer_trajectories_total{outcome=\"duplicate\"} 1.0"), text);
+    assertTrue(text.contains("memgen_trainer_windows_total{adapter=\"default\",outcome=\"published\"} 1.0"), text);
+    assertTrue(text.contains("memgen_trainer_trajectories_total{adapter=\"default\",outcome=\"trained\"} 3.0"), text);
+    assertTrue(text.contains("memgen_trainer_trajectories_total{adapter=\"default\",outcome=\"duplicate\"} 1.0"), text);
     assertTrue(text.contains("memgen_trainer_version{adapter=\"default\"} 2.0"), text);
     assertTrue(text.contains("memgen_trainer_consumer_lag{adapter=\"default\"}"), text);
     java.net.http.HttpResponse<String> r = http.send(java.net.http.HttpRequest.newBuilder(ready.toURI()).build(),

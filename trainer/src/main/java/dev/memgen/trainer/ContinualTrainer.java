@@ -45,6 +45,7 @@ import java.util.Map;
 import java.util.Optional;
 import java.util.OptionalDouble;
 import java.util.Queue;
+import java.util.Set;
 import java.util.TreeMap;
 import java.util.TreeSet;
 import java.util.concurrent.CompletableFuture;
@@ -88,6 +89,12 @@ public final class ContinualTrainer implements AutoCloseable {
   private static final Duration MAX_RETRY_BACKOFF = Duration.ofMinutes(5);
   private static final int MAX_REMEMBERED_FEEDBACK = 1_000_000;
   private static final List<String> INPUTS = List.of(Topics.TRAJECTORIES, Topics.FEEDBACK);
+  /**
+   * DJL's PyTorch engine records gradients process-wide (one {@code PtGradientCollector} at a time, or "already
+   * collecting"): the trainers of one process (a trainer group's member holds several adapters) take turns at
+   * training, while the others go on reading the log, rolling out and evaluating.
+   */
+  private static final Object GRADIENTS = new Object();
 
   /**
    * What the trainer takes in and how long it remembers.
@@ -209,6 +216,13 @@ public final class ContinualTrainer implements AutoCloseable {
           evalMaxNewTokens, partitions, seed, i, rollouts, trigger);
     }
 
+    /** The same settings for adapter {@code name}, working in {@code work} (a trainer group's member per adapter). */
+    public Settings forAdapter(String name, Path work) {
+      return new Settings(bootstrapServers, name, modelDir, initialMemory, storeDir, work, heldOut, gateTolerance,
+          windowRewarded, maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier,
+          evalMaxNewTokens, partitions, seed, intake, rollouts, trigger);
+    }
+
     public Settings withTrigger(TriggerTraining t) {
       return new Settings(bootstrapServers, adapterName, modelDir, initialMemory, storeDir, workDir, heldOut, gateTolerance,
           windowRewarded, maxWindowWait, feedbackGrace, sftMinReward, sftSteps, sftBatch, sftLr, grpoSteps, verifier,
@@ -303,8 +317,10 @@ public final class ContinualTrainer implements AutoCloseable {
   private final Map<Long, Double> heldOutScore = new HashMap<>();
   private final TrainedIds trained;
 
+  private final Set<Integer> owned; // trajectory partitions this trainer reads (empty: all)
   private AdapterStore.Version current;
   private Path currentDir;
+  private AdapterStore.Version latestStored; // the newest version in the store as this trainer knows it: it stores the next
   private Map<TopicPartition, Long> rangeStart; // where the next published version's trained_on begins
   private final Map<TopicPartition, Long> position = new HashMap<>(); // next offset to consume
   private final Map<TopicPartition, Long> feedbackPosition = new HashMap<>();
@@ -338,12 +354,26 @@ public final class ContinualTrainer implements AutoCloseable {
   private Map<String, Double> lastRollouts = Map.of(); // what the last window's rejection sampling found
 
   public ContinualTrainer(Settings settings) throws Exception {
-    this(settings, UnaryOperator.identity());
+    this(settings, Set.of(), UnaryOperator.identity());
+  }
+
+  /**
+   * A trainer that reads only the trajectory partitions {@code partitions} (empty: all): in a {@link TrainerGroup}, the
+   * one its adapter's records land on ({@code Topics.partitionOf}). The stored offsets of the others carry over.
+   */
+  public ContinualTrainer(Settings settings, Set<Integer> partitions) throws Exception {
+    this(settings, partitions, UnaryOperator.identity());
   }
 
   /** {@code decorate} wraps the trainer's own {@link WindowTraining} (tests inject failures with it). */
   ContinualTrainer(Settings settings, UnaryOperator<WindowTraining> decorate) throws Exception {
+    this(settings, Set.of(), decorate);
+  }
+
+  private ContinualTrainer(Settings settings, Set<Integer> partitions, UnaryOperator<WindowTraining> decorate)
+      throws Exception {
     this.s = settings;
+    this.owned = Set.copyOf(partitions);
     Files.createDirectories(s.workDir());
     store = AdapterStore.open(s.storeDir());
     log = new ExperienceLog(s.bootstrapServers());
@@ -723,8 +753,8 @@ public final class ContinualTrainer implements AutoCloseable {
         retryAtNanos = 0;
         heldBack = "";
         return o;
-      } catch (InterruptedException | DeadLetters.DeadLetterException e) {
-        throw e;
+      } catch (InterruptedException | DeadLetters.DeadLetterException | AdapterStore.VersionConflictException e) {
+        throw e; // a conflict: another trainer publishes this adapter now; this one stops (see followRollback)
       } catch (Exception e) {
         last = e;
         if (attempt == 0) {
@@ -816,7 +846,7 @@ public final class ContinualTrainer implements AutoCloseable {
           e.getMessage());
       return Outcome.refused("training diverged: " + e.getMessage());
     }
-    long next = store.latest(s.adapterName()).map(v -> v.version() + 1).orElse(1L);
+    long next = latestStored.version() + 1;
     MemoryManifest.read(candidate).withVersion(next).write(candidate); // serving reports the store's version number
 
     updateStatus("evaluating");
@@ -846,6 +876,13 @@ public final class ContinualTrainer implements AutoCloseable {
 
   /** The trainer's own {@link WindowTraining}: SFT on the rewarded completions, then GRPO by re-rollout of the prompts. */
   private Path trainCandidate(Path from, List<TokenizedExample> examples, List<Evaluator.Problem> prompts, int sftSteps,
+      int grpoSteps, long seed, Map<String, Double> metrics) throws IOException {
+    synchronized (GRADIENTS) {
+      return trainWeaver(from, examples, prompts, sftSteps, grpoSteps, seed, metrics);
+    }
+  }
+
+  private Path trainWeaver(Path from, List<TokenizedExample> examples, List<Evaluator.Problem> prompts, int sftSteps,
       int grpoSteps, long seed, Map<String, Double> metrics) throws IOException {
     Path trainedDir = from;
     if (!examples.isEmpty()) {
@@ -889,10 +926,13 @@ public final class ContinualTrainer implements AutoCloseable {
     Verifier v = s.verifier().orElseThrow();
     Path out = s.workDir().resolve("candidate-trigger");
     Directories.deleteRecursively(out); // a fresh run, not a resumed one
-    TriggerRl.Result r = TriggerRl.train(base, fingerprint, tokenizer, from, out, prompts,
-        (completion, refs) -> v.score(completion, refs.get(0)), delimiters,
-        new TriggerRl.Settings(t.steps(), Math.min(t.problemsPerStep(), prompts.size()), t.group(), t.lr(), 0, t.penalty(),
-            s.evalMaxNewTokens(), 1.0, AdamW.Settings.DEFAULT, 0, seed), (step, steps, reward, rate, reference) -> {});
+    TriggerRl.Result r;
+    synchronized (GRADIENTS) {
+      r = TriggerRl.train(base, fingerprint, tokenizer, from, out, prompts,
+          (completion, refs) -> v.score(completion, refs.get(0)), delimiters,
+          new TriggerRl.Settings(t.steps(), Math.min(t.problemsPerStep(), prompts.size()), t.group(), t.lr(), 0, t.penalty(),
+              s.evalMaxNewTokens(), 1.0, AdamW.Settings.DEFAULT, 0, seed), (step, steps, reward, rate, reference) -> {});
+    }
     metrics.put("trigger_rl_steps", (double) r.steps());
     metrics.put("trigger_rl_invocation_rate", r.lastInvocationRate());
     metrics.put("trigger_rl_mean_reward", r.lastMeanReward());
@@ -917,6 +957,10 @@ public final class ContinualTrainer implements AutoCloseable {
    * next version must grow from what serves, not from what this trainer published last.
    */
   private void followRollback() throws IOException {
+    long newest = store.latest(s.adapterName()).map(AdapterStore.Version::version).orElse(0L);
+    if (newest > latestStored.version()) { // not a rollback: a version this trainer did not store
+      throw new AdapterStore.VersionConflictException(s.adapterName(), newest);
+    }
     AdapterPublished now = AdapterLog.current(s.bootstrapServers(), KAFKA_TIMEOUT)
         .get(AdapterLog.key(s.adapterName(), AdapterComponent.WEAVER));
     if (now != null && now.getVersion() != current.version()) {
@@ -948,7 +992,7 @@ public final class ContinualTrainer implements AutoCloseable {
     // Where a restarted trainer looks for the dead letters it sends from now on (every earlier one is confirmed).
     deadLetters.positions(s.bootstrapServers(), INPUTS).forEach((tp, o) -> offsets.put(tp.toString(), o));
     List<Ledger.Entry> entries = new ArrayList<>(decided);
-    java.util.Set<String> taught = new java.util.HashSet<>();
+    Set<String> taught = new java.util.HashSet<>();
     for (Item item : items) {
       taught.add(item.w().t().getTrajectoryId());
       entries.add(new Ledger.Entry(item.w().source(), item.w().t().getTrajectoryId(), Ledger.Outcome.TRAINED,
@@ -960,9 +1004,19 @@ public final class ContinualTrainer implements AutoCloseable {
             reward(w.t()).isPresent() ? "rewarded after its window started, or beyond max-window" : "no reward yet"));
       }
     }
+    // Partitions this trainer does not read keep the offsets the last version stored for them.
+    latestStored.offsets().forEach((k, o) -> {
+      if (k.startsWith(Topics.TRAJECTORIES + "-")) {
+        offsets.putIfAbsent(k, o);
+      }
+    });
     Ledger ledger = new Ledger(entries, otherAdapters);
     metrics.put("trajectories_trained", (double) items.size());
-    AdapterStore.Version v = store.publish(s.adapterName(), candidate, current.version(), fingerprint, metrics, offsets, ledger);
+    // Stored as the version after the newest this trainer knows, or not at all: if another trainer took the adapter
+    // over and published meanwhile, the store refuses (VersionConflictException) and nothing of this window shows.
+    AdapterStore.Version v = store.publishAs(s.adapterName(), latestStored.version() + 1, candidate, current.version(),
+        fingerprint, metrics, offsets, ledger);
+    latestStored = v;
     AdapterPublished a = announce(v, ranges, reason);
     Map<TopicPartition, OffsetAndMetadata> commit = new HashMap<>();
     position.forEach((tp, o) -> commit.put(tp, new OffsetAndMetadata(o, "v" + v.version())));
@@ -1014,10 +1068,11 @@ public final class ContinualTrainer implements AutoCloseable {
       Directories.copyFiles(s.initialMemory(), initial);
       MemoryManifest.read(initial).withVersion(1).write(initial);
       Memory.load(initial, base, fingerprint).close(); // refuse a memory made for another base before storing it
-      latest = Optional.of(store.publish(s.adapterName(), initial, 0, fingerprint, Map.of(), Map.of()));
+      latest = Optional.of(store.publishAs(s.adapterName(), 1, initial, 0, fingerprint, Map.of(), Map.of(), Ledger.EMPTY));
       LOG.info("stored the initial memory {} as {} v1", s.initialMemory(), s.adapterName());
     }
     AdapterStore.Version v = latest.get();
+    latestStored = v;
     long announcedUpTo = now == null ? 0 : Math.max(now.getVersion(), now.getRolledBackFrom());
     if (v.version() > announcedUpTo) {
       AdapterStore.Version parent = v.parent() > 0 ? store.get(s.adapterName(), v.parent()) : null;
@@ -1028,7 +1083,11 @@ public final class ContinualTrainer implements AutoCloseable {
     lastPublished = now;
     // Train on from what serves now: the latest version, or the one an operator rolled back to.
     adopt(now.getVersion() == v.version() ? v : store.get(s.adapterName(), now.getVersion()));
-    List<TopicPartition> parts = partitions(trajectories, Topics.TRAJECTORIES);
+    List<TopicPartition> parts = partitions(trajectories, Topics.TRAJECTORIES).stream()
+        .filter(tp -> owned.isEmpty() || owned.contains(tp.partition())).toList();
+    if (parts.isEmpty()) {
+      throw new IllegalStateException(Topics.TRAJECTORIES + " has no partition " + owned);
+    }
     trajectories.assign(parts);
     rangeStart = new HashMap<>();
     for (TopicPartition tp : parts) {

@@ -29,9 +29,10 @@ import java.util.stream.Stream;
  * version is stored once under {@code blobs/sha256/<hex>}; each version is a small JSON record
  * {@code adapters/<name>/<version>.json} naming its files' hashes, its parent version, the base model's fingerprint,
  * its evaluation metrics and the input offsets it was trained on (so a trainer restarted after a crash resumes from
- * the last published version's offsets), and, beside it, the version's {@link Ledger}: what became of every trajectory
- * record it consumed, by id. Writes are atomic (temporary file, then rename), so a reader never sees half
- * a version; reading a version back verifies every hash and refuses a corrupted file by name.
+ * the last published version's offsets), and the hash of the version's {@link Ledger} (stored as a blob): what became
+ * of every trajectory record it consumed, by id. A record is created whole or not at all and never replaced, so a
+ * reader never sees half a version and two writers of one version cannot both succeed; reading a version back
+ * verifies every hash and refuses a corrupted file by name.
  */
 public final class AdapterStore {
   private static final ObjectMapper JSON = new ObjectMapper();
@@ -72,13 +73,36 @@ public final class AdapterStore {
   }
 
   /**
-   * {@link #publish(String, Path, long, String, Map, Map)} with the version's {@link Ledger}: written before the
-   * record, which names its hash (the record is the commit point: a ledger without a record is overwritten by the next
-   * publish).
+   * {@link #publish(String, Path, long, String, Map, Map)} with the version's {@link Ledger}, as the next version after
+   * the latest stored one.
    */
   public synchronized Version publish(String name, Path dir, long parent, String baseFingerprint, Map<String, Double> metrics,
       Map<String, Long> offsets, Ledger ledger) throws IOException {
+    long version = latest(name).map(v -> v.version() + 1).orElse(1L);
+    return publishAs(name, version, dir, parent, baseFingerprint, metrics, offsets, ledger);
+  }
+
+  /**
+   * Publishes {@code dir} as version {@code version} of {@code name}, which must not exist yet: the record is created,
+   * never replaced (a hard link to a finished temporary file, which fails if the name is taken), so when two trainers
+   * both believe they own an adapter, one of them stores version N and the other gets a {@link VersionConflictException}
+   * and nothing of its own is visible; the versions stay a single line of parents. The ledger is stored first,
+   * content-addressed like the files (so a loser cannot overwrite the winner's), and the record names its hash: the
+   * record is the commit point.
+   *
+   * @throws VersionConflictException version {@code version} exists already (another trainer published it)
+   */
+  public synchronized Version publishAs(String name, long version, Path dir, long parent, String baseFingerprint,
+      Map<String, Double> metrics, Map<String, Long> offsets, Ledger ledger) throws IOException {
     checkName(name);
+    if (version < 1 || parent < 0 || parent >= version) {
+      throw new IllegalArgumentException(name + ": version " + version + " with parent " + parent
+          + " (a version is >= 1 and its parent older)");
+    }
+    Path record = recordPath(name, version);
+    if (Files.exists(record)) {
+      throw new VersionConflictException(name, version);
+    }
     Map<String, String> files = new TreeMap<>();
     try (DirectoryStream<Path> entries = Files.newDirectoryStream(dir, Files::isRegularFile)) {
       for (Path file : entries) {
@@ -88,19 +112,29 @@ public final class AdapterStore {
     if (files.isEmpty()) {
       throw new IllegalArgumentException(dir + ": no files to publish");
     }
-    long version = latest(name).map(v -> v.version() + 1).orElse(1L);
-    Path record = recordPath(name, version);
     Files.createDirectories(record.getParent());
     String ledgerSha256 = "";
     if (!ledger.entries().isEmpty() || ledger.otherAdapters() > 0) {
-      byte[] lines = ledger.toJsonLines();
-      writeAtomically(ledgerPath(name, version), lines);
-      ledgerSha256 = HexFormat.of().formatHex(sha256().digest(lines));
+      Path lines = Files.createTempFile(root.resolve("blobs"), "ledger", ".tmp");
+      try {
+        Files.write(lines, ledger.toJsonLines());
+        ledgerSha256 = storeBlob(lines);
+      } finally {
+        Files.deleteIfExists(lines);
+      }
     }
     Version v = new Version(name, version, parent, baseFingerprint, files, Map.copyOf(metrics), Map.copyOf(offsets), Instant.now(),
         ledgerSha256, ledger.counts());
-    writeAtomically(record, JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(toJson(v)));
+    createOnce(record, JSON.writerWithDefaultPrettyPrinter().writeValueAsBytes(toJson(v)), name, version);
     return v;
+  }
+
+  /** Version {@code version} of {@code name} exists already: another writer published it first. */
+  public static final class VersionConflictException extends IOException {
+    public VersionConflictException(String name, long version) {
+      super("adapter " + name + " v" + version + " was published by another trainer meanwhile (this one no longer owns "
+          + "the adapter, or two trainers were started for it)");
+    }
   }
 
   /** Every version of {@code name}, oldest first. */
@@ -145,7 +179,10 @@ public final class AdapterStore {
     if (v.ledgerSha256().isEmpty()) {
       return Ledger.EMPTY;
     }
-    Path file = ledgerPath(name, version);
+    Path file = blobPath(v.ledgerSha256());
+    if (!Files.isRegularFile(file)) {
+      file = legacyLedgerPath(name, version); // stores written before ledgers were content-addressed
+    }
     if (!Files.isRegularFile(file)) {
       throw new CorruptedAdapterException(name + " v" + version + ": its ledger " + file + " is missing");
     }
@@ -262,7 +299,7 @@ public final class AdapterStore {
     return root.resolve("adapters").resolve(name).resolve(version + ".json");
   }
 
-  private Path ledgerPath(String name, long version) {
+  private Path legacyLedgerPath(String name, long version) {
     return root.resolve("adapters").resolve(name).resolve(version + ".ledger.jsonl");
   }
 
@@ -273,10 +310,24 @@ public final class AdapterStore {
     }
   }
 
-  private static void writeAtomically(Path file, byte[] bytes) throws IOException {
-    Path tmp = file.resolveSibling(file.getFileName() + ".tmp");
-    Files.write(tmp, bytes);
-    Files.move(tmp, file, StandardCopyOption.REPLACE_EXISTING, StandardCopyOption.ATOMIC_MOVE);
+  /**
+   * Writes {@code file} whole or not at all, and only if it does not exist: a link to a finished temporary file is
+   * atomic and refuses an existing name (a rename would silently replace it).
+   */
+  private static void createOnce(Path file, byte[] bytes, String name, long version) throws IOException {
+    Path tmp = Files.createTempFile(file.getParent(), "." + file.getFileName(), ".tmp");
+    try {
+      Files.write(tmp, bytes);
+      try {
+        Files.createLink(file, tmp);
+      } catch (UnsupportedOperationException e) { // a file system without hard links: checked, then moved
+        Files.move(tmp, file);
+      }
+    } catch (java.nio.file.FileAlreadyExistsException e) {
+      throw new VersionConflictException(name, version);
+    } finally {
+      Files.deleteIfExists(tmp);
+    }
   }
 
   private static ObjectNode toJson(Version v) {

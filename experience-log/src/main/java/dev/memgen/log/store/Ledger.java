@@ -15,8 +15,9 @@ import java.util.TreeMap;
 
 /**
  * What a published version did with the trajectory records in its range, one entry per record: the account that says,
- * by trajectory id, what was trained. Stored beside the version's record ({@code adapters/<name>/<version>.ledger.jsonl},
- * its sha256 in the record, so the announcement's one hash pins it too), one JSON object per line:
+ * by trajectory id, what was trained. Stored as a blob of the store ({@code blobs/sha256/<hash>}; stores written
+ * before that keep it at {@code adapters/<name>/<version>.ledger.jsonl}), its sha256 in the record, so the
+ * announcement's one hash pins it too; one JSON object per line:
  * {@code {"source": "memgen.trajectories-0@17", "id": "…", "outcome": "trained", "detail": "reward 1.0"}}.
  *
  * <p>Every record of the version's {@code trained_on} ranges has exactly one entry with an outcome other than

@@ -72,4 +72,77 @@ class AdapterStoreTest {
     Files.createDirectories(tmp.resolve("empty"));
     assertThrows(IllegalArgumentException.class, () -> store.publish("y", tmp.resolve("empty"), 0, "fp", Map.of(), Map.of()));
   }
+
+  /**
+   * Two writers (two store objects on one directory, as two trainer processes have) racing for the same version: in
+   * every round exactly one stores it, the other gets a conflict, and the record, its files and its ledger are the
+   * winner's, whole.
+   */
+  @Test
+  void twoWritersOfOneVersionCannotBothSucceed() throws Exception {
+    Path root = tmp.resolve("store");
+    AdapterStore first = AdapterStore.open(root);
+    AdapterStore second = AdapterStore.open(root);
+    first.publish("x", memoryDir(tmp.resolve("v1"), "w1", "{}"), 0, "fp", Map.of(), Map.of());
+    for (int round = 2; round <= 21; round++) {
+      long version = round;
+      java.util.concurrent.CyclicBarrier start = new java.util.concurrent.CyclicBarrier(2);
+      List<java.util.concurrent.Callable<AdapterStore.Version>> writers = new java.util.ArrayList<>();
+      for (AdapterStore store : List.of(first, second)) {
+        String who = store == first ? "first" : "second";
+        Path dir = memoryDir(tmp.resolve(who + "-" + round), "weights of " + who + " " + round, "{}");
+        Ledger ledger = new Ledger(List.of(new Ledger.Entry("memgen.trajectories-0@" + round, who + "-" + round,
+            Ledger.Outcome.TRAINED, "by " + who)), 0);
+        writers.add(() -> {
+          start.await();
+          return store.publishAs("x", version, dir, version - 1, "fp", Map.of(), Map.of(), ledger);
+        });
+      }
+      var pool = java.util.concurrent.Executors.newFixedThreadPool(2);
+      List<Object> outcomes = new java.util.ArrayList<>();
+      try {
+        for (var f : pool.invokeAll(writers)) {
+          try {
+            outcomes.add(f.get());
+          } catch (java.util.concurrent.ExecutionException e) {
+            outcomes.add(e.getCause());
+          }
+        }
+      } finally {
+        pool.shutdown();
+      }
+      List<AdapterStore.Version> won = outcomes.stream().filter(o -> o instanceof AdapterStore.Version)
+          .map(o -> (AdapterStore.Version) o).toList();
+      assertEquals(1, won.size(), "round " + round + ": exactly one writer stores the version: " + outcomes);
+      Object lost = outcomes.stream().filter(o -> !(o instanceof AdapterStore.Version)).findFirst().orElseThrow();
+      assertTrue(lost instanceof AdapterStore.VersionConflictException, "the other is told: " + lost);
+      assertTrue(((Exception) lost).getMessage().contains("x v" + version + " was published by another trainer"),
+          ((Exception) lost).getMessage());
+      AdapterStore.Version stored = second.get("x", version);
+      assertEquals(won.get(0).files(), stored.files(), "the record is the winner's");
+      Ledger ledger = first.ledger("x", version); // checked against the hash the record names
+      assertEquals(1, ledger.entries().size());
+      String who = ledger.entries().get(0).trajectoryId().replace("-" + round, "");
+      Path out = first.materialize("x", version, tmp.resolve("out-" + round));
+      assertEquals("weights of " + who + " " + round, Files.readString(out.resolve("memory.safetensors")),
+          "files and ledger of one writer");
+    }
+    assertEquals(21, first.versions("x").size());
+    for (AdapterStore.Version v : first.versions("x")) {
+      assertEquals(v.version() - 1, v.parent(), "a single line of parents");
+    }
+  }
+
+  @Test
+  void publishingAVersionThatExistsIsAConflict() throws IOException {
+    AdapterStore store = AdapterStore.open(tmp.resolve("store"));
+    store.publish("x", memoryDir(tmp.resolve("a"), "w", "{}"), 0, "fp", Map.of(), Map.of());
+    Path other = memoryDir(tmp.resolve("b"), "other", "{}");
+    assertThrows(AdapterStore.VersionConflictException.class,
+        () -> store.publishAs("x", 1, other, 0, "fp", Map.of(), Map.of(), Ledger.EMPTY));
+    assertEquals("w", Files.readString(store.materialize("x", 1, tmp.resolve("out")).resolve("memory.safetensors")));
+    IllegalArgumentException e = assertThrows(IllegalArgumentException.class,
+        () -> store.publishAs("x", 3, other, 3, "fp", Map.of(), Map.of(), Ledger.EMPTY));
+    assertTrue(e.getMessage().contains("its parent older"), e.getMessage());
+  }
 }
