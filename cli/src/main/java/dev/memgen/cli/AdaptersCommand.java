@@ -8,6 +8,8 @@ import dev.memgen.log.Topics;
 import dev.memgen.log.store.AdapterStore;
 import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
+import dev.memgen.trainer.HeldOut;
+import dev.memgen.trainer.VersionRebuild;
 import java.io.IOException;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -24,12 +26,13 @@ import picocli.CommandLine.Option;
 import picocli.CommandLine.Parameters;
 
 /**
- * The adapter store and the adapters topic from the command line: which versions exist and which is current, and
- * rolling an adapter back to an earlier version (an announcement services follow like any other).
+ * The adapter store and the adapters topic from the command line: which versions exist and which is current,
+ * rolling an adapter back to an earlier version (an announcement services follow like any other), and rebuilding a
+ * version from its parent and the log to audit it.
  */
 @Command(name = "adapters", mixinStandardHelpOptions = true,
-    description = "Adapter versions: list the store (and what is current), roll back.",
-    subcommands = {AdaptersCommand.ListVersions.class, AdaptersCommand.Rollback.class})
+    description = "Adapter versions: list the store (and what is current), roll back, rebuild one to audit it.",
+    subcommands = {AdaptersCommand.ListVersions.class, AdaptersCommand.Rollback.class, AdaptersCommand.Rebuild.class})
 final class AdaptersCommand {
   /** How long to wait for the broker before giving up with a message naming it. */
   static final Duration BROKER_TIMEOUT = Duration.ofSeconds(30);
@@ -183,6 +186,64 @@ final class AdaptersCommand {
       o.put("uri", a.getUri());
       o.put("reason", a.getReason());
       o.put("offset", offset);
+      System.out.println(Json.line(o));
+      return 0;
+    }
+  }
+
+  @Command(name = "rebuild", mixinStandardHelpOptions = true,
+      description = "Train a version again from its parent, the trajectories its ledger names (read back from the log) "
+          + "and the recipe its record names, then compare: tensors (bit-identical, or the largest difference and why) "
+          + "and held-out accuracy, stored against rebuilt. Last line: JSON.")
+  static final class Rebuild implements Callable<Integer> {
+    @Parameters(index = "0", description = "adapter name") String name;
+
+    @Parameters(index = "1", description = "the version to rebuild (>= 2: version 1 is the initial memory)") long version;
+
+    @Option(names = "--store", required = true, description = "the adapter store directory") Path storeDir;
+
+    @Option(names = "--bootstrap", required = true, description = "Kafka bootstrap servers (the log it was trained from)")
+    String bootstrap;
+
+    @Option(names = "--model", required = true, description = "the base checkpoint it was trained on") Path model;
+
+    @Option(names = "--eval-set", defaultValue = "arithmetic:100",
+        description = "held-out problems both are scored on, as memgen.trainer.eval-set (default ${DEFAULT-VALUE})")
+    String evalSet;
+
+    @Option(names = "--eval-max-new-tokens", defaultValue = "48", description = "(default ${DEFAULT-VALUE})")
+    int evalMaxNewTokens;
+
+    @Option(names = "--work", description = "where the parent, the stored and the rebuilt memory are written "
+        + "(default .memgen/rebuild/NAME-vVERSION)") Path work;
+
+    @Override
+    public Integer call() throws Exception {
+      AdapterStore store = store(storeDir);
+      Path dir = work != null ? work : Path.of(".memgen", "rebuild", name + "-v" + version);
+      System.err.printf("rebuilding %s v%d from its parent and the log at %s ...%n", name, version, bootstrap);
+      VersionRebuild.Result r = VersionRebuild.run(store, name, version, bootstrap,
+          model, dir, HeldOut.parse(evalSet), evalMaxNewTokens);
+      double worst = r.maxAbsDiff().values().stream().mapToDouble(Double::doubleValue).max().orElse(0);
+      System.out.printf("%s v%d (parent v%d): %d trajectories, %d SFT examples (%d corrections)%n", name, version, r.parent(),
+          r.trajectories(), r.sftExamples(), r.corrections());
+      System.out.printf("tensors: %s%n", r.bitIdentical() ? "bit-identical"
+          : String.format("differ, largest |stored - rebuilt| %.3g (%s)", worst, r.why()));
+      System.out.printf("held-out accuracy on %d problems: stored %.1f%%, rebuilt %.1f%%%n", r.heldOut(), r.storedAccuracy(),
+          r.rebuiltAccuracy());
+      ObjectNode o = Json.object();
+      o.put("adapter", name);
+      o.put("version", version);
+      o.put("parent", r.parent());
+      o.put("trajectories", r.trajectories());
+      o.put("sft_examples", r.sftExamples());
+      o.put("bit_identical", r.bitIdentical());
+      o.put("max_abs_diff", worst);
+      o.put("why", r.why());
+      o.put("stored_accuracy", r.storedAccuracy());
+      o.put("rebuilt_accuracy", r.rebuiltAccuracy());
+      o.put("held_out", r.heldOut());
+      o.put("rebuilt", r.rebuilt().toString());
       System.out.println(Json.line(o));
       return 0;
     }

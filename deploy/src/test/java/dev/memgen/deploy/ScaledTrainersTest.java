@@ -46,7 +46,8 @@ import org.junit.jupiter.api.io.TempDir;
  * adapters on a real broker (trajectories keyed by adapter, each adapter's stream one partition). One member is
  * SIGKILLed while it trains a window; the other takes its adapters over when its session ends and trains on from the
  * adapter store. Afterwards every trajectory of every adapter is trained exactly once (by id, over the versions'
- * ledgers) and each adapter's versions are a single line of parents.
+ * ledgers) and each adapter's versions are a single line of parents; and {@code memgen adapters rebuild} trains a
+ * version the killed process published again, bit-identical.
  */
 class ScaledTrainersTest {
   private static final Duration SESSION = Duration.ofSeconds(6);
@@ -147,6 +148,26 @@ class ScaledTrainersTest {
         }
       }
       assertFalse(victimHeld.isEmpty(), "the victim held adapters when it was killed");
+
+      // Audit: a version the killed process trained, rebuilt here from its parent and the log, is bit-identical.
+      String audited = victimHeld.get(0);
+      // In a process of its own, as `./memgen adapters rebuild` runs (with MKL_CBWR=AUTO, as the launcher sets it).
+      ProcessBuilder pb = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
+          System.getProperty("java.class.path"), "-Dai.djl.offline=true", "dev.memgen.cli.Main", "adapters", "rebuild",
+          audited, "2", "--store", store.toString(), "--bootstrap", broker.bootstrapServers(), "--model", model.toString(),
+          "--eval-set", "arithmetic:24", "--eval-max-new-tokens", "6", "--work", tmp.resolve("rebuild").toString())
+          .redirectError(tmp.resolve("rebuild.err").toFile());
+      pb.environment().put("MKL_CBWR", "AUTO");
+      Process p = pb.start();
+      String[] lines = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8).strip()
+          .split("\n");
+      int exit = p.waitFor();
+      assertEquals(0, exit, String.join("\n", lines) + "\n" + Files.readString(tmp.resolve("rebuild.err")));
+      com.fasterxml.jackson.databind.JsonNode rebuilt = new com.fasterxml.jackson.databind.ObjectMapper()
+          .readTree(lines[lines.length - 1]);
+      assertTrue(rebuilt.get("bit_identical").asBoolean(), rebuilt.toString());
+      assertEquals(rebuilt.get("stored_accuracy").asDouble(), rebuilt.get("rebuilt_accuracy").asDouble(), rebuilt.toString());
+      assertEquals(s.ledger(audited, 2).ids(Ledger.Outcome.TRAINED).size(), rebuilt.get("trajectories").asInt());
     }
   }
 
@@ -177,7 +198,9 @@ class ScaledTrainersTest {
         "-Dquarkus.http.port=" + freePort(),
         "-Dquarkus.grpc.server.port=" + freePort(),
         "-jar", jar.toString()));
-    members.add(new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(logFile.toFile()).start());
+    ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(logFile.toFile());
+    pb.environment().put("MKL_CBWR", "AUTO"); // as deploy/local/services.sh starts a trainer
+    members.add(pb.start());
     return logFile;
   }
 

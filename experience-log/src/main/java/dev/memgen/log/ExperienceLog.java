@@ -80,6 +80,43 @@ public final class ExperienceLog implements AutoCloseable {
     return new KafkaConsumer<>(p, new StringDeserializer(), new ByteArrayDeserializer());
   }
 
+  /**
+   * The records at {@code sources} ({@code topic-partition@offset}, as {@link DeadLetters#source} writes them), by
+   * source; one that is no longer in the log (retention) or past its partition's end is absent. Reads each partition
+   * once, from its lowest wanted offset.
+   */
+  public static Map<String, ConsumerRecord<String, byte[]>> readAt(String bootstrapServers, java.util.Collection<String> sources,
+      String clientId, Duration timeout) throws java.io.IOException {
+    Map<org.apache.kafka.common.TopicPartition, java.util.TreeSet<Long>> wanted = new java.util.HashMap<>();
+    for (String source : sources) {
+      Map.Entry<org.apache.kafka.common.TopicPartition, Long> at = DeadLetters.parseSource(source);
+      wanted.computeIfAbsent(at.getKey(), k -> new java.util.TreeSet<>()).add(at.getValue());
+    }
+    Map<String, ConsumerRecord<String, byte[]>> found = new java.util.TreeMap<>();
+    try (KafkaConsumer<String, byte[]> c = consumer(bootstrapServers, clientId, null)) {
+      for (Map.Entry<org.apache.kafka.common.TopicPartition, java.util.TreeSet<Long>> e : wanted.entrySet()) {
+        org.apache.kafka.common.TopicPartition tp = e.getKey();
+        c.assign(List.of(tp));
+        long end = c.endOffsets(List.of(tp), timeout).get(tp);
+        long last = e.getValue().last();
+        c.seek(tp, e.getValue().first());
+        long deadline = System.nanoTime() + timeout.toNanos();
+        while (c.position(tp, timeout) <= last && c.position(tp, timeout) < end) {
+          if (System.nanoTime() > deadline) {
+            throw new java.io.IOException("reading " + tp + " from " + e.getValue().first() + " to " + last + " took over "
+                + timeout);
+          }
+          for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(200))) {
+            if (e.getValue().contains(r.offset())) {
+              found.put(DeadLetters.source(r), r);
+            }
+          }
+        }
+      }
+    }
+    return found;
+  }
+
   public String bootstrapServers() {
     return bootstrapServers;
   }

@@ -1,6 +1,8 @@
 package dev.memgen.trainer;
 
 import dev.memgen.log.BrokerProbe;
+import io.opentelemetry.api.OpenTelemetry;
+import io.opentelemetry.api.trace.Tracer;
 import io.quarkus.runtime.ShutdownEvent;
 import io.quarkus.runtime.Startup;
 import jakarta.enterprise.context.ApplicationScoped;
@@ -35,7 +37,7 @@ public class TrainerLoop {
   private final TrainerGroup group; // or a share of several
   private final Thread groupThread;
 
-  TrainerLoop(@ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
+  TrainerLoop(OpenTelemetry otel, @ConfigProperty(name = "memgen.log.bootstrap") Optional<String> bootstrap,
       @ConfigProperty(name = "memgen.log.partitions", defaultValue = "3") int partitions,
       @ConfigProperty(name = "memgen.model.dir") Optional<String> modelDir,
       @ConfigProperty(name = "memgen.memory.dir") Optional<String> memoryDir,
@@ -101,9 +103,10 @@ public class TrainerLoop {
       throw new IllegalStateException("trainer settings: " + e.getMessage(), e);
     }
     broker = new BrokerProbe(settings.bootstrapServers(), Duration.ofSeconds(2));
+    Tracer tracer = otel.getTracer("memgen-trainer"); // a no-op unless traces are on (quarkus.otel.sdk.disabled=false)
     if (groupAdapters.isEmpty()) {
       adapters = List.of(adapterName);
-      single = new TrainerRunner(adapterName, () -> new ContinualTrainer(settings));
+      single = new TrainerRunner(adapterName, () -> new ContinualTrainer(settings).traced(tracer));
       group = null;
       groupThread = null;
     } else {
@@ -111,7 +114,7 @@ public class TrainerLoop {
       single = null;
       String me = member.orElse(ProcessHandle.current().pid() + "@" + hostname());
       try {
-        group = new TrainerGroup(new TrainerGroup.Settings(settings, adapters, groupSessionTimeout), me);
+        group = new TrainerGroup(new TrainerGroup.Settings(settings, adapters, groupSessionTimeout), me, tracer);
       } catch (RuntimeException e) {
         throw new IllegalStateException("memgen.trainer.adapters / group-session-timeout: " + e.getMessage(), e);
       }

@@ -33,6 +33,9 @@ import org.junit.jupiter.api.io.TempDir;
  * once. (The same with trainer-service processes and a SIGKILL: {@code ScaledTrainersTest} in deploy/.)
  */
 class TrainerGroupTest {
+  private static final io.opentelemetry.api.trace.Tracer NO_TRACES =
+      io.opentelemetry.api.OpenTelemetry.noop().getTracer("test");
+
   @TempDir Path tmp;
 
   @Test
@@ -74,8 +77,8 @@ class TrainerGroupTest {
     ContinualTrainer.Settings template = TrainerFixture.settings(tmp, adapters.get(0), 3, 100, Optional.empty());
     TrainerGroup.Settings group = new TrainerGroup.Settings(template, adapters, Duration.ofSeconds(6));
     TrainerGroup first = new TrainerGroup(new TrainerGroup.Settings(template.forAdapter(adapters.get(0),
-        tmp.resolve("work-first")), adapters, Duration.ofSeconds(6)), "first");
-    TrainerGroup second = new TrainerGroup(group, "second");
+        tmp.resolve("work-first")), adapters, Duration.ofSeconds(6)), "first", NO_TRACES);
+    TrainerGroup second = new TrainerGroup(group, "second", NO_TRACES);
     Thread firstThread = new Thread(first::run);
     Thread secondThread = new Thread(second::run);
     firstThread.start();

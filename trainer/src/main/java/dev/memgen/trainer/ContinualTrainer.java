@@ -31,7 +31,21 @@ import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.Feedback;
 import dev.memgen.proto.v1.OffsetRange;
 import dev.memgen.proto.v1.Trajectory;
+import io.opentelemetry.api.OpenTelemetry;
+import io.opentelemetry.api.common.AttributeKey;
+import io.opentelemetry.api.common.Attributes;
+import io.opentelemetry.api.trace.Span;
+import io.opentelemetry.api.trace.SpanBuilder;
+import io.opentelemetry.api.trace.SpanContext;
+import io.opentelemetry.api.trace.SpanKind;
+import io.opentelemetry.api.trace.StatusCode;
+import io.opentelemetry.api.trace.Tracer;
+import io.opentelemetry.api.trace.propagation.W3CTraceContextPropagator;
+import io.opentelemetry.context.Context;
+import io.opentelemetry.context.Scope;
+import io.opentelemetry.context.propagation.TextMapGetter;
 import java.io.IOException;
+import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
@@ -46,8 +60,6 @@ import java.util.Optional;
 import java.util.OptionalDouble;
 import java.util.Queue;
 import java.util.Set;
-import java.util.TreeMap;
-import java.util.TreeSet;
 import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentLinkedQueue;
 import java.util.concurrent.atomic.AtomicBoolean;
@@ -57,6 +69,7 @@ import org.apache.kafka.clients.consumer.ConsumerRecords;
 import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.header.Header;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -95,6 +108,8 @@ public final class ContinualTrainer implements AutoCloseable {
    * training, while the others go on reading the log, rolling out and evaluating.
    */
   private static final Object GRADIENTS = new Object();
+  /** A window's span links at most this many request spans (a backend shows them all; a huge window is summarised). */
+  private static final int MAX_LINKS = 128;
 
   /**
    * What the trainer takes in and how long it remembers.
@@ -281,8 +296,11 @@ public final class ContinualTrainer implements AutoCloseable {
 
   private record Forced(String reason, CompletableFuture<Outcome> done) {}
 
-  /** A trajectory in the open window: the record, where it is in the log, and when it was logged. */
-  private record Waiting(Trajectory t, String key, TopicPartition tp, long offset, long loggedAtMillis) {
+  /**
+   * A trajectory in the open window: the record, where it is in the log, when it was logged, and the trace of the
+   * request it came from (its {@code traceparent} header; null without one).
+   */
+  private record Waiting(Trajectory t, String key, TopicPartition tp, long offset, long loggedAtMillis, SpanContext request) {
     String source() {
       return DeadLetters.source(tp, offset);
     }
@@ -341,6 +359,7 @@ public final class ContinualTrainer implements AutoCloseable {
   private String heldBack = "";
   private volatile Status status;
   private final Queue<Forced> forced = new ConcurrentLinkedQueue<>();
+  private volatile Tracer tracer = OpenTelemetry.noop().getTracer("memgen-trainer");
   private AdapterPublished lastPublished;
   private Map<String, Double> lastEvalMetrics = Map.of();
   private Instant lastEvalAt;
@@ -392,6 +411,36 @@ public final class ContinualTrainer implements AutoCloseable {
     feedback = ExperienceLog.consumer(s.bootstrapServers(), "memgen-trainer-feedback-" + s.adapterName(), null);
     recover();
   }
+
+  /** Traces windows with {@code tracer} (a service's OpenTelemetry); untraced otherwise. Returns this trainer. */
+  public ContinualTrainer traced(Tracer tracer) {
+    this.tracer = tracer;
+    return this;
+  }
+
+  /** The request span a trajectory record names in its {@code traceparent} header (W3C), or null. */
+  private static SpanContext requestSpan(ConsumerRecord<String, byte[]> r) {
+    Header h = r.headers().lastHeader("traceparent");
+    if (h == null) {
+      return null;
+    }
+    Context c = W3CTraceContextPropagator.getInstance().extract(Context.root(),
+        Map.of("traceparent", new String(h.value(), StandardCharsets.UTF_8)), MAP_GETTER);
+    SpanContext sc = Span.fromContext(c).getSpanContext();
+    return sc.isValid() ? sc : null;
+  }
+
+  private static final TextMapGetter<Map<String, String>> MAP_GETTER = new TextMapGetter<>() {
+    @Override
+    public Iterable<String> keys(Map<String, String> carrier) {
+      return carrier.keySet();
+    }
+
+    @Override
+    public String get(Map<String, String> carrier, String key) {
+      return carrier == null ? null : carrier.get(key);
+    }
+  };
 
   /** Consumer group the trainer commits its positions under (for lag monitoring; the store holds the truth). */
   public String groupId() {
@@ -481,7 +530,8 @@ public final class ContinualTrainer implements AutoCloseable {
       if (open.isEmpty()) {
         windowOpenedNanos = System.nanoTime();
       }
-      open.put(id, new Waiting(t, r.key(), new TopicPartition(r.topic(), r.partition()), r.offset(), r.timestamp()));
+      open.put(id, new Waiting(t, r.key(), new TopicPartition(r.topic(), r.partition()), r.offset(), r.timestamp(),
+          requestSpan(r)));
     }
   }
 
@@ -813,7 +863,40 @@ public final class ContinualTrainer implements AutoCloseable {
     return culprits;
   }
 
+  /**
+   * One span per window attempt ({@code memgen.trainer.window}), linked to the request spans its trajectories came
+   * from: a trace backend leads from an agent's request to the version that learned from it, and back.
+   */
   private Outcome trainGateAndPublish(List<Item> items, String reason) throws Exception {
+    SpanBuilder b = tracer.spanBuilder("memgen.trainer.window").setSpanKind(SpanKind.INTERNAL)
+        .setAttribute("memgen.adapter", s.adapterName()).setAttribute("memgen.window.trajectories", (long) items.size())
+        .setAttribute("memgen.window.parent_version", current.version()).setAttribute("memgen.window.reason", reason);
+    int linked = 0;
+    for (Item item : items) {
+      if (item.w().request() != null && linked++ < MAX_LINKS) {
+        b.addLink(item.w().request(), Attributes.of(AttributeKey.stringKey("memgen.trajectory_id"),
+            item.w().t().getTrajectoryId()));
+      }
+    }
+    Span span = b.startSpan();
+    try (Scope ignored = span.makeCurrent()) {
+      Outcome o = trainGateAndPublishTraced(items, reason);
+      if (o.published().isPresent()) {
+        span.setAttribute("memgen.window.published_version", o.published().get().getVersion());
+      } else {
+        span.setAttribute("memgen.window.refused", o.refusal());
+      }
+      return o;
+    } catch (Exception e) {
+      span.recordException(e);
+      span.setStatus(StatusCode.ERROR, e.toString());
+      throw e;
+    } finally {
+      span.end();
+    }
+  }
+
+  private Outcome trainGateAndPublishTraced(List<Item> items, String reason) throws Exception {
     followRollback();
     long started = System.nanoTime();
     List<TokenizedExample> examples = items.stream().flatMap(i -> i.sft().stream()).toList();
@@ -828,6 +911,12 @@ public final class ContinualTrainer implements AutoCloseable {
     metrics.put("sft_examples", (double) examples.size());
     metrics.put("window_started_at_ms", (double) windowStartedAtMs);
     metrics.putAll(lastRollouts);
+    // The recipe, so that `adapters rebuild` can train the version again from its parent and its ledger.
+    metrics.put("recipe_sft_steps", (double) s.sftSteps());
+    metrics.put("recipe_sft_batch", (double) s.sftBatch());
+    metrics.put("recipe_sft_lr", s.sftLr());
+    metrics.put("recipe_seed", (double) (s.seed() + current.version()));
+    metrics.put("recipe_threads", (double) Engines.THREADS);
     try {
       boolean weaverUpdate = !examples.isEmpty() || (s.grpoSteps() > 0 && !prompts.isEmpty());
       Path trainedDir = !weaverUpdate ? currentDir : training.train(currentDir, examples, prompts, s.sftSteps(),
@@ -890,8 +979,7 @@ public final class ContinualTrainer implements AutoCloseable {
       Path out = s.workDir().resolve("candidate-sft");
       Directories.deleteRecursively(out);
       WeaverSft.Result r = WeaverSft.train(base, fingerprint, trainedDir, out, examples, delimiters,
-          new WeaverSft.Settings(sftSteps, s.sftBatch(), 1, s.sftLr(), Math.min(10, sftSteps / 5), 0.1,
-              AdamW.Settings.DEFAULT, 0, seed), (step, steps, loss, lr, norm, tps) -> {});
+          sftSettings(sftSteps, s.sftBatch(), s.sftLr(), seed), (step, steps, loss, lr, norm, tps) -> {});
       metrics.put("sft_last_loss", r.lastLoss());
       metrics.put("sft_skipped_updates", (double) r.skippedSteps());
       if (!Double.isFinite(r.lastLoss()) || 2 * r.skippedSteps() > r.steps()) {
@@ -916,6 +1004,11 @@ public final class ContinualTrainer implements AutoCloseable {
       throw new IllegalArgumentException("nothing to train: no SFT example and no GRPO prompt");
     }
     return trainedDir;
+  }
+
+  /** The SFT a window's weaver update runs (what a version's recipe records, and what a rebuild runs again). */
+  static WeaverSft.Settings sftSettings(int steps, int batch, double lr, long seed) {
+    return new WeaverSft.Settings(steps, batch, 1, lr, Math.min(10, steps / 5), 0.1, AdamW.Settings.DEFAULT, 0, seed);
   }
 
   /** Trigger RL on the window's verifiable prompts, the weaver of {@code from} frozen: MemGen's second stage. */
@@ -1140,37 +1233,8 @@ public final class ContinualTrainer implements AutoCloseable {
     if (carried.isEmpty()) {
       return;
     }
-    Map<TopicPartition, TreeSet<Long>> wanted = new HashMap<>();
-    for (Ledger.Entry e : carried) {
-      Map.Entry<TopicPartition, Long> at = DeadLetters.parseSource(e.source());
-      wanted.computeIfAbsent(at.getKey(), k -> new TreeSet<>()).add(at.getValue());
-    }
-    Map<String, ConsumerRecord<String, byte[]>> found = new TreeMap<>();
-    try (KafkaConsumer<String, byte[]> c = ExperienceLog.consumer(s.bootstrapServers(), "memgen-trainer-carried-" + s.adapterName(),
-        null)) {
-      for (Map.Entry<TopicPartition, TreeSet<Long>> e : wanted.entrySet()) {
-        TopicPartition tp = e.getKey();
-        c.assign(List.of(tp));
-        long end = c.endOffsets(List.of(tp), KAFKA_TIMEOUT).get(tp);
-        for (long offset : e.getValue()) {
-          if (found.containsKey(DeadLetters.source(tp, offset)) || offset >= end) {
-            continue;
-          }
-          c.seek(tp, offset);
-          long deadline = System.nanoTime() + KAFKA_TIMEOUT.toNanos();
-          while (c.position(tp, KAFKA_TIMEOUT) <= offset && c.position(tp, KAFKA_TIMEOUT) < end) {
-            if (System.nanoTime() > deadline) {
-              throw new IOException("reading the carried trajectory at " + tp + "@" + offset + " took over " + KAFKA_TIMEOUT);
-            }
-            for (ConsumerRecord<String, byte[]> r : c.poll(Duration.ofMillis(200))) {
-              if (e.getValue().contains(r.offset())) {
-                found.put(DeadLetters.source(r), r);
-              }
-            }
-          }
-        }
-      }
-    }
+    Map<String, ConsumerRecord<String, byte[]>> found = ExperienceLog.readAt(s.bootstrapServers(),
+        carried.stream().map(Ledger.Entry::source).toList(), "memgen-trainer-carried-" + s.adapterName(), KAFKA_TIMEOUT);
     for (Ledger.Entry e : carried) {
       ConsumerRecord<String, byte[]> r = found.get(e.source());
       Trajectory t = r == null ? null : Records.TRAJECTORY.deserializeOrNull(r.value());
@@ -1223,13 +1287,19 @@ public final class ContinualTrainer implements AutoCloseable {
    * inactive), or, when the trainer trains the trigger, where the trigger decides to at its threshold.
    */
   private Evaluator.Score evaluate(Path dir) {
+    return evaluate(base, fingerprint, tokenizer, delimiters, dir, s.heldOut(), s.evalMaxNewTokens(), s.trigger());
+  }
+
+  /** The gate's evaluation of the memory in {@code dir} (shared with {@link VersionRebuild}). */
+  static Evaluator.Score evaluate(Decoder base, String fingerprint, TextTokenizer tokenizer, DelimiterTable delimiters, Path dir,
+      List<Evaluator.Problem> heldOut, int maxNewTokens, TriggerTraining trigger) {
     try (Memory memory = Memory.load(dir, base, fingerprint)) {
       InProcessMemory mem = new InProcessMemory(base, memory);
       MemGenInterleaver.Options options = new MemGenInterleaver.Options(true, memory.manifest().maxInferenceAug(),
-          s.trigger().on() ? MemGenInterleaver.TriggerMode.THRESHOLD : MemGenInterleaver.TriggerMode.INACTIVE,
-          s.trigger().threshold(), 0);
-      Evaluator evaluator = new Evaluator(base, tokenizer, s.evalMaxNewTokens(), 32);
-      return evaluator.run(s.heldOut(), ids -> MemGenInterleaver.inProcess(mem, ids.size(), delimiters, options), c -> {});
+          trigger.on() ? MemGenInterleaver.TriggerMode.THRESHOLD : MemGenInterleaver.TriggerMode.INACTIVE,
+          trigger.threshold(), 0);
+      Evaluator evaluator = new Evaluator(base, tokenizer, maxNewTokens, 32);
+      return evaluator.run(heldOut, ids -> MemGenInterleaver.inProcess(mem, ids.size(), delimiters, options), c -> {});
     }
   }
 

@@ -2,6 +2,7 @@ package dev.memgen.trainer;
 
 import dev.memgen.log.ExperienceLog;
 import dev.memgen.log.Topics;
+import io.opentelemetry.api.trace.Tracer;
 import java.time.Duration;
 import java.util.Collection;
 import java.util.HashSet;
@@ -73,14 +74,17 @@ public final class TrainerGroup implements AutoCloseable {
 
   private final Settings s;
   private final String member;
+  private final Tracer tracer;
   private final Map<String, TrainerRunner> running = new ConcurrentHashMap<>();
   private final AtomicBoolean stop = new AtomicBoolean();
   private volatile KafkaConsumer<String, byte[]> consumer;
   private volatile int partitions;
 
-  public TrainerGroup(Settings settings, String member) {
+  /** A member named {@code member} (unique in the group), its trainers tracing windows with {@code tracer}. */
+  public TrainerGroup(Settings settings, String member, Tracer tracer) {
     this.s = settings;
     this.member = member;
+    this.tracer = tracer;
   }
 
   /** The adapters this member trains now, with their trainers (absent while one starts or restarts). */
@@ -139,7 +143,7 @@ public final class TrainerGroup implements AutoCloseable {
           int partition = Topics.partitionOf(a, partitions);
           LOG.info("trainer group: {} now trains {} (partition {})", member, a, partition);
           ContinualTrainer.Settings settings = s.template().forAdapter(a, s.template().workDir().resolve(a));
-          running.put(a, new TrainerRunner(a, () -> new ContinualTrainer(settings, Set.of(partition))));
+          running.put(a, new TrainerRunner(a, () -> new ContinualTrainer(settings, Set.of(partition)).traced(tracer)));
         }
       }
     }
