@@ -92,10 +92,10 @@ start() {
                                   -Dmemgen.trainer.work-dir="$run_dir/trainer-work") ;;
         esac
       fi
-      # The trainer's float sums independent of memory alignment (MKL's conditional numerical reproducibility), so
-      # that `memgen adapters rebuild` can reproduce its versions bit for bit.
+      # The trainer's float sums independent of memory alignment and of the load (MKL's conditional numerical
+      # reproducibility, and no dynamic thread count), so that `memgen adapters rebuild` can reproduce its versions.
       env_opts=()
-      [ "$s" = trainer-service ] && env_opts=("MKL_CBWR=${MKL_CBWR:-AUTO}")
+      [ "$s" = trainer-service ] && env_opts=("MKL_CBWR=${MKL_CBWR:-AUTO}" "MKL_DYNAMIC=${MKL_DYNAMIC:-FALSE}")
       env ${env_opts[@]+"${env_opts[@]}"} "$java" "${args[@]}" ${MEMGEN_JAVA_OPTS:-} -jar "$root/$s/target/quarkus-app/quarkus-run.jar" \
         > "$run_dir/$s.log" 2>&1 &
       echo $! > "$run_dir/$s.pid"

@@ -46,8 +46,9 @@ import org.junit.jupiter.api.io.TempDir;
  * adapters on a real broker (trajectories keyed by adapter, each adapter's stream one partition). One member is
  * SIGKILLed while it trains a window; the other takes its adapters over when its session ends and trains on from the
  * adapter store. Afterwards every trajectory of every adapter is trained exactly once (by id, over the versions'
- * ledgers) and each adapter's versions are a single line of parents; and {@code memgen adapters rebuild} trains a
- * version the killed process published again, bit-identical.
+ * ledgers) and each adapter's versions are a single line of parents; and {@code memgen adapters rebuild}, in a process
+ * of its own, trains a version the killed process published again: the same held-out score and tensors within 1e-3
+ * (bit-identical in most runs).
  */
 class ScaledTrainersTest {
   private static final Duration SESSION = Duration.ofSeconds(6);
@@ -158,6 +159,7 @@ class ScaledTrainersTest {
           "--eval-set", "arithmetic:24", "--eval-max-new-tokens", "6", "--work", tmp.resolve("rebuild").toString())
           .redirectError(tmp.resolve("rebuild.err").toFile());
       pb.environment().put("MKL_CBWR", "AUTO");
+      pb.environment().put("MKL_DYNAMIC", "FALSE");
       Process p = pb.start();
       String[] lines = new String(p.getInputStream().readAllBytes(), java.nio.charset.StandardCharsets.UTF_8).strip()
           .split("\n");
@@ -165,7 +167,10 @@ class ScaledTrainersTest {
       assertEquals(0, exit, String.join("\n", lines) + "\n" + Files.readString(tmp.resolve("rebuild.err")));
       com.fasterxml.jackson.databind.JsonNode rebuilt = new com.fasterxml.jackson.databind.ObjectMapper()
           .readTree(lines[lines.length - 1]);
-      assertTrue(rebuilt.get("bit_identical").asBoolean(), rebuilt.toString());
+      // Bitwise here in most runs; in some (a member training two adapters' windows at once) the float sums differed in
+      // the last bits. VersionRebuildTest holds the bitwise claim for one process; across processes, close and equal.
+      System.err.println("rebuild: " + rebuilt);
+      assertTrue(rebuilt.get("max_abs_diff").asDouble() < 1e-3, rebuilt.toString());
       assertEquals(rebuilt.get("stored_accuracy").asDouble(), rebuilt.get("rebuilt_accuracy").asDouble(), rebuilt.toString());
       assertEquals(s.ledger(audited, 2).ids(Ledger.Outcome.TRAINED).size(), rebuilt.get("trajectories").asInt());
     }
@@ -200,6 +205,7 @@ class ScaledTrainersTest {
         "-jar", jar.toString()));
     ProcessBuilder pb = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(logFile.toFile());
     pb.environment().put("MKL_CBWR", "AUTO"); // as deploy/local/services.sh starts a trainer
+    pb.environment().put("MKL_DYNAMIC", "FALSE");
     members.add(pb.start());
     return logFile;
   }

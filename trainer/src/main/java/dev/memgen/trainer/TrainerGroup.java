@@ -99,8 +99,42 @@ public final class TrainerGroup implements AutoCloseable {
     return out;
   }
 
-  /** Holds this member's share of the adapters until {@link #close} (from another thread). */
+  /**
+   * Holds this member's share of the adapters until {@link #close} (from another thread). Trouble with the group (the
+   * broker away at start, a settings error) gives every adapter up and tries again under a back-off (1 s to 60 s).
+   */
   public void run() {
+    long backoffMs = 1000;
+    while (!stop.get()) {
+      long started = System.nanoTime();
+      try {
+        member();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return;
+      } catch (Exception e) {
+        if (stop.get()) {
+          return;
+        }
+        if (System.nanoTime() - started > Duration.ofMinutes(1).toNanos()) {
+          backoffMs = 1000;
+        }
+        LOG.error("trainer group member {} failed (joining again in {} s): {}", member, backoffMs / 1000, e.toString());
+        try {
+          Thread.sleep(backoffMs);
+        } catch (InterruptedException ie) {
+          return;
+        }
+        backoffMs = Math.min(60_000, backoffMs * 2);
+      }
+    }
+  }
+
+  /** One membership: joins, holds the partitions assigned until stopped or failed, then gives every adapter up. */
+  private void member() throws Exception {
+    try (ExperienceLog log = new ExperienceLog(s.template().bootstrapServers())) {
+      log.ensureTopics(s.template().partitions()); // the partition count is what maps adapters to partitions
+    }
     Properties p = new Properties();
     p.put(ConsumerConfig.PARTITION_ASSIGNMENT_STRATEGY_CONFIG, CooperativeStickyAssignor.class.getName());
     p.put(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG, (int) s.sessionTimeout().toMillis());

@@ -40,10 +40,10 @@ import org.apache.kafka.common.TopicPartition;
  *
  * <p>Bit-identical tensors need the same computation: the same libtorch build, CPU kind and thread count (a parallel
  * reduction splits its sums by thread), which the record's {@code recipe_threads} names, and MKL's conditional numerical
- * reproducibility ({@code MKL_CBWR=AUTO}) in both processes, without which MKL's sums depend on how the arrays happen
- * to be aligned in memory (two runs in one process usually agree, two processes usually do not); trainer-service's
- * launchers set it, and so does {@code ./memgen adapters rebuild}. What most likely differs is reported when the
- * tensors do. Windows whose training sampled (GRPO, rejection sampling,
+ * reproducibility ({@code MKL_CBWR=AUTO}: sums independent of how the arrays happen to be aligned) and a fixed MKL
+ * thread count ({@code MKL_DYNAMIC=FALSE}: by default MKL uses fewer threads on a busy machine) in both processes;
+ * trainer-service's launchers set them, and so does {@code ./memgen adapters rebuild}. What most likely differs is
+ * reported when the tensors do. Windows whose training sampled (GRPO, rejection sampling,
  * trigger RL) are refused for now: their rollouts were seeded per process, not recorded.
  */
 public final class VersionRebuild {
@@ -154,13 +154,15 @@ public final class VersionRebuild {
       double again = ContinualTrainer.evaluate(base, fingerprint, tokenizer, delimiters, rebuilt, heldOut, evalMaxNewTokens,
           ContinualTrainer.TriggerTraining.OFF).accuracy();
       String cnr = System.getenv("MKL_CBWR");
+      String dynamic = System.getenv("MKL_DYNAMIC");
       String why = identical ? "" : threads != Engines.THREADS
           ? "trained with " + threads + " libtorch threads, rebuilt with " + Engines.THREADS + " (sums split differently)"
-          : cnr == null || cnr.isBlank()
-              ? "same thread count, but this process runs without MKL_CBWR: MKL's float sums then depend on how the "
-                  + "arrays happen to be aligned in memory (run trainers and rebuilds with MKL_CBWR=AUTO)"
-              : "same thread count and MKL_CBWR=" + cnr + " here: the trainer ran without it (a process that also "
-                  + "served), or on another libtorch build or CPU, which sums the floats in another order";
+          : cnr == null || cnr.isBlank() || !"false".equalsIgnoreCase(dynamic)
+              ? "same thread count, but this process runs without MKL_CBWR=AUTO and MKL_DYNAMIC=FALSE: MKL's float sums "
+                  + "then depend on how the arrays happen to be aligned and on how busy the machine is"
+              : "same thread count and MKL settings here: the trainer ran without MKL_CBWR=AUTO and MKL_DYNAMIC=FALSE "
+                  + "(a process that also served), or on another libtorch build or CPU, which sums the floats in another "
+                  + "order";
       return new Result(name, version, v.parent(), taught.size(), examples.size(), corrections.size(), identical, diff, stored,
           again, heldOut.size(), why, rebuilt);
     }
