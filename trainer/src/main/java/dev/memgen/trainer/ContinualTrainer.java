@@ -917,6 +917,7 @@ public final class ContinualTrainer implements AutoCloseable {
     metrics.put("recipe_sft_lr", s.sftLr());
     metrics.put("recipe_seed", (double) (s.seed() + current.version()));
     metrics.put("recipe_threads", (double) Engines.THREADS);
+    metrics.put("recipe_mkl_reproducible", VersionRebuild.mklReproducible() ? 1.0 : 0.0);
     try {
       boolean weaverUpdate = !examples.isEmpty() || (s.grpoSteps() > 0 && !prompts.isEmpty());
       Path trainedDir = !weaverUpdate ? currentDir : training.train(currentDir, examples, prompts, s.sftSteps(),

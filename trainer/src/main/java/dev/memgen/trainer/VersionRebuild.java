@@ -153,19 +153,29 @@ public final class VersionRebuild {
           ContinualTrainer.TriggerTraining.OFF).accuracy();
       double again = ContinualTrainer.evaluate(base, fingerprint, tokenizer, delimiters, rebuilt, heldOut, evalMaxNewTokens,
           ContinualTrainer.TriggerTraining.OFF).accuracy();
-      String cnr = System.getenv("MKL_CBWR");
-      String dynamic = System.getenv("MKL_DYNAMIC");
+      double trainedReproducibly = m.getOrDefault("recipe_mkl_reproducible", -1.0); // -1: not recorded
       String why = identical ? "" : threads != Engines.THREADS
           ? "trained with " + threads + " libtorch threads, rebuilt with " + Engines.THREADS + " (sums split differently)"
-          : cnr == null || cnr.isBlank() || !"false".equalsIgnoreCase(dynamic)
-              ? "same thread count, but this process runs without MKL_CBWR=AUTO and MKL_DYNAMIC=FALSE: MKL's float sums "
+          : !mklReproducible()
+              ? "same thread count, but this process runs without MKL_CBWR and MKL_DYNAMIC=FALSE: MKL's float sums "
                   + "then depend on how the arrays happen to be aligned and on how busy the machine is"
-              : "same thread count and MKL settings here: the trainer ran without MKL_CBWR=AUTO and MKL_DYNAMIC=FALSE "
-                  + "(a process that also served), or on another libtorch build or CPU, which sums the floats in another "
-                  + "order";
+              : trainedReproducibly == 0
+                  ? "same thread count, but the trainer ran without MKL_CBWR and MKL_DYNAMIC=FALSE (its record says so): "
+                      + "its float sums depended on alignment and load"
+                  : "same thread count and MKL settings on both sides: another libtorch build or CPU sums the floats in "
+                      + "another order";
       return new Result(name, version, v.parent(), taught.size(), examples.size(), corrections.size(), identical, diff, stored,
           again, heldOut.size(), why, rebuilt);
     }
+  }
+
+  /**
+   * Whether this process runs MKL as reproducible results need: conditional numerical reproducibility on
+   * ({@code MKL_CBWR} set) and a fixed thread count ({@code MKL_DYNAMIC=FALSE}). Recorded in each version's recipe.
+   */
+  static boolean mklReproducible() {
+    String cnr = System.getenv("MKL_CBWR");
+    return cnr != null && !cnr.isBlank() && "false".equalsIgnoreCase(System.getenv("MKL_DYNAMIC"));
   }
 
   private static List<String> notes(Ledger.Entry e) {
