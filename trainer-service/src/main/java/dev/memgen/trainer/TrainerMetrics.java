@@ -10,7 +10,6 @@ import jakarta.annotation.PreDestroy;
 import jakarta.enterprise.context.ApplicationScoped;
 import jakarta.enterprise.inject.Produces;
 import jakarta.inject.Singleton;
-import java.util.List;
 import java.util.function.ToDoubleFunction;
 
 /**
@@ -40,10 +39,13 @@ public class TrainerMetrics {
           s -> s.windowTrajectories());
       gauge(registry, adapter, "memgen.trainer.window.rewarded", "rewarded trajectories in the open window",
           s -> s.windowRewarded());
-      for (String outcome : List.of("trained", "low_reward", "duplicate", "dead_lettered", "skipped", "expired")) {
-        counter(registry, adapter, "memgen.trainer.trajectories", outcome, "trajectories by outcome",
-            s -> outcome(s.counts(), outcome));
-      }
+      String byOutcome = "trajectories by outcome";
+      counter(registry, adapter, "memgen.trainer.trajectories", "trained", byOutcome, s -> s.counts().trained());
+      counter(registry, adapter, "memgen.trainer.trajectories", "low_reward", byOutcome, s -> s.counts().lowReward());
+      counter(registry, adapter, "memgen.trainer.trajectories", "duplicate", byOutcome, s -> s.counts().duplicated());
+      counter(registry, adapter, "memgen.trainer.trajectories", "dead_lettered", byOutcome, s -> s.counts().deadLettered());
+      counter(registry, adapter, "memgen.trainer.trajectories", "skipped", byOutcome, s -> s.counts().skipped());
+      counter(registry, adapter, "memgen.trainer.trajectories", "expired", byOutcome, s -> s.counts().expired());
       gauge(registry, adapter, "memgen.trainer.trajectories.waiting", "trajectories carried, waiting for a reward or a window",
           s -> s.counts().waiting());
       gauge(registry, adapter, "memgen.trainer.held", "1 while this process trains the adapter (a trainer group shares "
@@ -55,18 +57,6 @@ public class TrainerMetrics {
             .register(registry));
       }
     }
-  }
-
-  private static double outcome(ContinualTrainer.Counts c, String outcome) {
-    return switch (outcome) {
-      case "trained" -> c.trained();
-      case "low_reward" -> c.lowReward();
-      case "duplicate" -> c.duplicated();
-      case "dead_lettered" -> c.deadLettered();
-      case "skipped" -> c.skipped();
-      case "expired" -> c.expired();
-      default -> throw new IllegalArgumentException(outcome);
-    };
   }
 
   private double lag(String adapter) {

@@ -70,6 +70,7 @@ import org.apache.kafka.clients.consumer.KafkaConsumer;
 import org.apache.kafka.clients.consumer.OffsetAndMetadata;
 import org.apache.kafka.common.TopicPartition;
 import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.header.Headers;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -108,8 +109,6 @@ public final class ContinualTrainer implements AutoCloseable {
    * training, while the others go on reading the log, rolling out and evaluating.
    */
   private static final Object GRADIENTS = new Object();
-  /** A window's span links at most this many request spans (a backend shows them all; a huge window is summarised). */
-  private static final int MAX_LINKS = 128;
 
   /**
    * What the trainer takes in and how long it remembers.
@@ -418,27 +417,26 @@ public final class ContinualTrainer implements AutoCloseable {
     return this;
   }
 
-  /** The request span a trajectory record names in its {@code traceparent} header (W3C), or null. */
+  /** The request span a trajectory record names in its headers (W3C {@code traceparent}), or null. */
   private static SpanContext requestSpan(ConsumerRecord<String, byte[]> r) {
-    Header h = r.headers().lastHeader("traceparent");
-    if (h == null) {
-      return null;
-    }
-    Context c = W3CTraceContextPropagator.getInstance().extract(Context.root(),
-        Map.of("traceparent", new String(h.value(), StandardCharsets.UTF_8)), MAP_GETTER);
-    SpanContext sc = Span.fromContext(c).getSpanContext();
+    SpanContext sc = Span.fromContext(W3CTraceContextPropagator.getInstance().extract(Context.root(), r.headers(),
+        KAFKA_HEADERS)).getSpanContext();
     return sc.isValid() ? sc : null;
   }
 
-  private static final TextMapGetter<Map<String, String>> MAP_GETTER = new TextMapGetter<>() {
+  /** Kafka record headers (UTF-8 values, as the reasoner's spool writes them) as a trace-context carrier. */
+  private static final TextMapGetter<Headers> KAFKA_HEADERS = new TextMapGetter<>() {
     @Override
-    public Iterable<String> keys(Map<String, String> carrier) {
-      return carrier.keySet();
+    public Iterable<String> keys(Headers carrier) {
+      List<String> keys = new ArrayList<>();
+      carrier.forEach(h -> keys.add(h.key()));
+      return keys;
     }
 
     @Override
-    public String get(Map<String, String> carrier, String key) {
-      return carrier == null ? null : carrier.get(key);
+    public String get(Headers carrier, String key) {
+      Header h = carrier == null ? null : carrier.lastHeader(key);
+      return h == null ? null : new String(h.value(), StandardCharsets.UTF_8);
     }
   };
 
@@ -871,9 +869,8 @@ public final class ContinualTrainer implements AutoCloseable {
     SpanBuilder b = tracer.spanBuilder("memgen.trainer.window").setSpanKind(SpanKind.INTERNAL)
         .setAttribute("memgen.adapter", s.adapterName()).setAttribute("memgen.window.trajectories", (long) items.size())
         .setAttribute("memgen.window.parent_version", current.version()).setAttribute("memgen.window.reason", reason);
-    int linked = 0;
-    for (Item item : items) {
-      if (item.w().request() != null && linked++ < MAX_LINKS) {
+    for (Item item : items) { // the SDK keeps the first 128 links (its default span limits)
+      if (item.w().request() != null) {
         b.addLink(item.w().request(), Attributes.of(AttributeKey.stringKey("memgen.trajectory_id"),
             item.w().t().getTrajectoryId()));
       }

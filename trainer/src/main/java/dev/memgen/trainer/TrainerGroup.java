@@ -104,30 +104,7 @@ public final class TrainerGroup implements AutoCloseable {
    * broker away at start, a settings error) gives every adapter up and tries again under a back-off (1 s to 60 s).
    */
   public void run() {
-    long backoffMs = 1000;
-    while (!stop.get()) {
-      long started = System.nanoTime();
-      try {
-        member();
-      } catch (InterruptedException e) {
-        Thread.currentThread().interrupt();
-        return;
-      } catch (Exception e) {
-        if (stop.get()) {
-          return;
-        }
-        if (System.nanoTime() - started > Duration.ofMinutes(1).toNanos()) {
-          backoffMs = 1000;
-        }
-        LOG.error("trainer group member {} failed (joining again in {} s): {}", member, backoffMs / 1000, e.toString());
-        try {
-          Thread.sleep(backoffMs);
-        } catch (InterruptedException ie) {
-          return;
-        }
-        backoffMs = Math.min(60_000, backoffMs * 2);
-      }
-    }
+    TrainerRunner.untilStopped("trainer group member " + member, stop::get, this::member);
   }
 
   /** One membership: joins, holds the partitions assigned until stopped or failed, then gives every adapter up. */

@@ -3,6 +3,7 @@ package dev.memgen.trainer;
 import java.time.Duration;
 import java.util.Optional;
 import java.util.concurrent.Callable;
+import java.util.function.BooleanSupplier;
 import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
@@ -41,28 +42,47 @@ public final class TrainerRunner implements AutoCloseable {
   }
 
   private void runWithRetries() {
+    untilStopped("trainer of " + adapter, () -> stopping, () -> {
+      ContinualTrainer t = start.call();
+      trainer = t;
+      try {
+        if (!stopping) { // not shut down while it was starting
+          t.run();
+        }
+      } finally {
+        trainer = null;
+        t.release();
+      }
+    });
+  }
+
+  /** Work to run again after a failure. */
+  interface Attempt {
+    void run() throws Exception;
+  }
+
+  /**
+   * Runs {@code attempt} until {@code stopped}, again after each failure under an exponential back-off (1 s to 60 s)
+   * that starts over only once an attempt has run for a minute: one that fails right after starting, again and again,
+   * backs off. {@code what} names it in the log. (A trainer group's membership retries so too.)
+   */
+  static void untilStopped(String what, BooleanSupplier stopped, Attempt attempt) {
     long backoffMs = 1000;
-    while (!stopping) {
+    while (!stopped.getAsBoolean()) {
       long started = System.nanoTime();
       try {
-        ContinualTrainer t = start.call();
-        trainer = t;
-        try {
-          if (!stopping) { // not shut down while it was starting
-            t.run();
-          }
-        } finally {
-          trainer = null;
-          t.release();
-        }
+        attempt.run();
+      } catch (InterruptedException e) {
+        Thread.currentThread().interrupt();
+        return;
       } catch (Exception e) {
+        if (stopped.getAsBoolean()) {
+          return;
+        }
         if (System.nanoTime() - started > HEALTHY_RUN.toNanos()) {
           backoffMs = 1000;
         }
-        if (stopping) {
-          return;
-        }
-        LOG.error("trainer of {} failed (retrying in {} s): {}", adapter, backoffMs / 1000, e.getMessage(), e);
+        LOG.error("{} failed (retrying in {} s): {}", what, backoffMs / 1000, e.toString(), e);
         try {
           Thread.sleep(backoffMs);
         } catch (InterruptedException ie) {

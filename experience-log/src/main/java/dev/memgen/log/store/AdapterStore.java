@@ -100,7 +100,7 @@ public final class AdapterStore {
           + " (a version is >= 1 and its parent older)");
     }
     Path record = recordPath(name, version);
-    if (Files.exists(record)) {
+    if (Files.exists(record)) { // taken already: skip storing the blobs (createOnce below is what decides a race)
       throw new VersionConflictException(name, version);
     }
     Map<String, String> files = new TreeMap<>();
