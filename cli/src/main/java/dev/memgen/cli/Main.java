@@ -26,6 +26,7 @@ import picocli.CommandLine.Command;
       LogCommand.class,
       AdaptersCommand.class,
       KeysCommand.class,
+      ImagesCommand.class,
       TrainerCommand.Admin.class,
       TrainerCommand.Feedback.class,
       BenchCommand.class,

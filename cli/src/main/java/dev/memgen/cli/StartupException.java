@@ -5,6 +5,10 @@ package dev.memgen.cli;
  * state, so {@link Main} reports it as one line naming the cause and the fix, with its own exit code (3).
  */
 final class StartupException extends RuntimeException {
+  StartupException(String message) {
+    super(message);
+  }
+
   StartupException(String message, Throwable cause) {
     super(message, cause);
   }

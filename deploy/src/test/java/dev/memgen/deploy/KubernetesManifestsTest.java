@@ -154,6 +154,12 @@ class KubernetesManifestsTest {
       if (!labels(pod.at("/metadata/labels")).entrySet().containsAll(labels(d.at("/spec/selector/matchLabels")).entrySet())) {
         out.add(name(d) + ": spec.selector does not match the pod template's labels");
       }
+      JsonNode security = pod.at("/spec/securityContext");
+      if (!security.path("runAsNonRoot").asBoolean() || security.path("runAsUser").asInt() != 185
+          || security.path("fsGroup").asInt() != 185) {
+        out.add(name(d) + ": the pod must run as the images' user, uid 185, non-root, with fsGroup 185 so that its"
+            + " volumes are writable (./memgen images); has " + security);
+      }
       Set<String> volumes = new HashSet<>();
       for (JsonNode v : pod.at("/spec/volumes")) {
         volumes.add(v.path("name").asText());

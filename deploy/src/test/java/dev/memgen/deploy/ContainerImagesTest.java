@@ -1,0 +1,292 @@
+package dev.memgen.deploy;
+
+import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertTrue;
+import static org.junit.jupiter.api.Assumptions.assumeTrue;
+
+import com.fasterxml.jackson.databind.JsonNode;
+import com.fasterxml.jackson.databind.ObjectMapper;
+import com.fasterxml.jackson.dataformat.yaml.YAMLMapper;
+import dev.memgen.cli.LoopBench;
+import dev.memgen.cli.Main;
+import dev.memgen.model.checkpoint.DType;
+import dev.memgen.model.checkpoint.TinyCheckpoint;
+import dev.memgen.rpc.TinyMemory;
+import java.io.ByteArrayOutputStream;
+import java.io.InputStream;
+import java.io.PrintStream;
+import java.net.URI;
+import java.net.http.HttpClient;
+import java.net.http.HttpRequest;
+import java.net.http.HttpResponse;
+import java.nio.charset.StandardCharsets;
+import java.nio.file.Files;
+import java.nio.file.Path;
+import java.security.MessageDigest;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HexFormat;
+import java.util.List;
+import java.util.Map;
+import java.util.Set;
+import java.util.TreeSet;
+import org.junit.jupiter.api.Test;
+import org.junit.jupiter.api.io.TempDir;
+
+/**
+ * {@code ./memgen images}: the four services' images are built here without a Docker daemon or a registry (Jib on a
+ * Debian + OpenJDK 17 base that deploy/images/base.sh makes with debootstrap), are well-formed OCI image tarballs
+ * whose ports are the ones the Kubernetes manifests use, and run: the weaver's and the reasoner's images are unpacked
+ * layer by layer and started as a container runtime would start them (their own root filesystem, a fresh /proc, the
+ * image's user, environment, working directory and entrypoint, the model mounted in), and the reasoner answers an
+ * OpenAI chat request with memory woven by the weaver's container over gRPC. Needs root, debootstrap, unshare and
+ * chroot (.ci/run installs debootstrap); skipped elsewhere.
+ */
+class ContainerImagesTest {
+  private static final Path ROOT = Path.of("").toAbsolutePath().getParent(); // tests run in deploy/
+  private static final ObjectMapper JSON = new ObjectMapper();
+  private static final Map<String, String> MANIFEST_OF = Map.of("reasoner-service", "reasoner.yaml",
+      "trigger-service", "trigger.yaml", "weaver-service", "weaver.yaml", "trainer-service", "trainer.yaml");
+
+  @TempDir Path tmp;
+
+  @Test
+  void theServicesImagesAreOciTarballsThatRunAsContainers() throws Exception {
+    assumeTrue("root".equals(System.getProperty("user.name")), "unpacking and running images needs root");
+    for (String tool : List.of("debootstrap", "unshare", "chroot", "tar")) {
+      assumeTrue(onPath(tool), tool + " is not installed");
+    }
+    System.setProperty("memgen.home", ROOT.toString());
+    Path out = tmp.resolve("images");
+    ByteArrayOutputStream stdout = new ByteArrayOutputStream();
+    PrintStream saved = System.out;
+    int code;
+    try {
+      System.setOut(new PrintStream(stdout, true, StandardCharsets.UTF_8));
+      code = Main.run("images", "--out", out.toString());
+    } finally {
+      System.setOut(saved);
+    }
+    String printed = stdout.toString(StandardCharsets.UTF_8);
+    assertEquals(0, code, printed);
+    String[] lines = printed.strip().split("\n");
+    JsonNode summary = JSON.readTree(lines[lines.length - 1]);
+    assertEquals(4, summary.get("images").size(), printed);
+
+    Map<String, Image> unpacked = new java.util.HashMap<>();
+    for (JsonNode built : summary.get("images")) {
+      String service = built.get("service").asText();
+      Path dir = tmp.resolve("oci-" + service);
+      Image image = Image.read(Path.of(built.get("file").asText()), dir);
+      assertEquals("memgen/" + service + ":" + version(service), image.name(), "the reference name in index.json");
+      assertEquals(built.get("digest").asText(), image.manifestDigest(), "the printed digest is the manifest's");
+      JsonNode config = image.config().get("config");
+      assertEquals("185", config.get("User").asText(), service + " runs as uid 185, not root");
+      assertEquals(List.of("java", "-Dai.djl.offline=true", "-jar", "/opt/memgen/quarkus-run.jar"),
+          strings(config.get("Entrypoint")), service);
+      Set<String> exposed = new TreeSet<>();
+      config.get("ExposedPorts").fieldNames().forEachRemaining(exposed::add);
+      assertEquals(containerPorts(service), exposed,
+          service + ": the image exposes the ports its Kubernetes manifest declares");
+      List<String> env = strings(config.get("Env"));
+      assertTrue(env.contains("MEMGEN_SERVICE=" + service), env.toString());
+      if (service.equals("trainer-service")) {
+        assertTrue(env.containsAll(List.of("MKL_CBWR=AUTO", "MKL_DYNAMIC=FALSE")), "the trainer's reproducible MKL: " + env);
+      }
+      unpacked.put(service, image);
+    }
+
+    Path data = tmp.resolve("data");
+    TinyCheckpoint.write(data.resolve("model"), TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
+    TinyMemory.write(data.resolve("model"), data.resolve("memory"), TinyMemory.everyCharacter());
+    int ports = LoopBench.freePortBlock(4);
+    try (Container weaver = Container.start(unpacked.get("weaver-service"), data, tmp.resolve("weaver.log"),
+            "MEMGEN_MODEL_DIR=/data/model", "MEMGEN_MEMORY_DIR=/data/memory",
+            "QUARKUS_GRPC_SERVER_PORT=" + ports, "QUARKUS_HTTP_PORT=" + (ports + 1));
+         Container reasoner = Container.start(unpacked.get("reasoner-service"), data, tmp.resolve("reasoner.log"),
+            "MEMGEN_MODEL_DIR=/data/model", "MEMGEN_WEAVER_TARGET=127.0.0.1:" + ports,
+            "QUARKUS_GRPC_SERVER_PORT=" + (ports + 2), "QUARKUS_HTTP_PORT=" + (ports + 3))) {
+      String http = "http://127.0.0.1:" + (ports + 3);
+      String ready = weaver.awaitReady("http://127.0.0.1:" + (ports + 1)) + reasoner.awaitReady(http);
+      assertTrue(ready.contains("SERVING"), "the reasoner reaches the weaver's container: " + ready);
+      HttpClient client = HttpClient.newHttpClient();
+      String models = client.send(HttpRequest.newBuilder(URI.create(http + "/v1/models")).build(),
+          HttpResponse.BodyHandlers.ofString()).body();
+      List<String> ids = JSON.readTree(models).get("data").findValuesAsText("id");
+      assertEquals(List.of("memgen", "memgen:default"), ids, "the base, and the weaver's memory as an adapter: " + models);
+      HttpResponse<String> answer = client.send(HttpRequest.newBuilder(URI.create(http + "/v1/chat/completions"))
+          .header("content-type", "application/json").timeout(Duration.ofSeconds(120))
+          .POST(HttpRequest.BodyPublishers.ofString("{\"model\":\"memgen:default\",\"max_tokens\":12,\"temperature\":0,"
+              + "\"messages\":[{\"role\":\"user\",\"content\":\"Hello there\"}]}"))
+          .build(), HttpResponse.BodyHandlers.ofString());
+      assertEquals(200, answer.statusCode(), answer.body());
+      JsonNode body = JSON.readTree(answer.body());
+      assertEquals(12, body.get("usage").get("completion_tokens").asInt(), answer.body());
+      assertTrue(body.get("memgen").get("insertions").asInt() > 0 && body.get("memgen").get("latent_rows").asInt() > 0,
+          "the weaver's container wove latents into the reasoner's decode: " + answer.body());
+    }
+  }
+
+  /** An OCI image tarball, unpacked: its index, manifest and config, every blob checked against its digest. */
+  record Image(Path dir, String name, String manifestDigest, JsonNode manifest, JsonNode config) {
+    static Image read(Path tarball, Path dir) throws Exception {
+      Files.createDirectories(dir);
+      run(List.of("tar", "-xf", tarball.toString(), "-C", dir.toString()));
+      assertEquals("1.0.0", JSON.readTree(dir.resolve("oci-layout").toFile()).get("imageLayoutVersion").asText());
+      JsonNode index = JSON.readTree(dir.resolve("index.json").toFile());
+      assertEquals(1, index.get("manifests").size(), index.toString());
+      JsonNode entry = index.get("manifests").get(0);
+      String manifestDigest = entry.get("digest").asText();
+      JsonNode manifest = JSON.readTree(blob(dir, manifestDigest, entry.get("size").asLong()).toFile());
+      assertEquals("application/vnd.oci.image.manifest.v1+json", manifest.get("mediaType").asText());
+      JsonNode configRef = manifest.get("config");
+      JsonNode config = JSON.readTree(blob(dir, configRef.get("digest").asText(), configRef.get("size").asLong()).toFile());
+      assertEquals(manifest.get("layers").size(), config.get("rootfs").get("diff_ids").size(), "a diff id per layer");
+      for (JsonNode layer : manifest.get("layers")) {
+        assertEquals("application/vnd.oci.image.layer.v1.tar+gzip", layer.get("mediaType").asText());
+        blob(dir, layer.get("digest").asText(), layer.get("size").asLong());
+      }
+      String name = entry.get("annotations").get("org.opencontainers.image.ref.name").asText();
+      return new Image(dir, name, manifestDigest, manifest, config);
+    }
+
+    /** The blob's file, after checking that its size and sha256 are the ones it is referred to by. */
+    private static Path blob(Path dir, String digest, long size) throws Exception {
+      assertTrue(digest.startsWith("sha256:"), digest);
+      Path file = dir.resolve("blobs/sha256").resolve(digest.substring("sha256:".length()));
+      assertEquals(size, Files.size(file), "size of " + digest);
+      MessageDigest sha = MessageDigest.getInstance("SHA-256");
+      try (InputStream in = Files.newInputStream(file)) {
+        byte[] buffer = new byte[1 << 16];
+        for (int n; (n = in.read(buffer)) > 0; ) {
+          sha.update(buffer, 0, n);
+        }
+      }
+      assertEquals(digest, "sha256:" + HexFormat.of().formatHex(sha.digest()), "content of " + file);
+      return file;
+    }
+  }
+
+  /**
+   * An image run as a container runtime runs it, without one: its layers unpacked in order into a root filesystem,
+   * the entrypoint started there under chroot as the image's user, with only the image's environment (plus the given
+   * one) in its working directory, inside new mount and PID namespaces with their own /proc; {@code data} is
+   * bind-mounted at /data. Closing it ends the namespace's first process, and the kernel ends every other one.
+   */
+  static final class Container implements AutoCloseable {
+    private final Process process;
+    private final Path log;
+
+    private Container(Process process, Path log) {
+      this.process = process;
+      this.log = log;
+    }
+
+    static Container start(Image image, Path data, Path log, String... env) throws Exception {
+      Path imageDir = image.dir();
+      Path rootfs = imageDir.resolve("rootfs");
+      Files.createDirectories(rootfs);
+      for (JsonNode layer : image.manifest().get("layers")) {
+        String digest = layer.get("digest").asText().substring("sha256:".length());
+        run(List.of("tar", "-xzf", imageDir.resolve("blobs/sha256").resolve(digest).toString(), "-C", rootfs.toString()));
+      }
+      Files.createDirectories(rootfs.resolve("data"));
+      Files.createDirectories(rootfs.resolve("proc"));
+      JsonNode config = image.config().get("config");
+      String user = config.get("User").asText();
+      List<String> cmd = new ArrayList<>(List.of("unshare", "--mount", "--pid", "--fork", "--kill-child",
+          "--mount-proc=" + rootfs.resolve("proc"), "sh", "-c", "mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"", "sh",
+          data.toString(), rootfs.resolve("data").toString(),
+          "chroot", "--userspec=" + user + ":" + user, rootfs.toString(), "env", "-i"));
+      cmd.addAll(strings(config.get("Env")));
+      cmd.addAll(List.of(env));
+      cmd.addAll(List.of("/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", config.get("WorkingDir").asText()));
+      cmd.addAll(strings(config.get("Entrypoint")));
+      Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
+      return new Container(p, log);
+    }
+
+    /** Waits for /q/health/ready to say UP and returns its body; fails with the container's log if it does not. */
+    String awaitReady(String http) throws Exception {
+      HttpClient client = HttpClient.newHttpClient();
+      long deadline = System.nanoTime() + Duration.ofSeconds(120).toNanos();
+      String last = "";
+      while (System.nanoTime() < deadline) {
+        assertTrue(process.isAlive(), () -> "the container exited: " + tail());
+        try {
+          HttpResponse<String> r = client.send(HttpRequest.newBuilder(URI.create(http + "/q/health/ready"))
+              .timeout(Duration.ofSeconds(5)).build(), HttpResponse.BodyHandlers.ofString());
+          last = r.body();
+          if (r.statusCode() == 200) {
+            return last;
+          }
+        } catch (java.io.IOException notYet) {
+          // not listening yet
+        }
+        Thread.sleep(500);
+      }
+      throw new AssertionError("not ready in 120 s: " + last + "\n" + tail());
+    }
+
+    private String tail() {
+      try {
+        List<String> lines = Files.readAllLines(log);
+        return String.join("\n", lines.subList(Math.max(0, lines.size() - 30), lines.size()));
+      } catch (java.io.IOException e) {
+        return "(no log: " + e + ")";
+      }
+    }
+
+    /**
+     * Stops it as a runtime does: SIGTERM to the entrypoint (the namespace's first process; unshare itself ignores
+     * SIGTERM while it waits), SIGKILL after 30 s; when it ends, the kernel ends the namespace's other processes.
+     */
+    @Override
+    public void close() throws Exception {
+      process.descendants().forEach(ProcessHandle::destroy);
+      if (!process.waitFor(30, java.util.concurrent.TimeUnit.SECONDS)) {
+        process.descendants().forEach(ProcessHandle::destroyForcibly);
+        process.destroyForcibly();
+        process.waitFor();
+      }
+    }
+  }
+
+  private static Set<String> containerPorts(String service) throws Exception {
+    Set<String> ports = new TreeSet<>();
+    JsonNode deployment = new YAMLMapper().readTree(ROOT.resolve("deploy/k8s/base").resolve(MANIFEST_OF.get(service)).toFile());
+    for (JsonNode container : deployment.at("/spec/template/spec/containers")) {
+      for (JsonNode port : container.get("ports")) {
+        ports.add(port.get("containerPort").asInt() + "/tcp");
+      }
+    }
+    return ports;
+  }
+
+  private static String version(String service) throws Exception {
+    try (var jars = Files.list(ROOT.resolve(service).resolve("target/quarkus-app/app"))) {
+      String jar = jars.findFirst().orElseThrow().getFileName().toString();
+      return jar.substring(("memgen-" + service + "-").length(), jar.length() - ".jar".length());
+    }
+  }
+
+  private static List<String> strings(JsonNode array) {
+    List<String> out = new ArrayList<>();
+    array.forEach(n -> out.add(n.asText()));
+    return out;
+  }
+
+  private static boolean onPath(String tool) {
+    for (String dir : System.getenv().getOrDefault("PATH", "").split(":")) {
+      if (Files.isExecutable(Path.of(dir, tool))) {
+        return true;
+      }
+    }
+    return Files.isExecutable(Path.of("/usr/sbin", tool)) || Files.isExecutable(Path.of("/sbin", tool));
+  }
+
+  private static void run(List<String> cmd) throws Exception {
+    Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start();
+    assertEquals(0, p.waitFor(), "exit code of " + String.join(" ", cmd));
+  }
+}
