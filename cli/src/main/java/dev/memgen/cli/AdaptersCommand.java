@@ -225,8 +225,8 @@ final class AdaptersCommand {
       VersionRebuild.Result r = VersionRebuild.run(store, name, version, bootstrap,
           model, dir, HeldOut.parse(evalSet), evalMaxNewTokens);
       double worst = r.maxAbsDiff().values().stream().mapToDouble(Double::doubleValue).max().orElse(0);
-      System.out.printf("%s v%d (parent v%d): %d trajectories, %d SFT examples (%d corrections)%n", name, version, r.parent(),
-          r.trajectories(), r.sftExamples(), r.corrections());
+      System.out.printf("%s v%d (parent v%d): %d trajectories, %d SFT examples (%d corrections, %d rewarded rollouts)%n", name,
+          version, r.parent(), r.trajectories(), r.sftExamples(), r.corrections(), r.rolloutExamples());
       System.out.printf("tensors: %s%n", r.bitIdentical() ? "bit-identical"
           : String.format("differ, largest |stored - rebuilt| %.3g (%s)", worst, r.why()));
       System.out.printf("held-out accuracy on %d problems: stored %.1f%%, rebuilt %.1f%%%n", r.heldOut(), r.storedAccuracy(),
@@ -237,6 +237,7 @@ final class AdaptersCommand {
       o.put("parent", r.parent());
       o.put("trajectories", r.trajectories());
       o.put("sft_examples", r.sftExamples());
+      o.put("rollout_examples", r.rolloutExamples());
       o.put("bit_identical", r.bitIdentical());
       o.put("max_abs_diff", worst);
       o.put("why", r.why());

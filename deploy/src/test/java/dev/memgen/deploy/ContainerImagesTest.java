@@ -36,11 +36,10 @@ import org.junit.jupiter.api.io.TempDir;
 /**
  * {@code ./memgen images}: the four services' images are built here without a Docker daemon or a registry (Jib on a
  * Debian + OpenJDK 17 base that deploy/images/base.sh makes with debootstrap), are well-formed OCI image tarballs
- * whose ports are the ones the Kubernetes manifests use, and run: the weaver's and the reasoner's images are unpacked
- * layer by layer and started as a container runtime would start them (their own root filesystem, a fresh /proc, the
- * image's user, environment, working directory and entrypoint, the model mounted in), and the reasoner answers an
- * OpenAI chat request with memory woven by the weaver's container over gRPC. Needs root, debootstrap, unshare and
- * chroot (.ci/run installs debootstrap); skipped elsewhere.
+ * whose ports are the ones the Kubernetes manifests use, and run in a real container runtime: the weaver's and the
+ * reasoner's images are loaded into Podman and started as containers (the model mounted in), and the reasoner answers
+ * an OpenAI chat request with memory woven by the weaver's container over gRPC. Needs root, debootstrap, podman and
+ * runc (.ci/run installs them); skipped elsewhere.
  */
 class ContainerImagesTest {
   private static final Path ROOT = Path.of("").toAbsolutePath().getParent(); // tests run in deploy/
@@ -52,8 +51,8 @@ class ContainerImagesTest {
 
   @Test
   void theServicesImagesAreOciTarballsThatRunAsContainers() throws Exception {
-    assumeTrue("root".equals(System.getProperty("user.name")), "unpacking and running images needs root");
-    for (String tool : List.of("debootstrap", "unshare", "chroot", "tar")) {
+    assumeTrue("root".equals(System.getProperty("user.name")), "debootstrap and podman run as root here");
+    for (String tool : List.of("debootstrap", "podman", "runc", "tar")) {
       assumeTrue(onPath(tool), tool + " is not installed");
     }
     System.setProperty("memgen.home", ROOT.toString());
@@ -74,6 +73,7 @@ class ContainerImagesTest {
     assertEquals(4, summary.get("images").size(), printed);
 
     Map<String, Image> unpacked = new java.util.HashMap<>();
+    Map<String, Path> tarballs = new java.util.HashMap<>();
     for (JsonNode built : summary.get("images")) {
       String service = built.get("service").asText();
       Path dir = tmp.resolve("oci-" + service);
@@ -94,16 +94,20 @@ class ContainerImagesTest {
         assertTrue(env.containsAll(List.of("MKL_CBWR=AUTO", "MKL_DYNAMIC=FALSE")), "the trainer's reproducible MKL: " + env);
       }
       unpacked.put(service, image);
+      tarballs.put(service, Path.of(built.get("file").asText()));
     }
 
     Path data = tmp.resolve("data");
     TinyCheckpoint.write(data.resolve("model"), TinyCheckpoint.tiny("qwen2"), DType.F32, 1, 7);
     TinyMemory.write(data.resolve("model"), data.resolve("memory"), TinyMemory.everyCharacter());
     int ports = LoopBench.freePortBlock(4);
-    try (Container weaver = Container.start(unpacked.get("weaver-service"), data, tmp.resolve("weaver.log"),
+    Path storage = tmp.resolve("podman");
+    try (Container weaver = Container.start(storage, tarballs.get("weaver-service"), unpacked.get("weaver-service"), data,
+            tmp.resolve("weaver.log"),
             "MEMGEN_MODEL_DIR=/data/model", "MEMGEN_MEMORY_DIR=/data/memory",
             "QUARKUS_GRPC_SERVER_PORT=" + ports, "QUARKUS_HTTP_PORT=" + (ports + 1));
-         Container reasoner = Container.start(unpacked.get("reasoner-service"), data, tmp.resolve("reasoner.log"),
+         Container reasoner = Container.start(storage, tarballs.get("reasoner-service"), unpacked.get("reasoner-service"),
+            data, tmp.resolve("reasoner.log"),
             "MEMGEN_MODEL_DIR=/data/model", "MEMGEN_WEAVER_TARGET=127.0.0.1:" + ports,
             "QUARKUS_GRPC_SERVER_PORT=" + (ports + 2), "QUARKUS_HTTP_PORT=" + (ports + 3))) {
       String http = "http://127.0.0.1:" + (ports + 3);
@@ -168,42 +172,45 @@ class ContainerImagesTest {
   }
 
   /**
-   * An image run as a container runtime runs it, without one: its layers unpacked in order into a root filesystem,
-   * the entrypoint started there under chroot as the image's user, with only the image's environment (plus the given
-   * one) in its working directory, inside new mount and PID namespaces with their own /proc; {@code data} is
-   * bind-mounted at /data. Closing it ends the namespace's first process, and the kernel ends every other one.
+   * An image run by Podman (Debian's podman with runc), from a store of the test's own in {@code storage}: loaded from
+   * its tarball, started with the host's network, {@code data} mounted at /data and {@code env} added to the image's
+   * environment. runc and cgroupfs because this machine's cgroups are v1 and crun refuses them; the limits explicit
+   * because the defaults Podman asks for exceed what this sandbox may set. Closing it stops the container (SIGTERM,
+   * forwarded by podman run) and removes it.
    */
   static final class Container implements AutoCloseable {
     private final Process process;
     private final Path log;
+    private final List<String> podman;
+    private final String name;
 
-    private Container(Process process, Path log) {
+    private Container(Process process, Path log, List<String> podman, String name) {
       this.process = process;
       this.log = log;
+      this.podman = podman;
+      this.name = name;
     }
 
-    static Container start(Image image, Path data, Path log, String... env) throws Exception {
-      Path imageDir = image.dir();
-      Path rootfs = imageDir.resolve("rootfs");
-      Files.createDirectories(rootfs);
-      for (JsonNode layer : image.manifest().get("layers")) {
-        String digest = layer.get("digest").asText().substring("sha256:".length());
-        run(List.of("tar", "-xzf", imageDir.resolve("blobs/sha256").resolve(digest).toString(), "-C", rootfs.toString()));
+    static List<String> podman(Path storage) {
+      return List.of("podman", "--root", storage.resolve("root").toString(), "--runroot", storage.resolve("run").toString(),
+          "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs");
+    }
+
+    static Container start(Path storage, Path tarball, Image image, Path data, Path log, String... env) throws Exception {
+      List<String> podman = podman(storage);
+      List<String> load = new ArrayList<>(podman);
+      load.addAll(List.of("load", "-i", tarball.toString()));
+      run(load);
+      String name = "memgen-test-" + java.util.UUID.randomUUID().toString().substring(0, 8);
+      List<String> cmd = new ArrayList<>(podman);
+      cmd.addAll(List.of("run", "--rm", "--name", name, "--network", "host", "--ulimit", "nofile=10000:10000",
+          "--ulimit", "nproc=4096:4096", "-v", data + ":/data"));
+      for (String e : env) {
+        cmd.addAll(List.of("-e", e));
       }
-      Files.createDirectories(rootfs.resolve("data"));
-      Files.createDirectories(rootfs.resolve("proc"));
-      JsonNode config = image.config().get("config");
-      String user = config.get("User").asText();
-      List<String> cmd = new ArrayList<>(List.of("unshare", "--mount", "--pid", "--fork", "--kill-child",
-          "--mount-proc=" + rootfs.resolve("proc"), "sh", "-c", "mount --bind \"$1\" \"$2\" && shift 2 && exec \"$@\"", "sh",
-          data.toString(), rootfs.resolve("data").toString(),
-          "chroot", "--userspec=" + user + ":" + user, rootfs.toString(), "env", "-i"));
-      cmd.addAll(strings(config.get("Env")));
-      cmd.addAll(List.of(env));
-      cmd.addAll(List.of("/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", config.get("WorkingDir").asText()));
-      cmd.addAll(strings(config.get("Entrypoint")));
+      cmd.add("localhost/" + image.name());
       Process p = new ProcessBuilder(cmd).redirectErrorStream(true).redirectOutput(log.toFile()).start();
-      return new Container(p, log);
+      return new Container(p, log, podman, name);
     }
 
     /** Waits for /q/health/ready to say UP and returns its body; fails with the container's log if it does not. */
@@ -237,15 +244,13 @@ class ContainerImagesTest {
       }
     }
 
-    /**
-     * Stops it as a runtime does: SIGTERM to the entrypoint (the namespace's first process; unshare itself ignores
-     * SIGTERM while it waits), SIGKILL after 30 s; when it ends, the kernel ends the namespace's other processes.
-     */
     @Override
     public void close() throws Exception {
-      process.descendants().forEach(ProcessHandle::destroy);
+      process.destroy(); // podman run forwards SIGTERM to the entrypoint
       if (!process.waitFor(30, java.util.concurrent.TimeUnit.SECONDS)) {
-        process.descendants().forEach(ProcessHandle::destroyForcibly);
+        List<String> kill = new ArrayList<>(podman);
+        kill.addAll(List.of("rm", "-f", name));
+        new ProcessBuilder(kill).redirectErrorStream(true).redirectOutput(ProcessBuilder.Redirect.DISCARD).start().waitFor();
         process.destroyForcibly();
         process.waitFor();
       }

@@ -87,4 +87,73 @@ class VersionRebuildTest {
         broker.bootstrapServers(), model, tmp.resolve("rebuild-1"), s.heldOut(), s.evalMaxNewTokens()));
     assertTrue(initial.getMessage().contains("initial memory"), initial.getMessage());
   }
+
+  /**
+   * A window that sampled — rejection sampling of its prompts with the serving memory and with the base alone, GRPO,
+   * then trigger RL — is replayed exactly: the same prompts in the same batch with the same seeds give the same
+   * rollouts, the same rewarded ones are kept, and the version comes out bit-identical. Scored by a verifier of the
+   * test's own (a completion of even length earns the reward), so that about half of a random model's rollouts are
+   * kept; scored by another verifier, the same window keeps other rollouts and does not come out the same.
+   */
+  @Test
+  void aWindowThatSampledIsReplayedBitIdentical() throws Exception {
+    String name = TrainerFixture.name("rebuild-sampled");
+    Verifier evenLength = verifier("even-length", 0);
+    ContinualTrainer.Settings f = TrainerFixture.settings(tmp, name, 4, 100, Optional.of(evenLength));
+    ContinualTrainer.Settings s = new ContinualTrainer.Settings(f.bootstrapServers(), name, f.modelDir(), f.initialMemory(),
+        f.storeDir(), f.workDir(), f.heldOut(), f.gateTolerance(), f.windowRewarded(), f.maxWindowWait(), f.feedbackGrace(),
+        f.sftMinReward(), f.sftSteps(), f.sftBatch(), f.sftLr(), 2, f.verifier(), f.evalMaxNewTokens(), f.partitions(), 5,
+        f.intake(), new ContinualTrainer.Rollouts(3, 2, 1.0, 2), new ContinualTrainer.TriggerTraining(2, 2, 2, 1e-3, 0.1, 0.5));
+    try (ExperienceLog log = new ExperienceLog(broker.bootstrapServers()); TextTokenizer tok = TextTokenizer.load(model)) {
+      List<String> ids = TrainerFixture.publishTrajectories(log, tok, name, 4, 23);
+      for (String id : ids) {
+        feedback(log, id, 1.0);
+      }
+    }
+    AdapterStore store = AdapterStore.open(s.storeDir());
+    try (TrainerFixture.Running t = new TrainerFixture.Running(new ContinualTrainer(s))) {
+      await(() -> TrainerFixture.versions(store, name) == 2, "v2 trained from the window");
+    }
+    java.util.Map<String, Double> m = store.get(name, 2).metrics();
+    assertEquals(4.0, m.get("rollout_prompts"), m.toString());
+    assertTrue(m.get("rollout_examples") > 0 && m.containsKey("grpo_last_mean_reward") && m.get("trigger_rl_steps") == 2,
+        "the window rolled out, kept rewarded rollouts, ran GRPO and trigger RL: " + m);
+
+    VersionRebuild.Result r = VersionRebuild.run(store, name, 2, broker.bootstrapServers(), model, tmp.resolve("rebuild"),
+        s.heldOut(), s.evalMaxNewTokens(), Optional.of(evenLength));
+    assertEquals(m.get("rollout_examples"), (double) r.rolloutExamples(), "the same rollouts kept: " + r);
+    assertEquals(4 + r.rolloutExamples(), r.sftExamples(), "four rewarded completions and the kept rollouts");
+    assertTrue(r.bitIdentical(), "same recipe, seeds, threads and machine: " + r);
+    assertEquals(r.storedAccuracy(), r.rebuiltAccuracy());
+
+    VersionRebuild.Result other = VersionRebuild.run(store, name, 2, broker.bootstrapServers(), model,
+        tmp.resolve("rebuild-other"), s.heldOut(), s.evalMaxNewTokens(), Optional.of(verifier("odd-length", 1)));
+    assertFalse(other.bitIdentical(), other.toString());
+    assertTrue(other.why().contains("rollouts came out differently"), other.why());
+
+    IllegalArgumentException unknown = assertThrows(IllegalArgumentException.class, () -> VersionRebuild.run(store, name, 2,
+        broker.bootstrapServers(), model, tmp.resolve("rebuild-unknown"), s.heldOut(), s.evalMaxNewTokens()));
+    assertTrue(unknown.getMessage().contains("a verifier rebuild does not know"), unknown.getMessage());
+  }
+
+  /** Judges what the arithmetic verifier judges; rewards completions whose length is {@code parity} modulo 2. */
+  private static Verifier verifier(String name, int parity) {
+    Verifier arithmetic = Verifier.named("arithmetic");
+    return new Verifier() {
+      @Override
+      public String name() {
+        return name;
+      }
+
+      @Override
+      public Optional<String> expected(String prompt) {
+        return arithmetic.expected(prompt);
+      }
+
+      @Override
+      public double score(String completion, String expected) {
+        return completion.length() % 2 == parity ? 1.0 : 0.0;
+      }
+    };
+  }
 }

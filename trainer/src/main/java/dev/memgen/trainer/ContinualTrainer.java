@@ -18,14 +18,11 @@ import dev.memgen.model.memory.Memory;
 import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.text.TextTokenizer;
-import dev.memgen.model.train.AdamW;
 import dev.memgen.model.train.Reward;
 import dev.memgen.model.train.TokenizedExample;
 import dev.memgen.model.train.TrainingDivergedException;
 import dev.memgen.model.train.TriggerRl;
 import dev.memgen.model.train.RejectionSampling;
-import dev.memgen.model.train.WeaverGrpo;
-import dev.memgen.model.train.WeaverSft;
 import dev.memgen.proto.v1.AdapterComponent;
 import dev.memgen.proto.v1.AdapterPublished;
 import dev.memgen.proto.v1.Feedback;
@@ -324,6 +321,7 @@ public final class ContinualTrainer implements AutoCloseable {
   private final TextTokenizer tokenizer;
   private final String fingerprint;
   private final DelimiterTable delimiters;
+  private final WindowRecipe.Base frozen; // the above, as a window's training takes them
   private final TrajectoryCheck check;
   private final WindowTraining training;
   private final KafkaConsumer<String, byte[]> trajectories;
@@ -369,6 +367,8 @@ public final class ContinualTrainer implements AutoCloseable {
   private long feedbackDeadLettered;
   private long feedbackAfterTraining;
   private long rolloutRounds; // seeds each window's rollouts apart
+  private long rolloutSeed; // the seed of the window attempt's rollouts, and how many prompts they rolled out
+  private int rolloutPrompts;
   private Map<String, Double> lastRollouts = Map.of(); // what the last window's rejection sampling found
 
   public ContinualTrainer(Settings settings) throws Exception {
@@ -402,6 +402,7 @@ public final class ContinualTrainer implements AutoCloseable {
     tokenizer = TextTokenizer.load(s.modelDir());
     MemoryManifest manifest = MemoryManifest.read(s.initialMemory());
     delimiters = DelimiterTable.build(tokenizer, base.config().vocabSize(), manifest.delimiters());
+    frozen = new WindowRecipe.Base(base, fingerprint, tokenizer, delimiters);
     check = TrajectoryCheck.of(s.adapterName(), fingerprint, base.config(), manifest, delimiters,
         s.intake().maxTrajectoryTokens());
     training = decorate.apply(this::trainCandidate);
@@ -670,6 +671,8 @@ public final class ContinualTrainer implements AutoCloseable {
   private Outcome trainWindow(String reason, boolean forcedNow) throws Exception {
     windowStartedAtMs = System.currentTimeMillis(); // before the catch-up: what was in the log then is in the window
     lastRollouts = Map.of();
+    rolloutSeed = 0;
+    rolloutPrompts = 0;
     updateStatus("reading the log to its end");
     catchUp();
     expire();
@@ -761,19 +764,13 @@ public final class ContinualTrainer implements AutoCloseable {
         problems.add(prompts.get(i));
       }
     }
-    Verifier v = s.verifier().orElseThrow();
-    Rollouts r = s.rollouts();
     long t0 = System.nanoTime();
-    RejectionSampling.Result found;
-    try (Memory memory = Memory.load(currentDir, base, fingerprint)) {
-      found = RejectionSampling.sample(base, tokenizer, memory, delimiters, problems,
-          (completion, refs) -> v.score(completion, refs.get(0)),
-          new RejectionSampling.Settings(r.samples(), r.baseSamples(), r.temperature(), s.evalMaxNewTokens(), s.sftMinReward(),
-              r.maxPerPrompt(), s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++));
-    }
+    rolloutSeed = s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++;
+    rolloutPrompts = problems.size();
+    RejectionSampling.Result found = recipe(0).rollOut(frozen, currentDir, problems, reward());
     lastRollouts = Map.of("rollout_prompts", (double) problems.size(), "rollout_accuracy", found.rolloutAccuracy(),
         "rollout_prompts_solved", (double) found.solved(), "rollout_examples", (double) found.all().size(),
-        "rollout_seconds", (System.nanoTime() - t0) / 1e9);
+        "rollout_seconds", (System.nanoTime() - t0) / 1e9, "rollout_digest", WindowRecipe.digest(found));
     LOG.info("rolled out {} prompts x {}: {} of {} rollouts rewarded, {} prompts solved, {} new SFT targets", problems.size(),
         found.samples(), found.rewarded(), (long) problems.size() * found.samples(), found.solved(), found.all().size());
     List<Item> out = new ArrayList<>(items);
@@ -782,7 +779,8 @@ public final class ContinualTrainer implements AutoCloseable {
       List<TokenizedExample> sft = new ArrayList<>(item.sft());
       sft.addAll(found.accepted().get(j));
       out.set(which.get(j), new Item(item.w(), item.reward(), sft, item.prompt(),
-          item.note() + ", rollouts " + found.rightPerProblem()[j] + "/" + found.samples() + " rewarded"));
+          item.note() + ", " + WindowRecipe.rolloutMark(j, rolloutSeed) + ", rollouts " + found.rightPerProblem()[j] + "/"
+              + found.samples() + " rewarded"));
     }
     return out;
   }
@@ -909,12 +907,7 @@ public final class ContinualTrainer implements AutoCloseable {
     metrics.put("window_started_at_ms", (double) windowStartedAtMs);
     metrics.putAll(lastRollouts);
     // The recipe, so that `adapters rebuild` can train the version again from its parent and its ledger.
-    metrics.put("recipe_sft_steps", (double) s.sftSteps());
-    metrics.put("recipe_sft_batch", (double) s.sftBatch());
-    metrics.put("recipe_sft_lr", s.sftLr());
-    metrics.put("recipe_seed", (double) (s.seed() + current.version()));
-    metrics.put("recipe_threads", (double) Engines.THREADS);
-    metrics.put("recipe_mkl_reproducible", VersionRebuild.mklReproducible() ? 1.0 : 0.0);
+    recipe(s.seed() + current.version()).record(metrics);
     try {
       boolean weaverUpdate = !examples.isEmpty() || (s.grpoSteps() > 0 && !prompts.isEmpty());
       Path trainedDir = !weaverUpdate ? currentDir : training.train(currentDir, examples, prompts, s.sftSteps(),
@@ -965,69 +958,30 @@ public final class ContinualTrainer implements AutoCloseable {
   private Path trainCandidate(Path from, List<TokenizedExample> examples, List<Evaluator.Problem> prompts, int sftSteps,
       int grpoSteps, long seed, Map<String, Double> metrics) throws IOException {
     synchronized (GRADIENTS) {
-      return trainWeaver(from, examples, prompts, sftSteps, grpoSteps, seed, metrics);
+      return recipe(seed).trainWeaver(frozen, from, s.workDir(), examples, prompts, sftSteps, grpoSteps, reward(), metrics,
+          this::updateStatus);
     }
   }
 
-  private Path trainWeaver(Path from, List<TokenizedExample> examples, List<Evaluator.Problem> prompts, int sftSteps,
-      int grpoSteps, long seed, Map<String, Double> metrics) throws IOException {
-    Path trainedDir = from;
-    if (!examples.isEmpty()) {
-      updateStatus("training weaver (sft)");
-      Path out = s.workDir().resolve("candidate-sft");
-      Directories.deleteRecursively(out);
-      WeaverSft.Result r = WeaverSft.train(base, fingerprint, trainedDir, out, examples, delimiters,
-          sftSettings(sftSteps, s.sftBatch(), s.sftLr(), seed), (step, steps, loss, lr, norm, tps) -> {});
-      metrics.put("sft_last_loss", r.lastLoss());
-      metrics.put("sft_skipped_updates", (double) r.skippedSteps());
-      if (!Double.isFinite(r.lastLoss()) || 2 * r.skippedSteps() > r.steps()) {
-        throw new TrainingDivergedException("SFT ended with loss " + r.lastLoss() + " after skipping " + r.skippedSteps()
-            + " of " + r.steps() + " updates for non-finite gradients");
-      }
-      trainedDir = out;
-    }
-    if (grpoSteps > 0 && !prompts.isEmpty()) {
-      updateStatus("training weaver (grpo)");
-      Verifier v = s.verifier().orElseThrow();
-      Path out = s.workDir().resolve("candidate-grpo");
-      Directories.deleteRecursively(out);
-      Reward reward = (completion, refs) -> v.score(completion, refs.get(0));
-      WeaverGrpo.Result r = WeaverGrpo.train(base, fingerprint, tokenizer, trainedDir, out, prompts, reward, delimiters,
-          new WeaverGrpo.Settings(grpoSteps, Math.min(4, prompts.size()), 4, s.sftLr() / 3, 0, 0.2, 0.0, 1, 8,
-              s.evalMaxNewTokens(), 1.0, AdamW.Settings.DEFAULT, 0, seed), (step, steps, meanReward, loss, informative) -> {});
-      metrics.put("grpo_last_mean_reward", r.lastMeanReward());
-      trainedDir = out;
-    }
-    if (trainedDir.equals(from)) {
-      throw new IllegalArgumentException("nothing to train: no SFT example and no GRPO prompt");
-    }
-    return trainedDir;
+  /** This trainer's recipe for a window whose updates are seeded with {@code seed}. */
+  private WindowRecipe recipe(long seed) {
+    return new WindowRecipe(s.sftSteps(), s.sftBatch(), s.sftLr(), seed, Engines.THREADS, s.grpoSteps(), s.evalMaxNewTokens(),
+        s.sftMinReward(), s.rollouts(), rolloutSeed, rolloutPrompts, s.trigger(),
+        s.verifier().map(WindowRecipe::key).orElse(""));
   }
 
-  /** The SFT a window's weaver update runs (what a version's recipe records, and what a rebuild runs again). */
-  static WeaverSft.Settings sftSettings(int steps, int batch, double lr, long seed) {
-    return new WeaverSft.Settings(steps, batch, 1, lr, Math.min(10, steps / 5), 0.1, AdamW.Settings.DEFAULT, 0, seed);
+  /** The verifier's score of a rollout; null without a verifier (a window then makes no rollouts). */
+  private Reward reward() {
+    return s.verifier().<Reward>map(v -> (completion, refs) -> v.score(completion, refs.get(0))).orElse(null);
   }
 
   /** Trigger RL on the window's verifiable prompts, the weaver of {@code from} frozen: MemGen's second stage. */
   private Path trainTrigger(Path from, List<Evaluator.Problem> prompts, long seed, Map<String, Double> metrics)
       throws IOException {
     updateStatus("training trigger (rl)");
-    TriggerTraining t = s.trigger();
-    Verifier v = s.verifier().orElseThrow();
-    Path out = s.workDir().resolve("candidate-trigger");
-    Directories.deleteRecursively(out); // a fresh run, not a resumed one
-    TriggerRl.Result r;
     synchronized (GRADIENTS) {
-      r = TriggerRl.train(base, fingerprint, tokenizer, from, out, prompts,
-          (completion, refs) -> v.score(completion, refs.get(0)), delimiters,
-          new TriggerRl.Settings(t.steps(), Math.min(t.problemsPerStep(), prompts.size()), t.group(), t.lr(), 0, t.penalty(),
-              s.evalMaxNewTokens(), 1.0, AdamW.Settings.DEFAULT, 0, seed), (step, steps, reward, rate, reference) -> {});
+      return recipe(seed).trainTrigger(frozen, from, s.workDir(), prompts, reward(), metrics);
     }
-    metrics.put("trigger_rl_steps", (double) r.steps());
-    metrics.put("trigger_rl_invocation_rate", r.lastInvocationRate());
-    metrics.put("trigger_rl_mean_reward", r.lastMeanReward());
-    return out;
   }
 
   /** A candidate with a NaN or infinite weight is diverged, whatever it scores. */

@@ -15,17 +15,20 @@ import dev.memgen.model.memory.MemoryManifest;
 import dev.memgen.model.text.DelimiterTable;
 import dev.memgen.model.text.TextTokenizer;
 import dev.memgen.model.train.TokenizedExample;
-import dev.memgen.model.train.WeaverSft;
+import dev.memgen.model.train.RejectionSampling;
+import dev.memgen.model.train.Reward;
 import dev.memgen.proto.v1.Feedback;
 import dev.memgen.proto.v1.Trajectory;
 import ai.djl.ndarray.NDArray;
 import java.io.IOException;
+import java.nio.file.Files;
 import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayList;
 import java.util.HashMap;
 import java.util.List;
 import java.util.Map;
+import java.util.Optional;
 import java.util.Set;
 import java.util.TreeMap;
 import org.apache.kafka.clients.consumer.ConsumerRecord;
@@ -54,7 +57,7 @@ public final class VersionRebuild {
    * values (0 for identical ones); {@code why}: "" when bit-identical, else what most likely differs.
    */
   public record Result(String name, long version, long parent, int trajectories, int sftExamples, int corrections,
-      boolean bitIdentical, Map<String, Double> maxAbsDiff, double storedAccuracy, double rebuiltAccuracy, int heldOut,
+      int rolloutExamples, boolean bitIdentical, Map<String, Double> maxAbsDiff, double storedAccuracy, double rebuiltAccuracy, int heldOut,
       String why, Path rebuilt) {}
 
   private VersionRebuild() {}
@@ -67,31 +70,43 @@ public final class VersionRebuild {
    */
   public static Result run(AdapterStore store, String name, long version, String bootstrapServers, Path modelDir, Path work,
       List<Evaluator.Problem> heldOut, int evalMaxNewTokens) throws IOException {
+    return run(store, name, version, bootstrapServers, modelDir, work, heldOut, evalMaxNewTokens, Optional.empty());
+  }
+
+  /**
+   * The same, scoring the window's rollouts with {@code verifier} — for a trainer run with a verifier of its own, which
+   * a version cannot name — instead of the verifier its record names.
+   */
+  public static Result run(AdapterStore store, String name, long version, String bootstrapServers, Path modelDir, Path work,
+      List<Evaluator.Problem> heldOut, int evalMaxNewTokens, Optional<Verifier> given) throws IOException {
     AdapterStore.Version v = store.get(name, version);
+    String what = name + " v" + version;
     if (v.parent() < 1) {
-      throw new IllegalArgumentException(name + " v" + version + " is an initial memory (no parent): nothing was trained");
+      throw new IllegalArgumentException(what + " is an initial memory (no parent): nothing was trained");
     }
     Map<String, Double> m = v.metrics();
-    for (String key : List.of("recipe_sft_steps", "recipe_sft_batch", "recipe_sft_lr", "recipe_seed", "recipe_threads")) {
-      if (!m.containsKey(key)) {
-        throw new IllegalArgumentException(name + " v" + version + ": its record has no " + key + " (published before "
-            + "versions recorded their recipe, or not by the trainer)");
-      }
-    }
-    for (String sampled : List.of("grpo_last_mean_reward", "rollout_examples", "trigger_rl_steps")) {
-      if (sampled.startsWith("grpo") ? m.containsKey(sampled) : m.getOrDefault(sampled, 0.0) > 0) {
-        throw new IllegalArgumentException(name + " v" + version + " was trained with sampled rollouts (" + sampled
-            + "): rebuilding those is not supported yet (their sampling seeds were per process, not recorded)");
-      }
-    }
+    WindowRecipe recipe = WindowRecipe.of(m, what);
     String fingerprint = Checkpoint.open(modelDir).fingerprint();
     if (!fingerprint.equals(v.baseFingerprint())) {
-      throw new IllegalArgumentException(name + " v" + version + " was trained on base " + v.baseFingerprint() + ", not "
-          + modelDir + " (" + fingerprint + ")");
+      throw new IllegalArgumentException(what + " was trained on base " + v.baseFingerprint() + ", not " + modelDir + " ("
+          + fingerprint + ")");
     }
-    List<Ledger.Entry> taught = store.ledger(name, version).entries(Ledger.Outcome.TRAINED);
-    Map<String, ConsumerRecord<String, byte[]>> records = ExperienceLog.readAt(bootstrapServers,
-        taught.stream().map(Ledger.Entry::source).toList(), "memgen-rebuild", KAFKA_TIMEOUT);
+    Ledger ledger = store.ledger(name, version);
+    List<Ledger.Entry> taught = ledger.entries(Ledger.Outcome.TRAINED);
+    List<Ledger.Entry> batch = rolloutBatch(ledger, recipe, what);
+    boolean sampled = !batch.isEmpty() || recipe.grpoSteps() > 0 || recipe.trigger().on();
+    Verifier verifier = given.orElse(null);
+    if (sampled && verifier == null) {
+      if (recipe.verifier().isEmpty()) {
+        throw new IllegalArgumentException(what + " was trained with sampled rollouts scored by a verifier rebuild does "
+            + "not know (known: " + String.join(", ", WindowRecipe.VERIFIERS) + ")");
+      }
+      verifier = Verifier.named(recipe.verifier());
+    }
+    List<String> sources = new ArrayList<>(taught.stream().map(Ledger.Entry::source).toList());
+    batch.stream().map(Ledger.Entry::source).filter(x -> !sources.contains(x)).forEach(sources::add);
+    Map<String, ConsumerRecord<String, byte[]>> records = ExperienceLog.readAt(bootstrapServers, sources, "memgen-rebuild",
+        KAFKA_TIMEOUT);
     Map<String, String> corrections = corrections(bootstrapServers, v, Set.copyOf(taught.stream()
         .filter(e -> notes(e).contains("correction")).map(Ledger.Entry::trajectoryId).toList()));
 
@@ -99,38 +114,69 @@ public final class VersionRebuild {
     Path parentDir = store.materialize(name, v.parent(), work.resolve("parent"));
     Path storedDir = store.materialize(name, version, work.resolve("stored"));
     Path rebuilt = work.resolve("rebuilt");
-    int threads = m.get("recipe_threads").intValue();
-    Engines.computeThreads(threads);
+    Engines.computeThreads(recipe.threads());
     try (Decoder base = Decoder.load(modelDir); TextTokenizer tokenizer = TextTokenizer.load(modelDir)) {
       MemoryManifest manifest = MemoryManifest.read(parentDir);
       DelimiterTable delimiters = DelimiterTable.build(tokenizer, base.config().vocabSize(), manifest.delimiters());
-      // The window's SFT targets in the trainer's order: per trajectory, its completion if it was rewarded enough, then
-      // its correction.
-      List<TokenizedExample> examples = new ArrayList<>();
-      for (Ledger.Entry e : taught) {
-        ConsumerRecord<String, byte[]> r = records.get(e.source());
-        Trajectory t = r == null ? null : Records.TRAJECTORY.deserializeOrNull(r.value());
-        if (t == null || !t.getTrajectoryId().equals(e.trajectoryId())) {
-          throw new IllegalArgumentException(name + " v" + version + ": trajectory " + e.trajectoryId() + " is no longer "
-              + "in the log at " + e.source() + " (past the topic's retention?): the window cannot be replayed");
+      WindowRecipe.Base frozen = new WindowRecipe.Base(base, fingerprint, tokenizer, delimiters);
+      Verifier judge = verifier;
+      Reward reward = judge == null ? null : (completion, refs) -> judge.score(completion, refs.get(0));
+
+      // The window's rejection sampling again: the same prompts in the same batch, the parent's memory, the same seed.
+      List<List<TokenizedExample>> accepted = List.of();
+      int rolloutExamples = 0;
+      boolean rolloutsDiffer = false;
+      if (!batch.isEmpty()) {
+        List<Evaluator.Problem> problems = new ArrayList<>();
+        for (Ledger.Entry e : batch) {
+          problems.add(problem(judge, tokenizer, prompt(trajectory(records, e, what)), what, e));
         }
-        int[] prompt = t.getPromptTokenIdsList().stream().mapToInt(Integer::intValue).toArray();
+        long seed = WindowRecipe.rolloutMark(batch.get(0).detail())[1];
+        RejectionSampling.Result found = recipe.withRolloutSeed(seed, batch.size()).rollOut(frozen, parentDir, problems, reward);
+        accepted = found.accepted();
+        rolloutExamples = found.all().size();
+        rolloutsDiffer = m.containsKey("rollout_digest") && m.get("rollout_digest") != WindowRecipe.digest(found);
+      }
+      // The window's SFT targets in the trainer's order: per trajectory, its completion if it was rewarded enough, its
+      // correction, then the rollouts of its prompt the verifier rewarded; its prompt for GRPO and trigger RL.
+      List<TokenizedExample> examples = new ArrayList<>();
+      List<Evaluator.Problem> prompts = new ArrayList<>();
+      for (Ledger.Entry e : taught) {
+        int[] prompt = prompt(trajectory(records, e, what));
         List<String> notes = notes(e);
         if (notes.contains("sft")) {
-          examples.add(new TokenizedExample(prompt, t.getCompletionTokenIdsList().stream().mapToInt(Integer::intValue).toArray()));
+          examples.add(new TokenizedExample(prompt, trajectory(records, e, what).getCompletionTokenIdsList().stream()
+              .mapToInt(Integer::intValue).toArray()));
         }
         if (notes.contains("correction")) {
           String c = corrections.get(e.trajectoryId());
           if (c == null) {
-            throw new IllegalArgumentException(name + " v" + version + ": the correction of " + e.trajectoryId()
+            throw new IllegalArgumentException(what + ": the correction of " + e.trajectoryId()
                 + " is no longer in the feedback log");
           }
           examples.add(TokenizedExample.of(tokenizer, tokenizer.decode(prompt, false), c));
         }
+        long[] mark = WindowRecipe.rolloutMark(e.detail());
+        if (mark != null) {
+          examples.addAll(accepted.get((int) mark[0]));
+        }
+        if (notes.contains("grpo") || notes.contains("trigger rl")) {
+          prompts.add(problem(judge, tokenizer, prompt, what, e));
+        }
       }
-      WeaverSft.train(base, fingerprint, parentDir, rebuilt, examples, delimiters, ContinualTrainer.sftSettings(
-          m.get("recipe_sft_steps").intValue(), m.get("recipe_sft_batch").intValue(), m.get("recipe_sft_lr"),
-          m.get("recipe_seed").longValue()), (step, steps, loss, lr, norm, tps) -> {});
+      Map<String, Double> measured = new HashMap<>();
+      Path trained = parentDir;
+      if (!examples.isEmpty() || (recipe.grpoSteps() > 0 && !prompts.isEmpty())) {
+        trained = recipe.trainWeaver(frozen, parentDir, work, examples, prompts, recipe.sftSteps(),
+            prompts.isEmpty() ? 0 : recipe.grpoSteps(), reward, measured, status -> {});
+      }
+      if (recipe.trigger().on() && !prompts.isEmpty()) {
+        trained = recipe.trainTrigger(frozen, trained, work, prompts, reward, measured);
+      }
+      if (trained.equals(parentDir)) {
+        throw new IllegalArgumentException(what + ": its ledger names nothing the window trained on");
+      }
+      Files.move(trained, rebuilt);
       MemoryManifest.read(rebuilt).withVersion(version).write(rebuilt);
 
       Map<String, Double> diff = new TreeMap<>();
@@ -148,13 +194,33 @@ public final class VersionRebuild {
           }
         }
       }
-      // Both scored as a weaver-only window is gated: memory at every delimiter, the trigger inactive.
+      // Both scored as the window was gated: with the trigger at its threshold if it trained one, else memory at every
+      // delimiter.
       double stored = ContinualTrainer.evaluate(base, fingerprint, tokenizer, delimiters, storedDir, heldOut, evalMaxNewTokens,
-          ContinualTrainer.TriggerTraining.OFF).accuracy();
+          recipe.trigger()).accuracy();
       double again = ContinualTrainer.evaluate(base, fingerprint, tokenizer, delimiters, rebuilt, heldOut, evalMaxNewTokens,
-          ContinualTrainer.TriggerTraining.OFF).accuracy();
-      double trainedReproducibly = m.getOrDefault("recipe_mkl_reproducible", -1.0); // -1: not recorded
-      String why = identical ? "" : threads != Engines.THREADS
+          recipe.trigger()).accuracy();
+      int threads = recipe.threads();
+      double storedRollouts = m.getOrDefault("rollout_examples", 0.0);
+      rolloutsDiffer |= !batch.isEmpty() && rolloutExamples != storedRollouts;
+      String why = identical ? "" : rolloutsDiffer
+          ? "the window's rollouts came out differently (" + rolloutExamples + " rewarded rollouts kept, the trainer kept "
+              + (long) storedRollouts + (rolloutExamples == storedRollouts ? ", not the same ones" : "") + "): another "
+              + "verifier, or sums that differ before sampling (sampling follows the logits); "
+              + sums(threads, trainedReproducibly(m))
+          : sums(threads, trainedReproducibly(m));
+      return new Result(name, version, v.parent(), taught.size(), examples.size(), corrections.size(), rolloutExamples,
+          identical, diff, stored, again, heldOut.size(), why, rebuilt);
+    }
+  }
+
+  private static double trainedReproducibly(Map<String, Double> m) {
+    return m.getOrDefault("recipe_mkl_reproducible", -1.0); // -1: not recorded
+  }
+
+  /** Why float sums may differ between the trainer and this process. */
+  private static String sums(int threads, double trainedReproducibly) {
+    return threads != Engines.THREADS
           ? "trained with " + threads + " libtorch threads, rebuilt with " + Engines.THREADS + " (sums split differently)"
           : !mklReproducible()
               ? "same thread count, but this process runs without MKL_CBWR and MKL_DYNAMIC=FALSE: MKL's float sums "
@@ -164,9 +230,53 @@ public final class VersionRebuild {
                       + "its float sums depended on alignment and load"
                   : "same thread count and MKL settings on both sides: another libtorch build or CPU sums the floats in "
                       + "another order";
-      return new Result(name, version, v.parent(), taught.size(), examples.size(), corrections.size(), identical, diff, stored,
-          again, heldOut.size(), why, rebuilt);
+  }
+
+  /**
+   * The window's rollout batch, in batch order: the ledger's entries (trained, or judged too low after their
+   * rollouts) marked with the published attempt's rollout seed. Empty for a window that did not roll out.
+   */
+  private static List<Ledger.Entry> rolloutBatch(Ledger ledger, WindowRecipe recipe, String what) {
+    int n = recipe.rolloutPrompts();
+    if (n == 0) {
+      return List.of();
     }
+    Ledger.Entry[] batch = new Ledger.Entry[n];
+    for (Ledger.Entry e : ledger.entries()) {
+      long[] mark = WindowRecipe.rolloutMark(e.detail());
+      if (mark != null && mark[1] == recipe.rolloutSeed() && mark[0] < n) {
+        batch[(int) mark[0]] = e;
+      }
+    }
+    for (int j = 0; j < n; j++) {
+      if (batch[j] == null) {
+        throw new IllegalArgumentException(what + ": its window rolled out " + n + " prompts, but the ledger names no "
+            + "trajectory at place " + j + " of that batch (one dead-lettered after the rollouts?): the rollouts cannot be "
+            + "replayed as they were");
+      }
+    }
+    return List.of(batch);
+  }
+
+  private static Trajectory trajectory(Map<String, ConsumerRecord<String, byte[]>> records, Ledger.Entry e, String what) {
+    ConsumerRecord<String, byte[]> r = records.get(e.source());
+    Trajectory t = r == null ? null : Records.TRAJECTORY.deserializeOrNull(r.value());
+    if (t == null || !t.getTrajectoryId().equals(e.trajectoryId())) {
+      throw new IllegalArgumentException(what + ": trajectory " + e.trajectoryId() + " is no longer in the log at "
+          + e.source() + " (past the topic's retention?): the window cannot be replayed");
+    }
+    return t;
+  }
+
+  private static int[] prompt(Trajectory t) {
+    return t.getPromptTokenIdsList().stream().mapToInt(Integer::intValue).toArray();
+  }
+
+  /** The verifiable problem a logged prompt poses, as the trainer made it. */
+  private static Evaluator.Problem problem(Verifier v, TextTokenizer tokenizer, int[] prompt, String what, Ledger.Entry e) {
+    String text = tokenizer.decode(prompt, false);
+    return new Evaluator.Problem(text, v.expected(text).orElseThrow(() -> new IllegalArgumentException(what + ": the "
+        + "verifier cannot judge the prompt of " + e.trajectoryId() + ", which the window rolled out")));
   }
 
   /**
