@@ -767,6 +767,7 @@ public final class ContinualTrainer implements AutoCloseable {
     long t0 = System.nanoTime();
     rolloutSeed = s.seed() * 1_000_003L + current.version() * 7919L + rolloutRounds++;
     rolloutPrompts = problems.size();
+    // Seeded by rolloutSeed alone (the updates' seed plays no part in it), which the version records.
     RejectionSampling.Result found = recipe(0).rollOut(frozen, currentDir, problems, reward());
     lastRollouts = Map.of("rollout_prompts", (double) problems.size(), "rollout_accuracy", found.rolloutAccuracy(),
         "rollout_prompts_solved", (double) found.solved(), "rollout_examples", (double) found.all().size(),

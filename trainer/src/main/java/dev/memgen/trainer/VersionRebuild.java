@@ -57,16 +57,17 @@ public final class VersionRebuild {
    * values (0 for identical ones); {@code why}: "" when bit-identical, else what most likely differs.
    */
   public record Result(String name, long version, long parent, int trajectories, int sftExamples, int corrections,
-      int rolloutExamples, boolean bitIdentical, Map<String, Double> maxAbsDiff, double storedAccuracy, double rebuiltAccuracy, int heldOut,
-      String why, Path rebuilt) {}
+      int rolloutExamples, boolean bitIdentical, Map<String, Double> maxAbsDiff, double storedAccuracy,
+      double rebuiltAccuracy, int heldOut, String why, Path rebuilt) {}
 
   private VersionRebuild() {}
 
   /**
    * Rebuilds version {@code version} of {@code name} into {@code work}/rebuilt.
    *
-   * @throws IllegalArgumentException the version cannot be rebuilt (the initial version, a record without its recipe, a
-   *     sampled window, trajectories gone from the log), with the reason
+   * @throws IllegalArgumentException the version cannot be rebuilt (the initial version, a record without its recipe,
+   *     a sampled window recorded before sampling recipes were, or scored by a verifier this process cannot make, a
+   *     rollout batch missing a member, trajectories gone from the log), with the reason
    */
   public static Result run(AdapterStore store, String name, long version, String bootstrapServers, Path modelDir, Path work,
       List<Evaluator.Problem> heldOut, int evalMaxNewTokens) throws IOException {
@@ -103,10 +104,10 @@ public final class VersionRebuild {
       }
       verifier = Verifier.named(recipe.verifier());
     }
-    List<String> sources = new ArrayList<>(taught.stream().map(Ledger.Entry::source).toList());
-    batch.stream().map(Ledger.Entry::source).filter(x -> !sources.contains(x)).forEach(sources::add);
-    Map<String, ConsumerRecord<String, byte[]>> records = ExperienceLog.readAt(bootstrapServers, sources, "memgen-rebuild",
-        KAFKA_TIMEOUT);
+    Set<String> sources = new java.util.LinkedHashSet<>(taught.stream().map(Ledger.Entry::source).toList());
+    batch.forEach(e -> sources.add(e.source()));
+    Map<String, ConsumerRecord<String, byte[]>> records = ExperienceLog.readAt(bootstrapServers, sources,
+        "memgen-rebuild", KAFKA_TIMEOUT);
     Map<String, String> corrections = corrections(bootstrapServers, v, Set.copyOf(taught.stream()
         .filter(e -> notes(e).contains("correction")).map(Ledger.Entry::trajectoryId).toList()));
 
