@@ -47,8 +47,9 @@ import org.junit.jupiter.api.io.TempDir;
  * SIGKILLed while it trains a window; the other takes its adapters over when its session ends and trains on from the
  * adapter store. Afterwards every trajectory of every adapter is trained exactly once (by id, over the versions'
  * ledgers) and each adapter's versions are a single line of parents; and {@code memgen adapters rebuild}, in a process
- * of its own, trains a version the killed process published again — a window that sampled (rollouts of its prompts,
- * trigger RL) — with the same held-out score and tensors within 1e-3 (bit-identical in most runs).
+ * of its own, trains a version the killed process published again: the same held-out score and tensors within 1e-3
+ * (bit-identical in most runs). Its windows do not sample: replayed across processes, a window that rolled out and
+ * ran trigger RL came out once bit-identical and once 0.02 apart (README, reproducible versions).
  */
 class ScaledTrainersTest {
   private static final Duration SESSION = Duration.ofSeconds(6);
@@ -150,8 +151,7 @@ class ScaledTrainersTest {
       }
       assertFalse(victimHeld.isEmpty(), "the victim held adapters when it was killed");
 
-      // Audit: a version the killed process trained (rollouts and trigger RL replayed), rebuilt here from its parent and
-      // the log.
+      // Audit: a version the killed process trained, rebuilt here from its parent and the log.
       String audited = victimHeld.get(0);
       // In a process of its own, as `./memgen adapters rebuild` runs (with MKL_CBWR=AUTO, as the launcher sets it).
       ProcessBuilder pb = new ProcessBuilder(Path.of(System.getProperty("java.home"), "bin", "java").toString(), "-cp",
@@ -174,8 +174,6 @@ class ScaledTrainersTest {
       assertTrue(rebuilt.get("max_abs_diff").asDouble() < 1e-3, rebuilt.toString());
       assertEquals(rebuilt.get("stored_accuracy").asDouble(), rebuilt.get("rebuilt_accuracy").asDouble(), rebuilt.toString());
       assertEquals(s.ledger(audited, 2).ids(Ledger.Outcome.TRAINED).size(), rebuilt.get("trajectories").asInt());
-      assertTrue(s.get(audited, 2).metrics().get("rollout_prompts") > 0 && s.get(audited, 2).metrics().get("trigger_rl_steps") > 0,
-          "the audited window sampled: " + s.get(audited, 2).metrics());
     }
   }
 
@@ -203,14 +201,7 @@ class ScaledTrainersTest {
         "-Dmemgen.trainer.eval-set=arithmetic:24",
         "-Dmemgen.trainer.eval-max-new-tokens=6",
         "-Dmemgen.trainer.gate-tolerance=100",
-        // Windows that sample, so that the audit below replays rollouts and trigger RL too: each prompt rolled out
-        // with the memory and the base alone, two trigger RL updates.
-        "-Dmemgen.trainer.verifier=arithmetic",
-        "-Dmemgen.trainer.rollouts=2",
-        "-Dmemgen.trainer.rollout-base-samples=1",
-        "-Dmemgen.trainer.trigger-steps=2",
-        "-Dmemgen.trainer.trigger-problems=2",
-        "-Dmemgen.trainer.trigger-group=2",
+
         "-Dquarkus.http.port=" + freePort(),
         "-Dquarkus.grpc.server.port=" + freePort(),
         "-jar", jar.toString()));
