@@ -75,6 +75,10 @@ final class ImagesCommand implements Callable<Integer> {
   @Option(names = "--tag", description = "the images' tag (default: the services' version, e.g. 0.1.0-SNAPSHOT)")
   String tag;
 
+  @Option(names = "--format", defaultValue = "oci", description = "oci (an OCI image layout; podman load, ctr images"
+      + " import, kind load) or docker (docker save's layout, whose name `docker load` keeps); default ${DEFAULT-VALUE}")
+  String format;
+
   @Override
   public Integer call() throws Exception {
     Path home = Main.home();
@@ -89,6 +93,11 @@ final class ImagesCommand implements Callable<Integer> {
       }
       apps.add(app);
     }
+    ImageFormat imageFormat = switch (format) {
+      case "oci" -> ImageFormat.OCI;
+      case "docker" -> ImageFormat.Docker;
+      default -> throw new IllegalArgumentException("--format is '" + format + "': expected oci or docker");
+    };
     String base = baseImage != null ? baseImage : "tar://" + defaultBase(home);
     if (base.startsWith(Jib.TAR_IMAGE_PREFIX) && !Files.isRegularFile(Path.of(base.substring(Jib.TAR_IMAGE_PREFIX.length())))) {
       throw new IllegalArgumentException("--base-image " + base + ": no such file (fix: a `docker save` or OCI image"
@@ -105,11 +114,11 @@ final class ImagesCommand implements Callable<Integer> {
         Path app = apps.get(i);
         String version = tag != null ? tag : versionOf(app, s.module());
         ImageReference name = ImageReference.of(null, "memgen/" + s.module(), version);
-        Path tarball = dir.resolve(s.module() + ".oci.tar");
+        Path tarball = dir.resolve(s.module() + "." + format + ".tar");
         long t0 = System.nanoTime();
         JibContainer image;
         try {
-          image = builder(base, s, app)
+          image = builder(base, s, app).setFormat(imageFormat)
               .containerize(Containerizer.to(TarImage.at(tarball).named(name))
                   .setBaseImageLayersCache(cache.resolve("base"))
                   .setApplicationLayersCache(cache.resolve(s.module()))
