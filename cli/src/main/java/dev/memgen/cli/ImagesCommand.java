@@ -39,7 +39,8 @@ import picocli.CommandLine.Option;
  * third-party libraries, which change rarely, apart from the project's own jars and the application) on a Java 17
  * base: by default Debian bookworm with OpenJDK 17 made by {@code deploy/images/base.sh} (debootstrap) and cached
  * under {@code .memgen/images/}; {@code --base-image} takes any registry image or {@code tar://} file instead.
- * {@code docker load -i}, {@code ctr images import} and {@code kind load image-archive} take the results.
+ * {@code podman load -i}, {@code ctr images import} and {@code kind load image-archive} take them; {@code --format
+ * docker} writes {@code docker save}'s layout for {@code docker load}.
  */
 @Command(name = "images", mixinStandardHelpOptions = true,
     description = "Build the services' container images as OCI tarballs (Jib; no Docker daemon, no registry).")
@@ -182,7 +183,6 @@ final class ImagesCommand implements Callable<Integer> {
     b.addExposedPort(Port.tcp(s.grpcPort()));
     b.addExposedPort(Port.tcp(s.httpPort()));
     b.addLabel("org.opencontainers.image.title", "memgen " + s.module());
-    b.setFormat(ImageFormat.OCI);
     return b;
   }
 

@@ -72,8 +72,7 @@ class ContainerImagesTest {
     JsonNode summary = JSON.readTree(lines[lines.length - 1]);
     assertEquals(4, summary.get("images").size(), printed);
 
-    Map<String, Image> unpacked = new java.util.HashMap<>();
-    Map<String, Path> tarballs = new java.util.HashMap<>();
+    Map<String, Image> images = new java.util.HashMap<>();
     for (JsonNode built : summary.get("images")) {
       String service = built.get("service").asText();
       Path dir = tmp.resolve("oci-" + service);
@@ -93,8 +92,7 @@ class ContainerImagesTest {
       if (service.equals("trainer-service")) {
         assertTrue(env.containsAll(List.of("MKL_CBWR=AUTO", "MKL_DYNAMIC=FALSE")), "the trainer's reproducible MKL: " + env);
       }
-      unpacked.put(service, image);
-      tarballs.put(service, Path.of(built.get("file").asText()));
+      images.put(service, image);
     }
 
     Path data = tmp.resolve("data");
@@ -102,12 +100,11 @@ class ContainerImagesTest {
     TinyMemory.write(data.resolve("model"), data.resolve("memory"), TinyMemory.everyCharacter());
     int ports = LoopBench.freePortBlock(4);
     Path storage = tmp.resolve("podman");
-    try (Container weaver = Container.start(storage, tarballs.get("weaver-service"), unpacked.get("weaver-service"), data,
+    try (Container weaver = Container.start(storage, images.get("weaver-service"), data,
             tmp.resolve("weaver.log"),
             "MEMGEN_MODEL_DIR=/data/model", "MEMGEN_MEMORY_DIR=/data/memory",
             "QUARKUS_GRPC_SERVER_PORT=" + ports, "QUARKUS_HTTP_PORT=" + (ports + 1));
-         Container reasoner = Container.start(storage, tarballs.get("reasoner-service"), unpacked.get("reasoner-service"),
-            data, tmp.resolve("reasoner.log"),
+         Container reasoner = Container.start(storage, images.get("reasoner-service"), data, tmp.resolve("reasoner.log"),
             "MEMGEN_MODEL_DIR=/data/model", "MEMGEN_WEAVER_TARGET=127.0.0.1:" + ports,
             "QUARKUS_GRPC_SERVER_PORT=" + (ports + 2), "QUARKUS_HTTP_PORT=" + (ports + 3))) {
       String http = "http://127.0.0.1:" + (ports + 3);
@@ -131,8 +128,11 @@ class ContainerImagesTest {
     }
   }
 
-  /** An OCI image tarball, unpacked: its index, manifest and config, every blob checked against its digest. */
-  record Image(Path dir, String name, String manifestDigest, JsonNode manifest, JsonNode config) {
+  /**
+   * An OCI image tarball, read from its unpacked copy in {@code dir}: its reference name, manifest digest and config,
+   * every blob checked against its digest.
+   */
+  record Image(Path tarball, String name, String manifestDigest, JsonNode config) {
     static Image read(Path tarball, Path dir) throws Exception {
       Files.createDirectories(dir);
       run(List.of("tar", "-xf", tarball.toString(), "-C", dir.toString()));
@@ -151,7 +151,7 @@ class ContainerImagesTest {
         blob(dir, layer.get("digest").asText(), layer.get("size").asLong());
       }
       String name = entry.get("annotations").get("org.opencontainers.image.ref.name").asText();
-      return new Image(dir, name, manifestDigest, manifest, config);
+      return new Image(tarball, name, manifestDigest, config);
     }
 
     /** The blob's file, after checking that its size and sha256 are the ones it is referred to by. */
@@ -196,10 +196,10 @@ class ContainerImagesTest {
           "--storage-driver", "vfs", "--runtime", "runc", "--cgroup-manager", "cgroupfs");
     }
 
-    static Container start(Path storage, Path tarball, Image image, Path data, Path log, String... env) throws Exception {
+    static Container start(Path storage, Image image, Path data, Path log, String... env) throws Exception {
       List<String> podman = podman(storage);
       List<String> load = new ArrayList<>(podman);
-      load.addAll(List.of("load", "-i", tarball.toString()));
+      load.addAll(List.of("load", "-i", image.tarball().toString()));
       run(load);
       String name = "memgen-test-" + java.util.UUID.randomUUID().toString().substring(0, 8);
       List<String> cmd = new ArrayList<>(podman);
@@ -230,7 +230,7 @@ class ContainerImagesTest {
         } catch (java.io.IOException notYet) {
           // not listening yet
         }
-        Thread.sleep(500);
+        Thread.sleep(500); // polled: the container's service offers nothing to wait on but its readiness endpoint
       }
       throw new AssertionError("not ready in 120 s: " + last + "\n" + tail());
     }

@@ -143,11 +143,12 @@ public final class VersionRebuild {
       List<TokenizedExample> examples = new ArrayList<>();
       List<Evaluator.Problem> prompts = new ArrayList<>();
       for (Ledger.Entry e : taught) {
-        int[] prompt = prompt(trajectory(records, e, what));
+        Trajectory t = trajectory(records, e, what);
+        int[] prompt = prompt(t);
         List<String> notes = notes(e);
         if (notes.contains("sft")) {
-          examples.add(new TokenizedExample(prompt, trajectory(records, e, what).getCompletionTokenIdsList().stream()
-              .mapToInt(Integer::intValue).toArray()));
+          examples.add(new TokenizedExample(prompt, t.getCompletionTokenIdsList().stream().mapToInt(Integer::intValue)
+              .toArray()));
         }
         if (notes.contains("correction")) {
           String c = corrections.get(e.trajectoryId());
