@@ -494,7 +494,7 @@ public final class LoopBench {
     long lost;
     long duplicated; // ids trained into more than one version
     long deduplicated; // records the trainer recognised as copies of an id it had trained or held
-    boolean trainerBusy; // rolling out, training, evaluating or publishing a window (or restarting)
+    boolean trainerBusy; // rolling out, training, evaluating or publishing a window, holding a due one (or restarting)
     final List<AdapterPublished> announced = new ArrayList<>(); // after the initial version, in order
     final Map<String, Long> publishedAtMillis = new HashMap<>(); // trajectory id -> record timestamp
     final Map<String, Long> trainedInto = new HashMap<>(); // trajectory id -> version
@@ -540,7 +540,9 @@ public final class LoopBench {
     long sameSince = System.nanoTime();
     while (true) {
       Accounting a = account(bootstrap, layout);
-      if (!a.signature().equals(last) || a.trainerBusy) { // a window in training is a change on its way
+      // A window in training is a change on its way; so are trajectories in the log the trainer has not read yet (its
+      // consumer once took about a minute to fetch them after a window, with a full window's worth there).
+      if (!a.signature().equals(last) || a.trainerBusy || a.pending > a.waiting) {
         if (!a.signature().equals(last)) {
           progress.accept(String.format("%d versions published; %d of %d trajectories trained, %d judged, %d waiting for "
               + "the trainer", a.announced.size(), a.trained, a.published, a.judged, a.pending));

@@ -90,6 +90,7 @@ public final class Engines {
           if (System.getProperty("ai.djl.pytorch.num_threads") == null) {
             System.setProperty("ai.djl.pytorch.num_threads", "1");
           }
+          NativeAllocator.tuneForTensors();
           String setting = System.getProperty(DEVICE_PROPERTY, System.getenv().getOrDefault(DEVICE_ENV, "cpu"));
           Engine engine = Engine.getEngine("PyTorch");
           root = engine.newBaseManager(device(setting, setting.strip().equals("cpu") ? 0 : engine.getGpuCount()));

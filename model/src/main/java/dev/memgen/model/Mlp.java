@@ -21,8 +21,10 @@ final class Mlp {
       lora.addDelta(layer, LoraAdapter.Target.GATE_PROJ, x, gateUp, 0, intermediate);
       lora.addDelta(layer, LoraAdapter.Target.UP_PROJ, x, gateUp, intermediate, 2 * intermediate);
     }
-    int last = gateUp.getShape().dimension() - 1;
-    NDArray hidden = Ops.swiglu(Ops.slice(gateUp, last, 0, intermediate), Ops.slice(gateUp, last, intermediate, 2 * intermediate));
+    // Split, not two slices: the same views, but the gradient is one concatenation of the halves' gradients, where two
+    // slices' would each zero-fill a tensor of gateUp's size and then be summed (the same values, bit for bit).
+    ai.djl.ndarray.NDList halves = gateUp.split(2, gateUp.getShape().dimension() - 1);
+    NDArray hidden = Ops.swiglu(halves.get(0), halves.get(1));
     NDArray y = down.forward(hidden);
     if (lora != null) {
       lora.addDelta(layer, LoraAdapter.Target.DOWN_PROJ, hidden, y, 0, y.getShape().get(y.getShape().dimension() - 1));

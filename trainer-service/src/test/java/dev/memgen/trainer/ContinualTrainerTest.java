@@ -229,6 +229,8 @@ class ContinualTrainerTest {
         await(() -> t.trainer.status().windowRewarded() == 1, "the window is due (its one rewarded trajectory)");
         Thread.sleep(1500);
         assertEquals(0, t.trainer.status().published(), "waiting for the second one's feedback");
+        // Work to do, held back by the grace: not a trainer waiting for traffic (a bench waits for it to publish).
+        assertEquals("window due", t.trainer.status().activity());
         feedback(log, ids.get(1), 1.0);
         await(() -> t.trainer.status().published() == 1, "v2 once the late feedback came");
       }

@@ -602,12 +602,8 @@ public final class ContinualTrainer implements AutoCloseable {
     if (System.nanoTime() < retryAtNanos) {
       return false;
     }
-    int rewarded = rewarded();
-    rewardedAtLastAttempt = Math.min(rewardedAtLastAttempt, rewarded); // expiries shrink the window
-    int fresh = rewarded - rewardedAtLastAttempt; // a refused window trains again only on new rewards
-    long since = Math.max(windowOpenedNanos, lastAttemptNanos);
-    boolean due = fresh >= s.windowRewarded() || (fresh > 0 && System.nanoTime() - since > s.maxWindowWait().toNanos());
-    if (!due) {
+    rewardedAtLastAttempt = Math.min(rewardedAtLastAttempt, rewarded()); // expiries shrink the window
+    if (!enoughRewarded()) {
       dueSinceNanos = 0;
       return false;
     }
@@ -617,6 +613,18 @@ public final class ContinualTrainer implements AutoCloseable {
     }
     // Feedback comes after its generation: give the window's youngest unrewarded trajectories a moment to get theirs.
     return System.nanoTime() - dueSinceNanos >= s.feedbackGrace().toNanos() || !awaitingFeedback();
+  }
+
+  /**
+   * Whether the open window has what a window needs: {@code window-rewarded} rewarded trajectories, or some after
+   * {@code max-window-wait}. A refused window trains again only on new rewards, so only rewards since the last attempt
+   * count.
+   */
+  private boolean enoughRewarded() {
+    int rewarded = rewarded();
+    int fresh = rewarded - Math.min(rewardedAtLastAttempt, rewarded);
+    long since = Math.max(windowOpenedNanos, lastAttemptNanos);
+    return fresh >= s.windowRewarded() || (fresh > 0 && System.nanoTime() - since > s.maxWindowWait().toNanos());
   }
 
   /**
@@ -1306,8 +1314,17 @@ public final class ContinualTrainer implements AutoCloseable {
     return counts.getOrDefault(o.json(), 0L);
   }
 
+  /**
+   * @param activity what the trainer is doing; "collecting" is reported as "window due" while the open window has what
+   *     a window needs (it trains at the next poll, after a feedback grace or a retry back-off): a status reader can
+   *     tell a trainer waiting for traffic from one with work still to do
+   */
   private void updateStatus(String activity) {
-    status = new Status(current == null ? 0 : current.version(), open.size(), activity.equals("collecting") ? rewarded() : 0,
+    boolean collecting = activity.equals("collecting");
+    if (collecting && enoughRewarded()) {
+      activity = "window due";
+    }
+    status = new Status(current == null ? 0 : current.version(), open.size(), collecting ? rewarded() : 0,
         s.windowRewarded(), published, rejected, consumed, deadLettered, activity, lastPublished, lastEvalMetrics, lastEvalAt,
         rangeStart == null ? Map.of() : Map.copyOf(rangeStart), counts(),
         System.nanoTime() < retryAtNanos ? heldBack : "");
