@@ -1,6 +1,7 @@
 package dev.memgen.model;
 
 import ai.djl.ndarray.NDArray;
+import ai.djl.ndarray.NDList;
 
 /** SwiGLU feed-forward: {@code down(silu(gate(x)) * up(x))}, with gate and up fused into one matmul. */
 final class Mlp {
@@ -23,7 +24,7 @@ final class Mlp {
     }
     // Split, not two slices: the same views, but the gradient is one concatenation of the halves' gradients, where two
     // slices' would each zero-fill a tensor of gateUp's size and then be summed (the same values, bit for bit).
-    ai.djl.ndarray.NDList halves = gateUp.split(2, gateUp.getShape().dimension() - 1);
+    NDList halves = gateUp.split(2, gateUp.getShape().dimension() - 1);
     NDArray hidden = Ops.swiglu(halves.get(0), halves.get(1));
     NDArray y = down.forward(hidden);
     if (lora != null) {

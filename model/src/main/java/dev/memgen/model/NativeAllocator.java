@@ -29,7 +29,8 @@ final class NativeAllocator {
 
   /** Returns whether the settings were applied. */
   static boolean tuneForTensors() {
-    if (!Platform.isLinux() || System.getenv("MALLOC_TRIM_THRESHOLD_") != null || System.getenv("MALLOC_MMAP_THRESHOLD_") != null) {
+    if (!Platform.isLinux() || System.getenv("MALLOC_TRIM_THRESHOLD_") != null
+        || System.getenv("MALLOC_MMAP_THRESHOLD_") != null) {
       return false;
     }
     try {

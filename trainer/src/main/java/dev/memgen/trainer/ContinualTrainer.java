@@ -602,8 +602,9 @@ public final class ContinualTrainer implements AutoCloseable {
     if (System.nanoTime() < retryAtNanos) {
       return false;
     }
-    rewardedAtLastAttempt = Math.min(rewardedAtLastAttempt, rewarded()); // expiries shrink the window
-    if (!enoughRewarded()) {
+    int rewarded = rewarded();
+    rewardedAtLastAttempt = Math.min(rewardedAtLastAttempt, rewarded); // expiries shrink the window
+    if (!enoughRewarded(rewarded)) {
       dueSinceNanos = 0;
       return false;
     }
@@ -620,8 +621,7 @@ public final class ContinualTrainer implements AutoCloseable {
    * {@code max-window-wait}. A refused window trains again only on new rewards, so only rewards since the last attempt
    * count.
    */
-  private boolean enoughRewarded() {
-    int rewarded = rewarded();
+  private boolean enoughRewarded(int rewarded) {
     int fresh = rewarded - Math.min(rewardedAtLastAttempt, rewarded);
     long since = Math.max(windowOpenedNanos, lastAttemptNanos);
     return fresh >= s.windowRewarded() || (fresh > 0 && System.nanoTime() - since > s.maxWindowWait().toNanos());
@@ -1320,11 +1320,11 @@ public final class ContinualTrainer implements AutoCloseable {
    *     tell a trainer waiting for traffic from one with work still to do
    */
   private void updateStatus(String activity) {
-    boolean collecting = activity.equals("collecting");
-    if (collecting && enoughRewarded()) {
+    int rewarded = activity.equals("collecting") ? rewarded() : 0;
+    if (activity.equals("collecting") && enoughRewarded(rewarded)) {
       activity = "window due";
     }
-    status = new Status(current == null ? 0 : current.version(), open.size(), collecting ? rewarded() : 0,
+    status = new Status(current == null ? 0 : current.version(), open.size(), rewarded,
         s.windowRewarded(), published, rejected, consumed, deadLettered, activity, lastPublished, lastEvalMetrics, lastEvalAt,
         rangeStart == null ? Map.of() : Map.copyOf(rangeStart), counts(),
         System.nanoTime() < retryAtNanos ? heldBack : "");
