@@ -69,6 +69,9 @@ final class BenchLoadCommand implements Callable<Integer> {
 
   @Option(names = "--single-seconds", defaultValue = "20", description = "length of the one-agent phase (default ${DEFAULT-VALUE})") int singleSeconds;
 
+  @Option(names = "--warm-up-seconds", defaultValue = "10", description = "load before the measured phases, all agents at "
+      + "once, so that both ends run compiled code (default ${DEFAULT-VALUE})") int warmUpSeconds;
+
   @Option(names = "--max-tokens", defaultValue = "32", description = "completion tokens per turn (default ${DEFAULT-VALUE})") int maxTokens;
 
   @Option(names = "--memory", defaultValue = "off", description = "on (a fresh embedded memory) or off (default ${DEFAULT-VALUE})") String memory;
@@ -97,8 +100,9 @@ final class BenchLoadCommand implements Callable<Integer> {
 
   @Override
   public Integer call() throws Exception {
-    if (clients < 1 || seconds < 1 || singleSeconds < 1 || maxTokens < 1) {
-      throw new IllegalArgumentException("need --clients, --seconds, --single-seconds and --max-tokens >= 1");
+    if (clients < 1 || seconds < 1 || singleSeconds < 1 || maxTokens < 1 || warmUpSeconds < 0) {
+      throw new IllegalArgumentException("need --clients, --seconds, --single-seconds and --max-tokens >= 1, "
+          + "--warm-up-seconds >= 0");
     }
     if (!List.of("on", "off").contains(memory) || !List.of("engine", "grpc", "openai").contains(api)) {
       throw new IllegalArgumentException("--memory must be on or off and --api engine, grpc or openai");
@@ -110,6 +114,9 @@ final class BenchLoadCommand implements Callable<Integer> {
         System.err.println("bench load: warming up");
         List<Turn> all = Collections.synchronizedList(new ArrayList<>());
         all.add(client.send("Q: 1+1=?"));
+        if (warmUpSeconds > 0) {
+          run(client, clients, warmUpSeconds, "warm-up", all);
+        }
         Phase one = run(client, 1, singleSeconds, "1 agent", all);
         Phase many = run(client, clients, seconds, clients + " agents", all);
         System.out.printf("%-10s %8s %7s %9s %9s %9s %9s %7s%n", "agents", "turns", "errors", "tok/s", "p50 (s)",
@@ -342,7 +349,9 @@ final class BenchLoadCommand implements Callable<Integer> {
     private final KafkaBroker broker;
     private final int http;
     private final ManagedChannel channel;
-    private final HttpClient client = HttpClient.newBuilder().connectTimeout(Duration.ofSeconds(10)).build();
+    // HTTP/1.1, as agents' OpenAI clients speak it (the JDK's default would upgrade to HTTP/2 without TLS).
+    private final HttpClient client = HttpClient.newBuilder().version(HttpClient.Version.HTTP_1_1)
+        .connectTimeout(Duration.ofSeconds(10)).build();
 
     ServiceClient(Path memoryDir, Path work) throws Exception {
       Path jar = Main.home().resolve("reasoner-service/target/quarkus-app/quarkus-run.jar");

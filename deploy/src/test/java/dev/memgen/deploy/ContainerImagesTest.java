@@ -8,18 +8,14 @@ import com.fasterxml.jackson.databind.JsonNode;
 import com.fasterxml.jackson.databind.ObjectMapper;
 import com.fasterxml.jackson.dataformat.yaml.YAMLMapper;
 import dev.memgen.cli.LoopBench;
-import dev.memgen.cli.Main;
 import dev.memgen.model.checkpoint.DType;
 import dev.memgen.model.checkpoint.TinyCheckpoint;
 import dev.memgen.rpc.TinyMemory;
-import java.io.ByteArrayOutputStream;
 import java.io.InputStream;
-import java.io.PrintStream;
 import java.net.URI;
 import java.net.http.HttpClient;
 import java.net.http.HttpRequest;
 import java.net.http.HttpResponse;
-import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
 import java.security.MessageDigest;
@@ -42,7 +38,7 @@ import org.junit.jupiter.api.io.TempDir;
  * runc (.ci/run installs them); skipped elsewhere.
  */
 class ContainerImagesTest {
-  private static final Path ROOT = Path.of("").toAbsolutePath().getParent(); // tests run in deploy/
+  private static final Path ROOT = Commands.ROOT;
   private static final ObjectMapper JSON = new ObjectMapper();
   private static final Map<String, String> MANIFEST_OF = Map.of("reasoner-service", "reasoner.yaml",
       "trigger-service", "trigger.yaml", "weaver-service", "weaver.yaml", "trainer-service", "trainer.yaml");
@@ -55,22 +51,9 @@ class ContainerImagesTest {
     for (String tool : List.of("debootstrap", "podman", "runc", "tar")) {
       assumeTrue(onPath(tool), tool + " is not installed");
     }
-    System.setProperty("memgen.home", ROOT.toString());
     Path out = tmp.resolve("images");
-    ByteArrayOutputStream stdout = new ByteArrayOutputStream();
-    PrintStream saved = System.out;
-    int code;
-    try {
-      System.setOut(new PrintStream(stdout, true, StandardCharsets.UTF_8));
-      code = Main.run("images", "--out", out.toString());
-    } finally {
-      System.setOut(saved);
-    }
-    String printed = stdout.toString(StandardCharsets.UTF_8);
-    assertEquals(0, code, printed);
-    String[] lines = printed.strip().split("\n");
-    JsonNode summary = JSON.readTree(lines[lines.length - 1]);
-    assertEquals(4, summary.get("images").size(), printed);
+    JsonNode summary = Commands.summary(List.of("images", "--out", out.toString()));
+    assertEquals(4, summary.get("images").size(), summary.toString());
 
     Map<String, Image> images = new java.util.HashMap<>();
     for (JsonNode built : summary.get("images")) {

@@ -5,11 +5,7 @@ import static org.junit.jupiter.api.Assertions.assertFalse;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
-import com.fasterxml.jackson.databind.ObjectMapper;
-import dev.memgen.cli.Main;
 import java.awt.image.BufferedImage;
-import java.io.ByteArrayOutputStream;
-import java.io.PrintStream;
 import java.nio.charset.StandardCharsets;
 import java.nio.file.Files;
 import java.nio.file.Path;
@@ -51,24 +47,9 @@ class DemoSmokeTest {
 
   /** Runs {@code demo --smoke}, checks its JSON and report files, and returns the JSON. */
   private static JsonNode demo(Path cache, String... extra) throws Exception {
-    Path root = Path.of("").toAbsolutePath().getParent(); // tests run in deploy/
-    System.setProperty("memgen.home", root.toString());
-    ByteArrayOutputStream captured = new ByteArrayOutputStream();
-    PrintStream stdout = System.out;
-    int code;
-    System.setOut(new PrintStream(captured, true, StandardCharsets.UTF_8));
-    try {
-      List<String> args = new java.util.ArrayList<>(List.of("demo", "--smoke", "--dir", cache.toString()));
-      args.addAll(List.of(extra));
-      code = Main.run(args.toArray(String[]::new));
-    } finally {
-      System.setOut(stdout);
-    }
-    String out = captured.toString(StandardCharsets.UTF_8);
-    System.out.print(out);
-    assertEquals(0, code, out);
-    List<String> lines = out.lines().toList();
-    JsonNode json = new ObjectMapper().readTree(lines.get(lines.size() - 1));
+    List<String> args = new java.util.ArrayList<>(List.of("demo", "--smoke", "--dir", cache.toString()));
+    args.addAll(List.of(extra));
+    JsonNode json = Commands.summary(args);
     for (String field : List.of("requests", "adapter_versions", "base_A", "base_new", "memgen_A", "memgen_new",
         "parametric_A", "parametric_new", "trajectories_published", "trajectories_trained", "trajectories_lost",
         "trajectories_duplicated", "report", "base_model", "final_memory")) {

@@ -337,43 +337,63 @@ public final class EngineCore implements AutoCloseable {
 
   /**
    * Prefills up to {@code prefillChunk} prompt tokens, oldest request first, the chunks of every joining prompt in
-   * one batched call ({@link Decoder#forwardEach}: each in its own cache); finished prompts join the batch.
+   * one batched call ({@link Decoder#forwardEach}: each in its own cache); finished prompts join the batch. A memory
+   * that reads only the prompt's tokens weaves before that call, so its latent rows go in with the prompt's last
+   * chunk instead of in a forward call of their own.
    */
   private void prefillChunk() {
     int budget = limits.prefillChunk();
     List<Sequence> chunked = new ArrayList<>();
-    List<NDArray> rows = new ArrayList<>();
+    List<Integer> chunkTokens = new ArrayList<>();
+    List<Sequence> finishing = new ArrayList<>();
+    for (Sequence s : prefilling) { // oldest first, as much as the budget takes: the prompts of one step go together
+      if (budget <= 0) {
+        break;
+      }
+      int[] prompt = s.request.prompt();
+      int n = Math.min(budget, prompt.length - s.prefilled);
+      chunked.add(s);
+      chunkTokens.add(n);
+      if (s.prefilled + n == prompt.length && !s.memory.wantsHidden()) {
+        finishing.add(s);
+      }
+      budget -= n;
+    }
+    if (chunked.isEmpty()) {
+      return;
+    }
+    float[][] latents = promptLatents(finishing);
     try (NDManager m = manager.newSubManager()) {
-      for (Sequence s : prefilling) { // oldest first, as much as the budget takes: the prompts of one step go together
-        if (budget <= 0) {
-          break;
+      List<NDArray> rows = new ArrayList<>();
+      for (int i = 0; i < chunked.size(); i++) {
+        Sequence s = chunked.get(i);
+        int n = chunkTokens.get(i);
+        NDArray tokens = decoder.embed(m, new int[][] {Arrays.copyOfRange(s.request.prompt(), s.prefilled, s.prefilled + n)});
+        int at = finishing.indexOf(s);
+        float[] inserted = at < 0 ? null : latents[at];
+        if (inserted != null) {
+          s.plainEntries = s.request.prompt().length;
+          tokens = tokens.concat(m.create(inserted, new Shape(1, latentRows(inserted), hidden)), 1);
         }
-        int[] prompt = s.request.prompt();
-        int n = Math.min(budget, prompt.length - s.prefilled);
-        chunked.add(s);
-        rows.add(decoder.embed(m, new int[][] {Arrays.copyOfRange(prompt, s.prefilled, s.prefilled + n)}));
-        budget -= n;
+        rows.add(tokens);
       }
-      if (chunked.isEmpty()) {
-        return;
-      }
-      List<NDArray> hidden = decoder.forwardEach(chunked.stream().map(s -> s.prefill).toList(), rows, m);
+      List<NDArray> states = decoder.forwardEach(chunked.stream().map(s -> s.prefill).toList(), rows, m);
       List<Sequence> done = new ArrayList<>();
       for (int i = 0; i < chunked.size(); i++) {
         Sequence s = chunked.get(i);
-        NDArray h = hidden.get(i);
-        int n = (int) h.getShape().get(1);
+        NDArray h = states.get(i);
+        int n = chunkTokens.get(i);
         if (s.memory.wantsHidden()) {
           s.promptHidden = concat(s.promptHidden, h.toFloatArray());
         }
         s.prefilled += n;
         prefillTokens.addAndGet(n);
         if (s.prefilled == s.request.prompt().length) {
-          setLast(s, h.get(0, n - 1));
+          setLast(s, h.get(0, h.getShape().get(1) - 1)); // the last token's state, or the last latent's
           done.add(s);
         }
       }
-      afterPrompts(done);
+      afterHiddenPrompts(done.stream().filter(s -> s.memory.wantsHidden()).toList());
       for (Sequence s : done) {
         prefilling.remove(s);
         join(s);
@@ -383,38 +403,54 @@ public final class EngineCore implements AutoCloseable {
   }
 
   /**
-   * The prompt latents go in right after the prompt, in each sequence's own cache, before it joins the batch; the
-   * memories of the sequences whose prompts were done in this step are asked at once (one weave pass).
+   * The latent rows each sequence's memory inserts after its prompt (null: none), asked of the memories of the prompts
+   * done in this step at once (one weave pass).
    */
-  private void afterPrompts(List<Sequence> done) {
-    List<Sequence> withMemory = done.stream().filter(Sequence::hasMemory).toList();
-    if (withMemory.isEmpty()) {
-      return;
-    }
+  private float[][] promptLatents(List<Sequence> done) {
+    float[][] answers = new float[done.size()][];
+    List<Integer> withMemory = new ArrayList<>();
     List<Generator.Interleaver.Prompt> prompts = new ArrayList<>();
-    for (Sequence s : withMemory) {
+    for (int i = 0; i < done.size(); i++) {
+      Sequence s = done.get(i);
+      if (!s.hasMemory()) {
+        continue;
+      }
       int[] prompt = s.request.prompt();
       int room = decoder.config().maxPositions() - prompt.length - s.request.maxNewTokens();
       prompts.add(s.memory instanceof RowOf r ? new Generator.Interleaver.Prompt(r.batch(), r.row(), prompt, room, s.promptHidden)
           : new Generator.Interleaver.Prompt(s.memory, 0, prompt, room, s.promptHidden));
       s.promptHidden = null;
+      withMemory.add(i);
     }
-    float[][] answers = Generator.Interleaver.askAfterPrompts(prompts);
-    for (int i = 0; i < withMemory.size(); i++) {
+    if (prompts.isEmpty()) {
+      return answers;
+    }
+    float[][] asked = Generator.Interleaver.askAfterPrompts(prompts);
+    for (int j = 0; j < withMemory.size(); j++) {
+      answers[withMemory.get(j)] = asked[j];
+    }
+    return answers;
+  }
+
+  /**
+   * For memories that read the prompt's hidden states: they weave once the prompt is computed, and their latent rows
+   * go into each sequence's own cache before it joins the batch.
+   */
+  private void afterHiddenPrompts(List<Sequence> done) {
+    float[][] answers = promptLatents(done);
+    for (int i = 0; i < done.size(); i++) {
       float[] rows = answers[i];
       if (rows == null) {
         continue;
       }
-      Sequence s = withMemory.get(i);
+      Sequence s = done.get(i);
       int k = latentRows(rows);
       s.plainEntries = s.request.prompt().length;
       boolean[][] valid = new boolean[1][k];
       Arrays.fill(valid[0], true);
       try (NDManager m = manager.newSubManager()) {
         NDArray h = decoder.forward(s.prefill, m.create(rows, new Shape(1, k, hidden)), valid);
-        if (s.memory.wantsHidden()) {
-          s.memory.inserted(0, h.toFloatArray());
-        }
+        s.memory.inserted(0, h.toFloatArray());
         setLast(s, h.get(0, k - 1));
       }
     }
