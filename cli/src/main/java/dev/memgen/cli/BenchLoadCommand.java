@@ -142,9 +142,10 @@ final class BenchLoadCommand implements Callable<Integer> {
         if (client.log() != null) {
           ObjectNode check = trajectoryCheck(client.log(), all);
           json.set("trajectories", check);
-          System.out.printf("trajectories: %d successful requests, %d recorded once, %d missing, %d recorded twice or more%n",
-              check.get("successful").asLong(), check.get("recorded_once").asLong(), check.get("missing").asLong(),
-              check.get("duplicated").asLong());
+          System.out.printf("trajectories: %d successful requests, %d recorded once, %d missing (%d of them answered "
+              + "without a trajectory id), %d recorded twice or more%n", check.get("successful").asLong(),
+              check.get("recorded_once").asLong(), check.get("missing").asLong(),
+              check.get("missing_without_id").asLong(), check.get("duplicated").asLong());
         }
         json.set("machine", Machine.describe());
         System.out.println(Json.line(json));
@@ -213,6 +214,8 @@ final class BenchLoadCommand implements Callable<Integer> {
     o.put("successful", expected.size());
     o.put("recorded_once", expected.stream().filter(id -> id != null && seen.getOrDefault(id, 0) == 1).count());
     o.put("missing", expected.stream().filter(id -> id == null || !seen.containsKey(id)).count());
+    // Of those, the turns whose response carried no trajectory id at all (the rest carried one the topic lacks).
+    o.put("missing_without_id", expected.stream().filter(java.util.Objects::isNull).count());
     o.put("duplicated", expected.stream().filter(id -> id != null && seen.getOrDefault(id, 0) > 1).count());
     o.put("records", seen.values().stream().mapToInt(Integer::intValue).sum());
     return o;
