@@ -1,6 +1,7 @@
 package dev.memgen.deploy;
 
 import static org.junit.jupiter.api.Assertions.assertEquals;
+import static org.junit.jupiter.api.Assertions.assertNull;
 import static org.junit.jupiter.api.Assertions.assertTrue;
 
 import com.fasterxml.jackson.databind.JsonNode;
@@ -35,7 +36,7 @@ class BenchLoadTest {
   @Test
   void inProcessBothPhasesReport() throws Exception {
     JsonNode json = load("--api", "engine", "--memory", "off");
-    assertTrue(json.get("trajectories") == null, "nothing is recorded in process: " + json);
+    assertNull(json.get("trajectories"), "nothing is recorded in process: " + json);
   }
 
   private JsonNode load(String... extra) throws Exception {

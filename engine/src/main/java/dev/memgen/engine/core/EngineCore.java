@@ -368,14 +368,14 @@ public final class EngineCore implements AutoCloseable {
       for (int i = 0; i < chunked.size(); i++) {
         Sequence s = chunked.get(i);
         int n = chunkTokens.get(i);
-        NDArray tokens = decoder.embed(m, new int[][] {Arrays.copyOfRange(s.request.prompt(), s.prefilled, s.prefilled + n)});
+        NDArray chunk = decoder.embed(m, new int[][] {Arrays.copyOfRange(s.request.prompt(), s.prefilled, s.prefilled + n)});
         int at = finishing.indexOf(s);
         float[] inserted = at < 0 ? null : latents[at];
         if (inserted != null) {
           s.plainEntries = s.request.prompt().length;
-          tokens = tokens.concat(m.create(inserted, new Shape(1, latentRows(inserted), hidden)), 1);
+          chunk = chunk.concat(m.create(inserted, new Shape(1, latentRows(inserted), hidden)), 1);
         }
-        rows.add(tokens);
+        rows.add(chunk);
       }
       List<NDArray> states = decoder.forwardEach(chunked.stream().map(s -> s.prefill).toList(), rows, m);
       List<Sequence> done = new ArrayList<>();
@@ -406,12 +406,12 @@ public final class EngineCore implements AutoCloseable {
    * The latent rows each sequence's memory inserts after its prompt (null: none), asked of the memories of the prompts
    * done in this step at once (one weave pass).
    */
-  private float[][] promptLatents(List<Sequence> done) {
-    float[][] answers = new float[done.size()][];
+  private float[][] promptLatents(List<Sequence> sequences) {
+    float[][] answers = new float[sequences.size()][];
     List<Integer> withMemory = new ArrayList<>();
     List<Generator.Interleaver.Prompt> prompts = new ArrayList<>();
-    for (int i = 0; i < done.size(); i++) {
-      Sequence s = done.get(i);
+    for (int i = 0; i < sequences.size(); i++) {
+      Sequence s = sequences.get(i);
       if (!s.hasMemory()) {
         continue;
       }
